@@ -1,0 +1,107 @@
+//! Typed engine errors. The kinds map one to one onto the D-Bus error names
+//! `org.example.Copyd1.Error.<Kind>`, so the service layer never has to guess.
+
+use std::io;
+use std::path::Path;
+
+/// What kind of failure this is; the name is the D-Bus error's last element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    NoSpace,
+    PermissionDenied,
+    NotSupported,
+    Cancelled,
+    Failed,
+}
+
+impl ErrorKind {
+    /// The last element of the D-Bus error name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "InvalidArgument",
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::AlreadyExists => "AlreadyExists",
+            ErrorKind::NoSpace => "NoSpace",
+            ErrorKind::PermissionDenied => "PermissionDenied",
+            ErrorKind::NotSupported => "NotSupported",
+            ErrorKind::Cancelled => "Cancelled",
+            ErrorKind::Failed => "Failed",
+        }
+    }
+
+    /// The kind an OS error stands for.
+    pub fn of_io(err: &io::Error) -> ErrorKind {
+        use rustix::io::Errno;
+        let Some(errno) = err.raw_os_error().map(Errno::from_raw_os_error) else {
+            return match err.kind() {
+                io::ErrorKind::NotFound => ErrorKind::NotFound,
+                io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+                io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+                _ => ErrorKind::Failed,
+            };
+        };
+        match errno {
+            Errno::NOENT => ErrorKind::NotFound,
+            Errno::EXIST | Errno::NOTEMPTY => ErrorKind::AlreadyExists,
+            Errno::NOSPC | Errno::DQUOT | Errno::FBIG => ErrorKind::NoSpace,
+            Errno::ACCESS | Errno::PERM | Errno::ROFS => ErrorKind::PermissionDenied,
+            Errno::OPNOTSUPP | Errno::NOSYS => ErrorKind::NotSupported,
+            _ => ErrorKind::Failed,
+        }
+    }
+}
+
+/// An error with its kind and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EngineError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The OS error behind it, when there was one.
+    pub os_error: Option<i32>,
+}
+
+impl EngineError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        EngineError {
+            kind,
+            message: message.into(),
+            os_error: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+
+    pub fn cancelled() -> Self {
+        Self::new(ErrorKind::Cancelled, "the job was cancelled")
+    }
+
+    /// An OS error about `path`, doing `what` ("open", "read", ...).
+    pub fn io(what: &str, path: &Path, err: &io::Error) -> Self {
+        EngineError {
+            os_error: err.raw_os_error(),
+            ..Self::new(
+                ErrorKind::of_io(err),
+                format!("cannot {what} {}: {err}", path.display()),
+            )
+        }
+    }
+
+    /// Whether the OS error behind this one was `errno`.
+    pub fn is_os_error(&self, errno: rustix::io::Errno) -> bool {
+        self.os_error == Some(errno.raw_os_error())
+    }
+}
+
+impl From<rustix::io::Errno> for ErrorKind {
+    fn from(errno: rustix::io::Errno) -> Self {
+        ErrorKind::of_io(&io::Error::from(errno))
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

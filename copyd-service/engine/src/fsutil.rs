@@ -1,0 +1,160 @@
+//! Small file-system operations the transfer is built from: temporary names,
+//! atomic renames, syncing directories, carrying metadata over.
+
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, RenameFlags, Timespec, Timestamps, CWD};
+
+use crate::error::{EngineError, Result};
+use crate::request::Preserve;
+
+/// The hidden name an item is built under before it gets its final name:
+/// `.copyd-<tag>-<index>.tmp` beside the target. Deterministic, so a resumed
+/// job finds its own work and nobody else's.
+pub fn temp_path(target: &Path, tag: &str, index: usize) -> PathBuf {
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    parent.join(format!(".copyd-{tag}-{index}.tmp"))
+}
+
+/// Whether a file name is one of copyd's temporary names.
+pub fn is_temp_name(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name.starts_with(b".copyd-") && name.ends_with(b".tmp")
+}
+
+/// Gives `temp` the name `target`. Without `replace` an existing target is an
+/// error (RENAME_NOREPLACE: no check-then-rename race). With `replace`, a
+/// directory target is swapped out atomically (RENAME_EXCHANGE) and the old
+/// one deleted, so the target path never stands empty.
+pub fn rename_into_place(temp: &Path, target: &Path, replace: bool) -> Result<()> {
+    let fail = |errno: rustix::io::Errno| EngineError::io("rename into place", target, &errno.into());
+    if !replace {
+        return rustix::fs::renameat_with(CWD, temp, CWD, target, RenameFlags::NOREPLACE)
+            .map_err(fail);
+    }
+    let target_is_dir = fs::symlink_metadata(target).is_ok_and(|m| m.is_dir());
+    if !target_is_dir {
+        return rustix::fs::renameat_with(CWD, temp, CWD, target, RenameFlags::empty())
+            .map_err(fail);
+    }
+    rustix::fs::renameat_with(CWD, temp, CWD, target, RenameFlags::EXCHANGE).map_err(fail)?;
+    // `temp` now names the replaced tree.
+    remove_all(temp)
+}
+
+/// Makes a directory's entries (creations, renames) durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let handle = File::open(dir).map_err(|err| EngineError::io("open directory", dir, &err))?;
+    handle
+        .sync_all()
+        .map_err(|err| EngineError::io("sync directory", dir, &err))
+}
+
+/// Flushes everything written on the file system holding `path`: one call
+/// instead of one fsync per file when a tree of many small files was built.
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    let handle = File::open(path).map_err(|err| EngineError::io("open", path, &err))?;
+    rustix::fs::syncfs(&handle).map_err(|errno| EngineError::io("sync", path, &errno.into()))
+}
+
+/// Removes a file, symlink or whole tree; a missing one is fine.
+pub fn remove_all(path: &Path) -> Result<()> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(EngineError::io("remove", path, &err)),
+    }
+}
+
+/// The permission bits a copy gets: setuid and setgid are dropped, as `cp`
+/// does when it does not also keep the owner, so a copy never creates
+/// privilege.
+pub fn copy_mode(source: &Metadata) -> u32 {
+    source.mode() & 0o1777
+}
+
+fn timestamps_of(source: &Metadata) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: source.atime(),
+            tv_nsec: source.atime_nsec() as _,
+        },
+        last_modification: Timespec {
+            tv_sec: source.mtime(),
+            tv_nsec: source.mtime_nsec() as _,
+        },
+    }
+}
+
+/// Carries mode and times of `source` over to the open file `copy`.
+pub fn apply_file_metadata(copy: &File, path: &Path, source: &Metadata, preserve: &Preserve) -> Result<()> {
+    if preserve.mode {
+        copy.set_permissions(fs::Permissions::from_mode(copy_mode(source)))
+            .map_err(|err| EngineError::io("set the mode of", path, &err))?;
+    }
+    if preserve.timestamps {
+        rustix::fs::futimens(copy, &timestamps_of(source))
+            .map_err(|errno| EngineError::io("set the times of", path, &errno.into()))?;
+    }
+    Ok(())
+}
+
+/// Carries mode and times over to a directory or symlink by path (a symlink
+/// has no mode of its own and is not followed).
+pub fn apply_path_metadata(path: &Path, source: &Metadata, preserve: &Preserve) -> Result<()> {
+    let is_symlink = source.file_type().is_symlink();
+    if preserve.mode && !is_symlink {
+        fs::set_permissions(path, fs::Permissions::from_mode(copy_mode(source)))
+            .map_err(|err| EngineError::io("set the mode of", path, &err))?;
+    }
+    if preserve.timestamps {
+        rustix::fs::utimensat(CWD, path, &timestamps_of(source), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|errno| EngineError::io("set the times of", path, &errno.into()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noreplace_rename_refuses_an_existing_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (temp, target) = (dir.path().join("t"), dir.path().join("f"));
+        fs::write(&temp, b"new").unwrap();
+        fs::write(&target, b"old").unwrap();
+        let err = rename_into_place(&temp, &target, false).unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&target).unwrap(), b"old");
+        rename_into_place(&temp, &target, true).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+    }
+
+    #[test]
+    fn replacing_a_directory_swaps_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (temp, target) = (dir.path().join("t"), dir.path().join("d"));
+        fs::create_dir_all(temp.join("new")).unwrap();
+        fs::create_dir_all(target.join("old")).unwrap();
+        rename_into_place(&temp, &target, true).unwrap();
+        assert!(target.join("new").exists() && !target.join("old").exists());
+        assert!(!temp.exists());
+    }
+
+    #[test]
+    fn temp_names_are_recognised() {
+        let temp = temp_path(Path::new("/x/y"), "7", 0);
+        assert_eq!(temp, Path::new("/x/.copyd-7-0.tmp"));
+        assert!(is_temp_name(temp.file_name().unwrap()));
+        assert!(!is_temp_name(std::ffi::OsStr::new("y")));
+    }
+}

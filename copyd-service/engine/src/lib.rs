@@ -1,0 +1,31 @@
+//! copyd's copy engine.
+//!
+//! It resolves a request (sources, destination, options) into work items,
+//! walks the sources and copies or moves them with plain threads and system
+//! calls. It knows nothing of D-Bus or async runtimes: this crate does not
+//! depend on zbus or tokio, so the compiler keeps that boundary. Callers see
+//! progress through [`Progress`] (atomic counters they may sample at any rate)
+//! and steer a running transfer through [`Control`] (pause, resume, cancel,
+//! rate limit).
+//!
+//! Durability contract: a file or tree only ever appears under its final name
+//! complete and synced. Until then it lives under a hidden temporary name
+//! (`.copyd-<tag>-<n>.tmp`) in the target's directory, which a failed or
+//! cancelled transfer removes.
+
+pub mod copier;
+pub mod error;
+pub mod fsutil;
+pub mod progress;
+pub mod request;
+pub mod transfer;
+pub mod walk;
+
+pub use copier::{CopyContext, CopyError, EngineSet, FileCopier};
+pub use error::{EngineError, ErrorKind};
+pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RunState};
+pub use request::{
+    plan, resolve, Conflict, Item, ItemKind, Operation, Options, PlanReport, Preserve, Request,
+    Resolved,
+};
+pub use transfer::{run, Outcome};

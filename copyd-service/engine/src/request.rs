@@ -1,0 +1,394 @@
+//! What a caller asks for, and its resolution into work items.
+//!
+//! [`resolve`] checks a request the way `cp` would before touching anything:
+//! sources exist, directories need `recursive`, a destination is not inside
+//! its source, targets do not collide. It creates nothing, so a request it
+//! refuses leaves the file system as it was.
+
+use std::collections::HashSet;
+use std::fs::{self, Metadata};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{EngineError, ErrorKind, Result};
+use crate::walk;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Copy,
+    Move,
+}
+
+impl Operation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Copy => "copy",
+            Operation::Move => "move",
+        }
+    }
+}
+
+/// What to do when a target already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Conflict {
+    #[default]
+    Fail,
+    Skip,
+    Overwrite,
+}
+
+impl Conflict {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "fail" => Some(Conflict::Fail),
+            "skip" => Some(Conflict::Skip),
+            "overwrite" => Some(Conflict::Overwrite),
+            _ => None,
+        }
+    }
+}
+
+/// Which metadata a copy carries over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preserve {
+    pub mode: bool,
+    pub timestamps: bool,
+    pub ownership: bool,
+    pub xattr: bool,
+    pub links: bool,
+}
+
+impl Default for Preserve {
+    /// Like `cp` with `--preserve=mode,timestamps`.
+    fn default() -> Self {
+        Preserve {
+            mode: true,
+            timestamps: true,
+            ownership: false,
+            xattr: false,
+            links: false,
+        }
+    }
+}
+
+impl Preserve {
+    /// Everything, like `cp -a`.
+    pub fn all() -> Self {
+        Preserve {
+            mode: true,
+            timestamps: true,
+            ownership: true,
+            xattr: true,
+            links: true,
+        }
+    }
+
+    /// Only what `names` lists; unknown names are an error.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self> {
+        let mut preserve = Preserve {
+            mode: false,
+            timestamps: false,
+            ownership: false,
+            xattr: false,
+            links: false,
+        };
+        for name in names {
+            match name {
+                "mode" => preserve.mode = true,
+                "timestamps" => preserve.timestamps = true,
+                "ownership" => preserve.ownership = true,
+                "xattr" => preserve.xattr = true,
+                "links" => preserve.links = true,
+                "all" => preserve = Preserve::all(),
+                other => {
+                    return Err(EngineError::invalid(format!(
+                        "unknown preserve item {other:?} (known: mode, timestamps, ownership, xattr, links, all)"
+                    )))
+                }
+            }
+        }
+        Ok(preserve)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub recursive: bool,
+    pub on_conflict: Conflict,
+    /// "auto" or the name of one engine.
+    pub engine: String,
+    pub preserve: Preserve,
+    /// Bytes per second for this job; 0 for no limit.
+    pub rate_limit: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            recursive: false,
+            on_conflict: Conflict::Fail,
+            engine: "auto".into(),
+            preserve: Preserve::default(),
+            rate_limit: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub operation: Operation,
+    pub sources: Vec<PathBuf>,
+    pub destination: PathBuf,
+    pub options: Options,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    File,
+    Directory,
+    Symlink,
+}
+
+/// One source and the final path it gets.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub kind: ItemKind,
+    /// The target exists and on-conflict is skip: nothing to do.
+    pub skip: bool,
+    /// The target exists and on-conflict is overwrite: replace it.
+    pub replace: bool,
+}
+
+/// A checked request.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub request: Request,
+    pub items: Vec<Item>,
+}
+
+fn require_absolute(path: &Path, what: &str) -> Result<()> {
+    if !path.is_absolute() {
+        return Err(EngineError::invalid(format!(
+            "{what} {} is not an absolute path",
+            path.display()
+        )));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(EngineError::invalid(format!(
+            "{what} {} contains . or .. components",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn lstat(path: &Path) -> Result<Metadata> {
+    fs::symlink_metadata(path).map_err(|err| EngineError::io("find", path, &err))
+}
+
+fn kind_of(path: &Path, meta: &Metadata) -> Result<ItemKind> {
+    let file_type = meta.file_type();
+    if file_type.is_symlink() {
+        Ok(ItemKind::Symlink)
+    } else if file_type.is_dir() {
+        Ok(ItemKind::Directory)
+    } else if file_type.is_file() {
+        Ok(ItemKind::File)
+    } else {
+        let what = if file_type.is_fifo() {
+            "a FIFO"
+        } else if file_type.is_socket() {
+            "a socket"
+        } else {
+            "a device node"
+        };
+        Err(EngineError::new(
+            ErrorKind::NotSupported,
+            format!("{} is {what}; copyd copies only files, directories and symlinks", path.display()),
+        ))
+    }
+}
+
+/// The real path of `path`'s parent joined with its name: where it would be,
+/// whether or not it exists yet.
+fn real_location(path: &Path) -> Result<PathBuf> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let real_parent =
+        fs::canonicalize(parent).map_err(|err| EngineError::io("find directory", parent, &err))?;
+    Ok(match path.file_name() {
+        Some(name) => real_parent.join(name),
+        None => real_parent,
+    })
+}
+
+/// Checks `request` and works out what goes where. Touches nothing.
+pub fn resolve(request: Request) -> Result<Resolved> {
+    if request.sources.is_empty() {
+        return Err(EngineError::invalid("no sources given"));
+    }
+    for source in &request.sources {
+        require_absolute(source, "source")?;
+    }
+    require_absolute(&request.destination, "destination")?;
+
+    let destination = &request.destination;
+    // Like cp, an existing directory (or a symlink to one) is copied into.
+    let into_directory = fs::metadata(destination).is_ok_and(|m| m.is_dir());
+    if request.sources.len() > 1 && !into_directory {
+        return Err(EngineError::invalid(format!(
+            "with several sources, the destination {} must be an existing directory",
+            destination.display()
+        )));
+    }
+
+    let mut items = Vec::with_capacity(request.sources.len());
+    let mut targets = HashSet::new();
+    for source in &request.sources {
+        let meta = lstat(source)?;
+        let kind = kind_of(source, &meta)?;
+        if kind == ItemKind::Directory && !request.options.recursive {
+            return Err(EngineError::invalid(format!(
+                "{} is a directory: copying it needs the recursive option",
+                source.display()
+            )));
+        }
+        let target = if into_directory {
+            let name = source.file_name().ok_or_else(|| {
+                EngineError::invalid(format!("{} has no name to copy into a directory", source.display()))
+            })?;
+            destination.join(name)
+        } else {
+            destination.clone()
+        };
+        let parent = target.parent().unwrap_or(Path::new("/"));
+        match fs::metadata(parent) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(EngineError::invalid(format!(
+                    "{} is not a directory",
+                    parent.display()
+                )))
+            }
+            Err(err) => return Err(EngineError::io("find destination directory", parent, &err)),
+        }
+
+        let real_source = real_location(source)?;
+        let real_target = real_location(&target)?;
+        if real_target == real_source {
+            return Err(EngineError::invalid(format!(
+                "{} and {} are the same file",
+                source.display(),
+                target.display()
+            )));
+        }
+        if kind == ItemKind::Directory && real_target.starts_with(&real_source) {
+            return Err(EngineError::invalid(format!(
+                "cannot {} {} into itself ({})",
+                request.operation.name(),
+                source.display(),
+                target.display()
+            )));
+        }
+        if !targets.insert(real_target.clone()) {
+            return Err(EngineError::invalid(format!(
+                "two sources would both become {}",
+                target.display()
+            )));
+        }
+
+        let (mut skip, mut replace) = (false, false);
+        if let Ok(existing) = fs::symlink_metadata(&target) {
+            match request.options.on_conflict {
+                Conflict::Fail => {
+                    return Err(EngineError::new(
+                        ErrorKind::AlreadyExists,
+                        format!("{} already exists", target.display()),
+                    ))
+                }
+                Conflict::Skip => skip = true,
+                Conflict::Overwrite => {
+                    // Replacing a directory that contains the source would
+                    // delete the source with it.
+                    if existing.is_dir() && real_source.starts_with(&real_target) {
+                        return Err(EngineError::invalid(format!(
+                            "overwriting {} would delete the source {}",
+                            target.display(),
+                            source.display()
+                        )));
+                    }
+                    replace = true;
+                }
+            }
+        }
+        items.push(Item {
+            source: source.clone(),
+            target,
+            kind,
+            skip,
+            replace,
+        });
+    }
+    Ok(Resolved { request, items })
+}
+
+/// The dry run's findings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanReport {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub targets: Vec<PathBuf>,
+    pub conflicts: Vec<PathBuf>,
+    pub destination_free_bytes: u64,
+}
+
+impl PlanReport {
+    pub fn fits(&self) -> bool {
+        self.bytes <= self.destination_free_bytes
+    }
+}
+
+/// Resolves `request` and walks its sources without changing anything. With
+/// on-conflict fail, conflicts are reported rather than refused.
+pub fn plan(mut request: Request) -> Result<PlanReport> {
+    let on_conflict = request.options.on_conflict;
+    if on_conflict == Conflict::Fail {
+        request.options.on_conflict = Conflict::Skip;
+    }
+    let resolved = resolve(request)?;
+    let mut report = PlanReport::default();
+    for item in &resolved.items {
+        report.targets.push(item.target.clone());
+        if item.skip || item.replace {
+            report.conflicts.push(item.target.clone());
+        }
+        if item.skip && on_conflict == Conflict::Skip {
+            continue;
+        }
+        let tree = walk::walk(&item.source, &crate::Control::default())?;
+        report.files += tree.files;
+        report.directories += tree.directories;
+        report.symlinks += tree.symlinks;
+        report.bytes += tree.bytes;
+    }
+    let parent = resolved.items[0]
+        .target
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    let vfs = rustix::fs::statvfs(&parent)
+        .map_err(|errno| EngineError::io("inspect", &parent, &errno.into()))?;
+    report.destination_free_bytes = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+    Ok(report)
+}
+
+/// Whether two paths are on the same file system (device).
+pub fn same_device(a: &Metadata, b: &Metadata) -> bool {
+    a.dev() == b.dev()
+}
