@@ -1,0 +1,203 @@
+//! copyctl against copyd on a private bus: the command-line user's view.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::ffi::OsStringExt;
+
+use copyd_tests::tree::{self, assert_files_equal, assert_trees_equal, make_tree, reference_copy};
+use copyd_tests::{osargs, CmdOutput, TestEnv};
+
+/// copyctl failed with one line on stderr naming `error` (e.g. "NotFound").
+#[track_caller]
+fn assert_one_line_error(out: &CmdOutput, error: &str) {
+    out.assert_failure();
+    let err = out.stderr_str();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "stderr should be one line:\n{out}");
+    assert!(
+        lines[0].contains(&format!("org.example.Copyd1.Error.{error}")),
+        "stderr should name org.example.Copyd1.Error.{error}:\n{out}"
+    );
+    assert!(lines[0].starts_with("copyctl: "), "stderr should start with 'copyctl: ':\n{out}");
+}
+
+#[test]
+fn copy_tree() {
+    let env = TestEnv::start();
+    let src = env.path("src");
+    make_tree(&src, 300, 1);
+    let dst = env.path("dst");
+    env.copyctl(&osargs!["copy", "-r", src, dst]).assert_success();
+    assert_trees_equal(&src, &dst);
+    assert!(tree::copyd_temp_leftovers(&dst).is_empty(), "temporary files left: {:?}", tree::copyd_temp_leftovers(&dst));
+}
+
+#[test]
+fn copy_tree_json() {
+    let env = TestEnv::start();
+    let src = env.path("src");
+    let st = make_tree(&src, 200, 2);
+    let dst = env.path("dst");
+    let out = env.copyctl(&osargs!["--json", "copy", "-r", src, dst]);
+    out.assert_success();
+    let j = out.json();
+    assert_eq!(j["state"], "completed", "{out}");
+    assert_eq!(j["operation"], "copy", "{out}");
+    for k in ["id", "state", "operation", "bytes_done", "bytes_total", "files_done", "files_total", "engine", "error_name", "error_message"] {
+        assert!(j.get(k).is_some(), "--json output lacks {k:?}:\n{out}");
+    }
+    let n = |k: &str| j[k].as_u64().unwrap_or_else(|| panic!("{k} is not a number:\n{out}"));
+    assert_eq!(n("bytes_done"), n("bytes_total"), "{out}");
+    assert!(n("bytes_total") >= st.bytes, "bytes_total {} < {} bytes in the tree:\n{out}", n("bytes_total"), st.bytes);
+    assert_eq!(n("files_done"), n("files_total"), "{out}");
+    assert!(n("files_total") >= st.files, "files_total {} < {} files in the tree:\n{out}", n("files_total"), st.files);
+    assert!(j["error_name"].as_str().map_or(true, str::is_empty), "error_name set on success:\n{out}");
+    assert!(!j["id"].as_str().unwrap_or("").is_empty(), "empty id:\n{out}");
+    assert_trees_equal(&src, &dst);
+
+    // The finished job stays listed (job_retention_seconds = 600).
+    let id = j["id"].as_str().unwrap().to_string();
+    let list = env.copyctl(&osargs!["list"]);
+    list.assert_success();
+    assert!(list.stdout_str().contains(&id), "copyctl list does not show job {id}:\n{list}");
+    let status = env.copyctl(&osargs!["--json", "status", &id]);
+    status.assert_success();
+    assert_eq!(status.json()["state"], "completed", "{status}");
+}
+
+#[test]
+fn copy_single_file() {
+    let env = TestEnv::start();
+    let src = env.path("one.bin");
+    tree::write_random(&src, 300_000, &mut fastrand::Rng::with_seed(3));
+    // To a new name.
+    let dst = env.path("copy.bin");
+    env.copyctl(&osargs![&src, &dst]).assert_failure(); // no subcommand: a usage error
+    env.copyctl(&osargs!["copy", src, dst]).assert_success();
+    assert_files_equal(&src, &dst);
+    // Into an existing directory: the file keeps its name.
+    let dir = env.path("into");
+    fs::create_dir(&dir).unwrap();
+    env.copyctl(&osargs!["copy", src, dir]).assert_success();
+    assert_files_equal(&src, &dir.join("one.bin"));
+    assert_eq!(tree::dir_names(&dir), vec![OsString::from("one.bin")], "only the copy in {}", dir.display());
+}
+
+#[test]
+fn copy_several_sources_into_directory() {
+    let env = TestEnv::start();
+    let a = env.path("a.txt");
+    let b = env.path("b.txt");
+    fs::write(&a, b"aaa").unwrap();
+    fs::write(&b, b"bbbb").unwrap();
+    let dir = env.path("into");
+    fs::create_dir(&dir).unwrap();
+    env.copyctl(&osargs!["copy", a, b, dir]).assert_success();
+    assert_eq!(fs::read(dir.join("a.txt")).unwrap(), b"aaa");
+    assert_eq!(fs::read(dir.join("b.txt")).unwrap(), b"bbbb");
+}
+
+#[test]
+fn move_file() {
+    let env = TestEnv::start();
+    let src = env.path("one.bin");
+    tree::write_random(&src, 123_456, &mut fastrand::Rng::with_seed(4));
+    let saved = env.path("saved.bin");
+    reference_copy(&src, &saved);
+    let dst = env.path("moved.bin");
+    env.copyctl(&osargs!["move", src, dst]).assert_success();
+    assert!(!src.exists(), "source still exists after move");
+    assert_files_equal(&saved, &dst);
+}
+
+#[test]
+fn move_tree() {
+    let env = TestEnv::start();
+    let src = env.path("src");
+    make_tree(&src, 150, 5);
+    let saved = env.path("saved");
+    reference_copy(&src, &saved);
+    let dst = env.path("dst");
+    env.copyctl(&osargs!["move", "-r", src, dst]).assert_success();
+    assert!(fs::symlink_metadata(&src).is_err(), "source tree still exists after move");
+    assert_trees_equal(&saved, &dst);
+}
+
+#[test]
+fn error_nonexistent_source() {
+    let env = TestEnv::start();
+    let src = env.path("no-such-file");
+    let dst = env.path("dst");
+    let out = env.copyctl(&osargs!["copy", src, dst]);
+    assert_one_line_error(&out, "NotFound");
+    assert!(fs::symlink_metadata(&dst).is_err(), "destination created");
+    assert_eq!(tree::dir_names(env.work.path()), Vec::<OsString>::new(), "something was created");
+}
+
+#[test]
+fn error_existing_target() {
+    let env = TestEnv::start();
+    let src = env.path("src.txt");
+    let dst = env.path("dst.txt");
+    fs::write(&src, b"new contents").unwrap();
+    fs::write(&dst, b"old contents").unwrap();
+    let out = env.copyctl(&osargs!["copy", src, dst]);
+    assert_one_line_error(&out, "AlreadyExists");
+    assert_eq!(fs::read(&dst).unwrap(), b"old contents", "existing target was changed");
+    assert_eq!(tree::dir_names(env.work.path()), vec![OsString::from("dst.txt"), OsString::from("src.txt")]);
+
+    // Tree into a directory that already holds an entry of that name.
+    let tsrc = env.path("tree");
+    make_tree(&tsrc, 10, 6);
+    let into = env.path("into");
+    fs::create_dir_all(into.join("tree")).unwrap();
+    let out = env.copyctl(&osargs!["copy", "-r", tsrc, into]);
+    assert_one_line_error(&out, "AlreadyExists");
+    assert!(tree::snapshot(&into.join("tree")).is_empty(), "existing directory was filled");
+
+    // --on-conflict overwrite replaces it.
+    let out = env.copyctl(&osargs!["copy", "--on-conflict", "overwrite", src, dst]);
+    out.assert_success();
+    assert_eq!(fs::read(&dst).unwrap(), b"new contents", "overwrite did not replace the target");
+    // --on-conflict skip leaves it.
+    fs::write(&dst, b"old again").unwrap();
+    let out = env.copyctl(&osargs!["copy", "--on-conflict", "skip", src, dst]);
+    out.assert_success();
+    assert_eq!(fs::read(&dst).unwrap(), b"old again", "skip replaced the target");
+}
+
+#[test]
+fn error_directory_without_recursive() {
+    let env = TestEnv::start();
+    let src = env.path("src");
+    make_tree(&src, 5, 7);
+    let dst = env.path("dst");
+    let out = env.copyctl(&osargs!["copy", src, dst]);
+    assert_one_line_error(&out, "InvalidArgument");
+    assert!(fs::symlink_metadata(&dst).is_err(), "destination created");
+}
+
+#[test]
+fn non_utf8_file_name() {
+    let env = TestEnv::start();
+    let name = tree::non_utf8_name();
+    let src = env.path(name);
+    fs::write(&src, b"latin-1 name").unwrap();
+    let into = env.path("into");
+    fs::create_dir(&into).unwrap();
+    // Into a directory: the name survives byte for byte.
+    env.copyctl(&osargs!["copy", src, into]).assert_success();
+    assert_eq!(tree::dir_names(&into), vec![name.to_os_string()]);
+    assert_files_equal(&src, &into.join(name));
+    // To an explicit non-UTF-8 destination name.
+    let dst = env.path(OsString::from_vec(b"d\xe9st\xff.txt".to_vec()));
+    env.copyctl(&osargs!["copy", src, dst]).assert_success();
+    assert_files_equal(&src, &dst);
+    // A tree holding it (every make_tree has one at its top).
+    let tsrc = env.path("tree");
+    make_tree(&tsrc, 20, 8);
+    let tdst = env.path("tree-copy");
+    env.copyctl(&osargs!["copy", "-r", tsrc, tdst]).assert_success();
+    assert_files_equal(&tsrc.join(name), &tdst.join(name));
+    assert_trees_equal(&tsrc, &tdst);
+}
