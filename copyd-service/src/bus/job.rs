@@ -1,0 +1,332 @@
+//! The org.example.Copyd1.Job object of one job, and the task that turns the
+//! job's events into D-Bus signals.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zbus::message::Header;
+use zbus::names::InterfaceName;
+use zbus::object_server::SignalEmitter;
+use zbus::{interface, Connection, OwnedVariant, Variant};
+
+use super::job_path;
+use super::manager::ManagerObject;
+use crate::caller::{self, Caller};
+use crate::error::{error_name, Error, Result};
+use crate::jobs::{Job, JobEvent, JobManager, JobState, ProgressReport};
+use crate::paths;
+
+pub const JOB_INTERFACE: &str = "org.example.Copyd1.Job";
+
+pub struct JobObject {
+    pub job: Arc<Job>,
+    pub events: tokio::sync::mpsc::UnboundedSender<JobEvent>,
+}
+
+/// Job methods take options for growth; none are defined yet.
+fn refuse_options(options: &HashMap<String, OwnedVariant>) -> Result<()> {
+    match options.keys().next() {
+        None => Ok(()),
+        Some(key) => Err(Error::InvalidArgument(format!("unknown option {key:?}"))),
+    }
+}
+
+impl JobObject {
+    /// Only the job's owner (or root) may steer it.
+    async fn authorize(&self, connection: &Connection, header: &Header<'_>) -> Result<Caller> {
+        let caller = caller::identify(connection, header).await?;
+        if caller.uid == self.job.caller.uid || caller.uid == 0 {
+            return Ok(caller);
+        }
+        Err(Error::NotAuthorized(format!(
+            "job {} belongs to uid {}",
+            self.job.id, self.job.caller.uid
+        )))
+    }
+}
+
+#[interface(name = "org.example.Copyd1.Job")]
+impl JobObject {
+    async fn cancel(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<()> {
+        refuse_options(&options)?;
+        self.authorize(connection, &header).await?;
+        Ok(self.job.cancel()?)
+    }
+
+    async fn pause(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<()> {
+        refuse_options(&options)?;
+        self.authorize(connection, &header).await?;
+        Ok(self.job.pause(&self.events)?)
+    }
+
+    async fn resume(
+        &self,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<()> {
+        refuse_options(&options)?;
+        self.authorize(connection, &header).await?;
+        Ok(self.job.resume(&self.events)?)
+    }
+
+    #[zbus(signal)]
+    async fn progress(
+        emitter: &SignalEmitter<'_>,
+        bytes_done: u64,
+        bytes_total: u64,
+        files_done: u64,
+        files_total: u64,
+        rate: u64,
+        expected_end_time: u64,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn completed(
+        emitter: &SignalEmitter<'_>,
+        success: bool,
+        error_name: &str,
+        message: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(property(emits_changed_signal = "const"), name = "Id")]
+    fn id(&self) -> String {
+        self.job.id.clone()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"), name = "Operation")]
+    fn operation(&self) -> String {
+        self.job.operation.name().to_owned()
+    }
+
+    #[zbus(property, name = "State")]
+    fn state(&self) -> String {
+        self.job.state().name().to_owned()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"), name = "Sources")]
+    fn sources(&self) -> Vec<Vec<u8>> {
+        self.job.sources.iter().map(|p| paths::encode(p)).collect()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"), name = "Destination")]
+    fn destination(&self) -> Vec<u8> {
+        paths::encode(&self.job.destination)
+    }
+
+    #[zbus(property, name = "BytesTotal")]
+    fn bytes_total(&self) -> u64 {
+        self.job.progress.snapshot().bytes_total
+    }
+
+    #[zbus(property, name = "BytesDone")]
+    fn bytes_done(&self) -> u64 {
+        self.job.progress.snapshot().bytes_done
+    }
+
+    #[zbus(property, name = "FilesTotal")]
+    fn files_total(&self) -> u64 {
+        self.job.progress.snapshot().files_total
+    }
+
+    #[zbus(property, name = "FilesDone")]
+    fn files_done(&self) -> u64 {
+        self.job.progress.snapshot().files_done
+    }
+
+    #[zbus(property, name = "Rate")]
+    fn rate(&self) -> u64 {
+        self.job.status().last_report.rate
+    }
+
+    #[zbus(property, name = "StartTime")]
+    fn start_time(&self) -> u64 {
+        self.job.status().start_time
+    }
+
+    #[zbus(property, name = "EndTime")]
+    fn end_time(&self) -> u64 {
+        self.job.status().end_time
+    }
+
+    #[zbus(property, name = "ExpectedEndTime")]
+    fn expected_end_time(&self) -> u64 {
+        self.job.status().last_report.expected_end_time
+    }
+
+    #[zbus(property, name = "Engine")]
+    fn engine(&self) -> String {
+        self.job
+            .progress
+            .main_engine()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[zbus(property, name = "EngineBytes")]
+    fn engine_bytes(&self) -> HashMap<String, u64> {
+        self.job
+            .progress
+            .engine_bytes()
+            .into_iter()
+            .map(|(name, bytes)| (name.to_owned(), bytes))
+            .collect()
+    }
+
+    #[zbus(property, name = "CurrentPath")]
+    fn current_path(&self) -> Vec<u8> {
+        paths::encode(&self.job.progress.current_path())
+    }
+
+    #[zbus(property(emits_changed_signal = "const"), name = "StartedByUID")]
+    fn started_by_uid(&self) -> u32 {
+        self.job.caller.uid
+    }
+
+    #[zbus(property, name = "Cancelable")]
+    fn cancelable(&self) -> bool {
+        !self.job.state().is_finished()
+    }
+
+    #[zbus(property, name = "ErrorName")]
+    fn error_name(&self) -> String {
+        self.job
+            .status()
+            .error
+            .map(|err| error_name(err.kind))
+            .unwrap_or_default()
+    }
+
+    #[zbus(property, name = "ErrorMessage")]
+    fn error_message(&self) -> String {
+        self.job
+            .status()
+            .error
+            .map(|err| err.message)
+            .unwrap_or_default()
+    }
+}
+
+/// Sends one PropertiesChanged for several properties of the job.
+async fn properties_changed(emitter: &SignalEmitter<'_>, changed: HashMap<&str, Variant<'_>>) {
+    let interface = InterfaceName::from_static_str_unchecked(JOB_INTERFACE);
+    if let Err(err) =
+        zbus::fdo::Properties::properties_changed(emitter, interface, changed, Cow::Borrowed(&[]))
+            .await
+    {
+        tracing::debug!(%err, "could not send PropertiesChanged");
+    }
+}
+
+fn progress_properties(
+    job: &Job,
+    report: &ProgressReport,
+) -> HashMap<&'static str, Variant<'static>> {
+    let counts = &report.counts;
+    HashMap::from([
+        ("BytesDone", Variant::U64(counts.bytes_done)),
+        ("BytesTotal", Variant::U64(counts.bytes_total)),
+        ("FilesDone", Variant::U64(counts.files_done)),
+        ("FilesTotal", Variant::U64(counts.files_total)),
+        ("Rate", Variant::U64(report.rate)),
+        ("ExpectedEndTime", Variant::U64(report.expected_end_time)),
+        (
+            "Engine",
+            Variant::from(job.progress.main_engine().unwrap_or_default().to_owned()),
+        ),
+        (
+            "CurrentPath",
+            Variant::from(paths::encode(&job.progress.current_path())),
+        ),
+    ])
+}
+
+/// Turns `job`'s events into signals until it finishes, keeps the finished
+/// job listed for the retention time, then takes it off the bus.
+pub async fn forward_events(
+    connection: Connection,
+    jobs: Arc<JobManager>,
+    job: Arc<Job>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
+) {
+    let path = job_path(&job.id);
+    let emitter = SignalEmitter::new(&connection, path.clone()).expect("job paths are valid");
+    while let Some(event) = events.recv().await {
+        match event {
+            JobEvent::Progress(report) => {
+                let counts = &report.counts;
+                let sent = emitter
+                    .progress(
+                        counts.bytes_done,
+                        counts.bytes_total,
+                        counts.files_done,
+                        counts.files_total,
+                        report.rate,
+                        report.expected_end_time,
+                    )
+                    .await;
+                if let Err(err) = sent {
+                    tracing::debug!(%err, "could not send Progress");
+                }
+                properties_changed(&emitter, progress_properties(&job, &report)).await;
+            }
+            JobEvent::State(state) => {
+                let status = job.status();
+                properties_changed(
+                    &emitter,
+                    HashMap::from([
+                        ("State", Variant::from(state.name())),
+                        ("Cancelable", Variant::Bool(!state.is_finished())),
+                        ("StartTime", Variant::U64(status.start_time)),
+                    ]),
+                )
+                .await;
+                ManagerObject::job_counts_changed(&connection).await;
+            }
+            JobEvent::Finished => {
+                let status = job.status();
+                let (name, message) = status
+                    .error
+                    .as_ref()
+                    .map(|err| (error_name(err.kind), err.message.clone()))
+                    .unwrap_or_default();
+                properties_changed(
+                    &emitter,
+                    HashMap::from([
+                        ("EndTime", Variant::U64(status.end_time)),
+                        ("ErrorName", Variant::from(name.clone())),
+                        ("ErrorMessage", Variant::from(message.clone())),
+                    ]),
+                )
+                .await;
+                let success = status.state == JobState::Completed;
+                if let Err(err) = emitter.completed(success, &name, &message).await {
+                    tracing::debug!(%err, "could not send Completed");
+                }
+                break;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(jobs.config.job_retention_seconds)).await;
+    let removed = connection
+        .object_server()
+        .remove::<JobObject, _>(&path)
+        .await;
+    if let Err(err) = removed {
+        tracing::debug!(%err, path = %path, "could not remove the job object");
+    }
+    jobs.remove(&job.id);
+    ManagerObject::job_counts_changed(&connection).await;
+}

@@ -1,0 +1,64 @@
+//! copyd on D-Bus: connecting (system bus, session bus, an address, or a
+//! private peer-to-peer socket), serving the objects, taking the name.
+
+pub mod job;
+pub mod manager;
+
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use zbus::connection::Builder;
+use zbus::fdo::{ObjectManager, RequestNameFlags, RequestNameReply};
+use zbus::{Connection, Guid, OwnedObjectPath};
+
+use crate::jobs::JobManager;
+use manager::ManagerObject;
+
+pub const BUS_NAME: &str = "org.example.Copyd1";
+pub const MANAGER_PATH: &str = "/org/example/Copyd1";
+
+/// The object path of job `id`.
+pub fn job_path(id: &str) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(format!("{MANAGER_PATH}/jobs/{id}")).expect("job ids are numeric")
+}
+
+/// Where copyd listens.
+#[derive(Debug)]
+pub enum Endpoint {
+    System,
+    Session,
+    Address(String),
+    /// One client on the other end of a socket: a private copyd.
+    Peer(UnixStream),
+}
+
+/// Connects, serves the manager (with its ObjectManager) and, on a bus,
+/// takes the well-known name only once the objects are there to answer.
+pub async fn connect(endpoint: Endpoint, jobs: Arc<JobManager>) -> zbus::Result<Connection> {
+    let (builder, is_bus) = match endpoint {
+        Endpoint::System => (Builder::system(), true),
+        Endpoint::Session => (Builder::session(), true),
+        Endpoint::Address(address) => (Builder::address(address.as_str()), true),
+        Endpoint::Peer(stream) => (
+            Builder::unix_stream(stream).server(Guid::generate()).p2p(),
+            false,
+        ),
+    };
+    let connection = builder
+        .serve_at(MANAGER_PATH, ManagerObject { jobs })
+        .serve_at(MANAGER_PATH, ObjectManager)
+        .build()
+        .await?;
+    if is_bus {
+        let reply = connection
+            .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+            .await?;
+        if !matches!(
+            reply,
+            RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner
+        ) {
+            return Err(zbus::Error::NameTaken);
+        }
+    }
+    Ok(connection)
+}

@@ -1,0 +1,91 @@
+//! The daemon's configuration: `/etc/copyd/config.toml` for the system
+//! service, or the file given with `--config`. Every key is optional.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Jobs running at once; the rest wait in state "queued".
+    pub max_concurrent_jobs: u32,
+    /// How long a finished job stays on the bus before it is removed.
+    pub job_retention_seconds: u64,
+    /// Where checkpoints and job state live (default: /var/lib/copyd for the
+    /// system service, $XDG_STATE_HOME/copyd otherwise).
+    pub state_dir: Option<PathBuf>,
+    /// Global limit in bytes per second over all jobs; 0 for none.
+    pub rate_limit: u64,
+    /// Resume interrupted jobs on start.
+    pub auto_resume: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_concurrent_jobs: std::thread::available_parallelism()
+                .map_or(2, |n| n.get() as u32)
+                .max(1),
+            job_retention_seconds: 300,
+            state_dir: None,
+            rate_limit: 0,
+            auto_resume: true,
+        }
+    }
+}
+
+/// Where the system service reads its configuration.
+pub const SYSTEM_CONFIG: &str = "/etc/copyd/config.toml";
+
+impl Config {
+    /// Reads `path`. A missing file at the default location means defaults;
+    /// a missing file that was asked for by name is an error.
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let (path, required) = match path {
+            Some(path) => (path, true),
+            None => (Path::new(SYSTEM_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if !required && err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default())
+            }
+            Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
+        };
+        let config: Config =
+            toml::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))?;
+        if config.max_concurrent_jobs == 0 {
+            return Err(format!(
+                "{}: max_concurrent_jobs must be at least 1",
+                path.display()
+            ));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_and_known_ones_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "max_concurrent_jobs = 3\njob_retention_seconds = 9\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(
+            (config.max_concurrent_jobs, config.job_retention_seconds),
+            (3, 9)
+        );
+        std::fs::write(&file, "max_concurent_jobs = 3\n").unwrap();
+        assert!(Config::load(Some(&file))
+            .unwrap_err()
+            .contains("unknown field"));
+    }
+}

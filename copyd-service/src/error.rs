@@ -1,0 +1,47 @@
+//! The typed D-Bus errors of the contract: `org.example.Copyd1.Error.*`.
+//! Never a bare string in org.freedesktop.DBus.Error.Failed.
+
+use copyd_engine::{EngineError, ErrorKind};
+
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.example.Copyd1.Error")]
+pub enum Error {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    InvalidArgument(String),
+    NotFound(String),
+    AlreadyExists(String),
+    NoSpace(String),
+    PermissionDenied(String),
+    NotAuthorized(String),
+    NotAuthorizedCanObtain(String),
+    NotSupported(String),
+    Cancelled(String),
+    Failed(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The prefix of every error name copyd sends.
+pub const ERROR_PREFIX: &str = "org.example.Copyd1.Error.";
+
+impl From<EngineError> for Error {
+    fn from(err: EngineError) -> Self {
+        let message = err.message;
+        match err.kind {
+            ErrorKind::InvalidArgument => Error::InvalidArgument(message),
+            ErrorKind::NotFound => Error::NotFound(message),
+            ErrorKind::AlreadyExists => Error::AlreadyExists(message),
+            ErrorKind::NoSpace => Error::NoSpace(message),
+            ErrorKind::PermissionDenied => Error::PermissionDenied(message),
+            ErrorKind::NotSupported => Error::NotSupported(message),
+            ErrorKind::Cancelled => Error::Cancelled(message),
+            ErrorKind::Failed => Error::Failed(message),
+        }
+    }
+}
+
+/// The full D-Bus error name for an engine error kind.
+pub fn error_name(kind: ErrorKind) -> String {
+    format!("{ERROR_PREFIX}{}", kind.name())
+}

@@ -1,0 +1,88 @@
+//! copyd, the file copy service on D-Bus.
+//!
+//! Layers, each knowing only the ones below it:
+//! - `copyd_engine` (its own crate): copies, with no D-Bus and no async.
+//! - [`jobs`]: job state, the queue and progress sampling; no D-Bus.
+//! - [`bus`]: the zbus objects of the contract in dbus/org.example.Copyd1.xml.
+//! - [`caller`]: who is calling, from the bus or the socket.
+
+pub mod bus;
+pub mod caller;
+pub mod config;
+pub mod error;
+pub mod jobs;
+pub mod options;
+pub mod paths;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use copyd_engine::EngineSet;
+
+pub use bus::Endpoint;
+pub use config::Config;
+use jobs::JobManager;
+
+/// How long shutdown waits for cancelled jobs to clean up after themselves.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves copyd on `endpoint` until SIGTERM or SIGINT, or, for a private
+/// peer, until the peer goes away. Jobs still running then are cancelled,
+/// which removes their temporary files.
+pub async fn serve(endpoint: Endpoint, config: Config) -> Result<(), String> {
+    let peer = matches!(endpoint, Endpoint::Peer(_));
+    let engines = EngineSet::probe();
+    tracing::info!(engines = ?engines.names(), "probed engines");
+    let jobs = JobManager::new(config, engines);
+    let connection = bus::connect(endpoint, jobs.clone())
+        .await
+        .map_err(|err| format!("cannot serve on D-Bus: {err}"))?;
+    tracing::info!(unique_name = ?connection.unique_name(), "copyd is serving");
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|err| err.to_string())?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = connection.closed(), if peer => tracing::info!("the client went away: shutting down"),
+        _ = connection.closed(), if !peer => return Err("lost the bus connection".into()),
+    }
+    cancel_all(&jobs).await;
+    Ok(())
+}
+
+async fn cancel_all(jobs: &Arc<JobManager>) {
+    let unfinished: Vec<_> = jobs
+        .list()
+        .into_iter()
+        .filter(|job| !job.state().is_finished())
+        .collect();
+    for job in &unfinished {
+        let _ = job.cancel();
+    }
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while unfinished.iter().any(|job| !job.state().is_finished())
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sets up logging: to the journal when stderr is connected to it, to stderr
+/// otherwise. RUST_LOG picks the level (default info).
+pub fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let to_journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let registry = tracing_subscriber::registry().with(filter);
+    if to_journal {
+        if let Ok(journald) = tracing_journald::layer() {
+            registry.with(journald).init();
+            return;
+        }
+    }
+    registry
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+}

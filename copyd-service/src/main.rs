@@ -1,0 +1,89 @@
+//! `copyd`: the copy service daemon.
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use clap::Parser;
+use copyd_service::{Config, Endpoint};
+
+/// copyd: copies and moves files for its D-Bus clients.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Serve on the system bus (the default).
+    #[arg(long, conflicts_with_all = ["session", "address", "peer_stdin"])]
+    system: bool,
+    /// Serve on the session bus.
+    #[arg(long, conflicts_with_all = ["address", "peer_stdin"])]
+    session: bool,
+    /// Serve on the bus at this D-Bus address.
+    #[arg(long, conflicts_with = "peer_stdin")]
+    address: Option<String>,
+    /// Serve one client over the socket on standard input (peer-to-peer
+    /// D-Bus), and exit when it goes away: how copyctl starts a private copyd.
+    #[arg(long)]
+    peer_stdin: bool,
+    /// Configuration file (default /etc/copyd/config.toml, if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// State directory (overrides state_dir in the configuration).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    copyd_service::init_logging();
+    let args = Args::parse();
+    let mut config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("copyd: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if args.state_dir.is_some() {
+        config.state_dir = args.state_dir;
+    }
+    let endpoint = if args.session {
+        Endpoint::Session
+    } else if let Some(address) = args.address {
+        Endpoint::Address(address)
+    } else if args.peer_stdin {
+        match socket_on_stdin() {
+            Ok(stream) => Endpoint::Peer(stream),
+            Err(err) => {
+                eprintln!("copyd: --peer-stdin: {err}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    } else {
+        Endpoint::System
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(copyd_service::serve(endpoint, config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("copyd: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The socket a parent handed over as standard input, inetd style. Safe
+/// code cannot adopt an arbitrary inherited fd number, but it can duplicate
+/// stdin.
+fn socket_on_stdin() -> Result<UnixStream, String> {
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|err| err.to_string())?;
+    let stat = rustix::fs::fstat(&fd).map_err(|err| err.to_string())?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return Err("standard input is not a socket".into());
+    }
+    Ok(UnixStream::from(fd))
+}
