@@ -115,3 +115,26 @@ pub fn diff(iface: &str, want: &Interface, got: &Interface) -> Vec<String> {
     });
     d
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_finds_differences() {
+        let xml = std::fs::read_to_string(crate::contract_xml_path()).unwrap();
+        let want = parse(&xml, "contract");
+        let m = &want["org.example.Copyd1.Manager"];
+        assert!(m.methods.contains_key("Copy"));
+        assert_eq!(m.methods["Copy"][0], Arg { name: "sources".into(), ty: "aay".into(), direction: "in".into() });
+        assert!(diff("m", m, m).is_empty());
+        let mut other = m.clone();
+        other.methods.get_mut("Copy").unwrap()[1].ty = "s".into();
+        other.properties.insert("Extra".into(), ("s".into(), "read".into()));
+        other.methods.remove("Plan");
+        let d = diff("m", m, &other);
+        assert_eq!(d.len(), 3, "{d:#?}");
+        let j = &want["org.example.Copyd1.Job"];
+        assert_eq!(j.signals["Completed"].iter().map(|a| a.ty.as_str()).collect::<String>(), "bss");
+    }
+}

@@ -49,6 +49,7 @@ impl Daemon {
             .arg("--config")
             .arg(&conf)
             .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(fs::File::create(dir.path().join("copyd.stdout")).unwrap())

@@ -14,6 +14,7 @@
 pub mod bins;
 pub mod bus;
 pub mod busctl;
+pub mod cases;
 pub mod cmd;
 pub mod contract;
 pub mod daemon;
