@@ -18,6 +18,7 @@ pub mod cases;
 pub mod cmd;
 pub mod contract;
 pub mod daemon;
+pub mod gio;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
