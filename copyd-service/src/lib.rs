@@ -68,12 +68,28 @@ async fn cancel_all(jobs: &Arc<JobManager>) {
     }
 }
 
+/// The socket a parent handed over as standard input, inetd style: how
+/// copyctl starts a private copyd. (Safe code cannot adopt an arbitrary
+/// inherited fd number, but it can duplicate stdin.)
+pub fn peer_socket_from_stdin() -> Result<std::os::unix::net::UnixStream, String> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|err| err.to_string())?;
+    let stat = rustix::fs::fstat(&fd).map_err(|err| err.to_string())?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return Err("standard input is not a socket".into());
+    }
+    Ok(std::os::unix::net::UnixStream::from(fd))
+}
+
 /// Sets up logging: to the journal when stderr is connected to it, to stderr
-/// otherwise. RUST_LOG picks the level (default info).
-pub fn init_logging() {
+/// otherwise. RUST_LOG picks the level (default `default_level`).
+pub fn init_logging(default_level: &str) {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let to_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let registry = tracing_subscriber::registry().with(filter);
     if to_journal {

@@ -1,7 +1,5 @@
 //! `copyd`: the copy service daemon.
 
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -33,7 +31,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    copyd_service::init_logging();
+    copyd_service::init_logging("info");
     let args = Args::parse();
     let mut config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
@@ -50,7 +48,7 @@ fn main() -> std::process::ExitCode {
     } else if let Some(address) = args.address {
         Endpoint::Address(address)
     } else if args.peer_stdin {
-        match socket_on_stdin() {
+        match copyd_service::peer_socket_from_stdin() {
             Ok(stream) => Endpoint::Peer(stream),
             Err(err) => {
                 eprintln!("copyd: --peer-stdin: {err}");
@@ -71,19 +69,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// The socket a parent handed over as standard input, inetd style. Safe
-/// code cannot adopt an arbitrary inherited fd number, but it can duplicate
-/// stdin.
-fn socket_on_stdin() -> Result<UnixStream, String> {
-    let fd = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|err| err.to_string())?;
-    let stat = rustix::fs::fstat(&fd).map_err(|err| err.to_string())?;
-    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
-        return Err("standard input is not a socket".into());
-    }
-    Ok(UnixStream::from(fd))
 }

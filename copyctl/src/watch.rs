@@ -1,0 +1,182 @@
+//! Following a job to its end: a progress bar drawn from the job's Progress
+//! signals, and the job's final state read from its properties.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
+use zbus::{Connection, OwnedVariant, Variant};
+
+use crate::connect::BUS_NAME;
+use crate::proxy::JobProxy;
+
+/// A job as `--json` and `status` show it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct JobSummary {
+    pub id: String,
+    pub path: String,
+    pub state: String,
+    pub operation: String,
+    pub sources: Vec<String>,
+    pub destination: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+    pub rate: u64,
+    pub engine: String,
+    pub engine_bytes: HashMap<String, u64>,
+    pub started_by_uid: u32,
+    pub error_name: String,
+    pub error_message: String,
+}
+
+impl JobSummary {
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state.as_str(), "completed" | "failed" | "cancelled")
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.state == "completed"
+    }
+}
+
+fn lossy_path(value: Option<&OwnedVariant>) -> String {
+    value
+        .and_then(|v| Vec::<u8>::try_from(v.try_clone().ok()?).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}
+
+/// Reads all of a job's properties in one call.
+pub async fn summary(connection: &Connection, path: &str) -> zbus::Result<JobSummary> {
+    let properties = zbus::fdo::PropertiesProxy::builder(connection)
+        .destination(BUS_NAME)
+        .path(path.to_owned())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    let all = properties
+        .get_all(zbus::names::InterfaceName::from_static_str_unchecked(
+            "org.example.Copyd1.Job",
+        ))
+        .await?;
+    let text = |key: &str| match all.get(key).map(|v| &**v) {
+        Some(Variant::Str(s)) => s.as_str().to_owned(),
+        _ => String::new(),
+    };
+    let number = |key: &str| match all.get(key).map(|v| &**v) {
+        Some(&Variant::U64(n)) => n,
+        _ => 0,
+    };
+    let sources = all
+        .get("Sources")
+        .and_then(|v| Vec::<Vec<u8>>::try_from(v.try_clone().ok()?).ok())
+        .unwrap_or_default()
+        .iter()
+        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+        .collect();
+    let engine_bytes = all
+        .get("EngineBytes")
+        .and_then(|v| HashMap::<String, u64>::try_from(v.try_clone().ok()?).ok())
+        .unwrap_or_default();
+    Ok(JobSummary {
+        id: text("Id"),
+        path: path.to_owned(),
+        state: text("State"),
+        operation: text("Operation"),
+        sources,
+        destination: lossy_path(all.get("Destination")),
+        bytes_done: number("BytesDone"),
+        bytes_total: number("BytesTotal"),
+        files_done: number("FilesDone"),
+        files_total: number("FilesTotal"),
+        rate: number("Rate"),
+        engine: text("Engine"),
+        engine_bytes,
+        started_by_uid: match all.get("StartedByUID").map(|v| &**v) {
+            Some(&Variant::U32(uid)) => uid,
+            _ => 0,
+        },
+        error_name: text("ErrorName"),
+        error_message: text("ErrorMessage"),
+    })
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30.cyan/blue} {bytes:>10}/{total_bytes:<10} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn eta_text(expected_end_time_us: u64) -> String {
+    if expected_end_time_us == 0 {
+        return "ETA --".into();
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let left = Duration::from_micros(expected_end_time_us.saturating_sub(now));
+    format!("ETA {}", HumanDuration(left))
+}
+
+/// Waits for the job at `path` to end, drawing a progress bar when asked.
+/// Ctrl-C cancels the job (once) and keeps waiting for it to clean up.
+pub async fn wait(
+    connection: &Connection,
+    path: &str,
+    show_progress: bool,
+) -> zbus::Result<JobSummary> {
+    let job = JobProxy::builder(connection)
+        .path(path.to_owned())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    // Subscribe first, then look: a job that ended in between is seen by the look.
+    let mut progress = job.receive_progress().await?;
+    let mut completed = job.receive_completed().await?;
+    let bar = show_progress.then(progress_bar);
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            Some(signal) = progress.next() => {
+                if let (Some(bar), Ok(args)) = (&bar, signal.args()) {
+                    bar.set_length(args.bytes_total);
+                    bar.set_position(args.bytes_done);
+                    bar.set_message(format!(
+                        "{}/s {} files {}/{}",
+                        HumanBytes(args.rate),
+                        eta_text(args.expected_end_time),
+                        args.files_done,
+                        args.files_total
+                    ));
+                }
+            }
+            Some(_) = completed.next() => break,
+            _ = poll.tick() => {
+                if summary(connection, path).await?.is_finished() {
+                    break;
+                }
+            }
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                eprintln!("copyctl: interrupted: cancelling the job");
+                job.cancel(HashMap::new()).await?;
+            }
+        }
+    }
+    let summary = summary(connection, path).await?;
+    if let Some(bar) = bar {
+        bar.set_length(summary.bytes_total);
+        bar.set_position(summary.bytes_done);
+        bar.set_message(format!("{} files {}", summary.files_done, summary.state));
+        bar.finish();
+    }
+    Ok(summary)
+}
