@@ -111,7 +111,7 @@ pub fn make_big_file(path: &Path, size: u64, seed: u64) {
         left -= k as u64;
         n += 1;
     }
-    f.into_inner().unwrap().sync_all().unwrap();
+    f.into_inner().unwrap();
 }
 
 /// One entry of a tree, for comparisons.
