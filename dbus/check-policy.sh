@@ -12,7 +12,10 @@
 #   3. the activation file parses and names org.example.Copyd1 (on a
 #      non-system bus, activating it runs Exec=, which fails because the
 #      binary is not installed: the error says so, which proves the file was
-#      found and read).
+#      found and read);
+#   4. with COPYD_BIN=/path/to/copyd (e.g. target/release/copyd): a call from
+#      nobody activates that real copyd (as root, --system, with
+#      packaging/config.toml), which takes the name and answers ListJobs.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -60,7 +63,8 @@ cat > "$tmp/bus.conf" <<CONF
 </busconfig>
 CONF
 
-dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile >"$tmp/daemon.log" 2>&1 &
+DBUS_SYSTEM_BUS_ADDRESS="unix:path=$tmp/bus" \
+    dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile >"$tmp/daemon.log" 2>&1 &
 pids="$pids $!"
 i=0; while [ ! -S "$tmp/bus" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 [ -S "$tmp/bus" ] || { echo "check-policy: bus did not start:"; cat "$tmp/daemon.log"; exit 1; }
@@ -118,5 +122,30 @@ case "$out" in
     *"uint32 1"*) ok "activation started an installed copyd";;
     *) bad "activation: $out";;
 esac
+
+# --- 4. the real daemon, activated by an unprivileged caller's call
+if [ -n "${COPYD_BIN:-}" ]; then
+    [ -x "$COPYD_BIN" ] || { bad "COPYD_BIN=$COPYD_BIN is not executable"; exit 1; }
+    mkdir "$tmp/state"
+    sed "s|^Exec=.*|Exec=$COPYD_BIN --system --config $here/../packaging/config.toml --state-dir $tmp/state|" \
+        "$svc" > "$tmp/services/org.example.Copyd1.service"
+    dbus-send --bus="$addr" --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus.ReloadConfig >/dev/null
+    # copyd --system finds this bus through DBUS_SYSTEM_BUS_ADDRESS, which it
+    # inherits from dbus-daemon (started with it set, below).
+    out=$(as_nobody dbus-send --bus="$addr" --print-reply --reply-timeout=15000 --dest=$name \
+          /org/example/Copyd1 org.example.Copyd1.Manager.ListJobs 2>&1 || true)
+    case "$out" in "method return"*) ok "nobody's ListJobs activated the real copyd and got a reply";;
+                   *) bad "real copyd: $out"; tail -20 "$tmp/daemon.log";; esac
+    out=$(as_nobody dbus-send --bus="$addr" --print-reply --dest=$name /org/example/Copyd1 \
+          org.freedesktop.DBus.Properties.Get string:org.example.Copyd1.Manager string:Version 2>&1 || true)
+    case "$out" in *string*) ok "Version: $(echo "$out" | sed -n 's/.*string "\(.*\)"/\1/p')";; *) bad "Version: $out";; esac
+    owner=$(dbus-send --bus="$addr" --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+            org.freedesktop.DBus.GetConnectionUnixUser string:$name 2>&1 | sed -n 's/.*uint32 //p')
+    [ "$owner" = 0 ] && ok "copyd owns the name as uid 0" || bad "name owner uid: $owner"
+    pid=$(dbus-send --bus="$addr" --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+          org.freedesktop.DBus.GetConnectionUnixProcessID string:$name 2>/dev/null | sed -n 's/.*uint32 //p')
+    [ -n "$pid" ] && pids="$pids $pid"
+fi
 
 exit $fail

@@ -50,9 +50,10 @@ grep -q "^ExecStart=$daemon --system\$" "$REPO/systemd/copyd.service" \
 
 # --- deb
 if deb=$("$here/build-deb.sh"); then
-    dpkg-deb -c "$deb" | awk '{print $NF}' > "$tmp/deb.list"
+    dpkg-deb -c "$deb" > "$tmp/deb.long"
+    awk '{print $NF}' "$tmp/deb.long" > "$tmp/deb.list"
     has "$tmp/deb.list" $common lib/systemd/system/copyd.service && ok "deb has the full tree ($(basename "$deb"))"
-    dpkg-deb -c "$deb" | grep -q -- "-rwxr-xr-x root/root .*\./usr/libexec/copyd/copyd\$" \
+    grep -q -- "-rwxr-xr-x root/root .*\./usr/libexec/copyd/copyd\$" "$tmp/deb.long" \
         && ok "deb: daemon is root-owned 0755" || bad "deb: daemon owner/mode"
     [ "$(dpkg-deb -f "$deb" Depends)" = "dbus, polkitd" ] && ok "deb Depends: dbus, polkitd" || bad "deb Depends"
     dpkg-deb -e "$deb" "$tmp/DEBIAN"
