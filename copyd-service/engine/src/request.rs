@@ -209,7 +209,10 @@ fn kind_of(path: &Path, meta: &Metadata) -> Result<ItemKind> {
         };
         Err(EngineError::new(
             ErrorKind::NotSupported,
-            format!("{} is {what}; copyd copies only files, directories and symlinks", path.display()),
+            format!(
+                "{} is {what}; copyd copies only files, directories and symlinks",
+                path.display()
+            ),
         ))
     }
 }
@@ -251,7 +254,11 @@ pub fn resolve(request: Request) -> Result<Resolved> {
     for source in &request.sources {
         let meta = lstat(source)?;
         let kind = kind_of(source, &meta)?;
-        if kind == ItemKind::Directory && !request.options.recursive {
+        // Like mv, a move takes directories whole without being asked.
+        if kind == ItemKind::Directory
+            && !request.options.recursive
+            && request.operation == Operation::Copy
+        {
             return Err(EngineError::invalid(format!(
                 "{} is a directory: copying it needs the recursive option",
                 source.display()
@@ -259,7 +266,10 @@ pub fn resolve(request: Request) -> Result<Resolved> {
         }
         let target = if into_directory {
             let name = source.file_name().ok_or_else(|| {
-                EngineError::invalid(format!("{} has no name to copy into a directory", source.display()))
+                EngineError::invalid(format!(
+                    "{} has no name to copy into a directory",
+                    source.display()
+                ))
             })?;
             destination.join(name)
         } else {
