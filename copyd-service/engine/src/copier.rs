@@ -9,9 +9,12 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+pub use crate::engines::StandardCopier;
+use crate::engines::{
+    CopyFileRangeCopier, IoUringConfig, IoUringCopier, ReflinkCopier, SpliceCopier,
+};
 use crate::error::{EngineError, ErrorKind, Result};
 use crate::progress::{Control, Progress};
 
@@ -51,7 +54,14 @@ pub fn is_unsupported(err: &io::Error) -> bool {
     use rustix::io::Errno;
     matches!(
         err.raw_os_error().map(Errno::from_raw_os_error),
-        Some(Errno::XDEV | Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS | Errno::NOTTY | Errno::BADF)
+        Some(
+            Errno::XDEV
+                | Errno::OPNOTSUPP
+                | Errno::INVAL
+                | Errno::NOSYS
+                | Errno::NOTTY
+                | Errno::BADF
+        )
     )
 }
 
@@ -70,49 +80,13 @@ pub trait FileCopier: Send + Sync {
         len: u64,
         ctx: &CopyContext<'_>,
     ) -> Result<(), CopyError>;
-}
 
-/// Plain pread/pwrite through a buffer: works everywhere.
-pub struct StandardCopier;
-
-/// Large enough to amortise the syscalls, small enough to stay in cache.
-const STANDARD_CHUNK: usize = 1 << 20;
-
-impl FileCopier for StandardCopier {
-    fn name(&self) -> &'static str {
-        "standard"
-    }
-
-    fn copy_range(
-        &self,
-        src: &File,
-        dst: &File,
-        offset: u64,
-        len: u64,
-        ctx: &CopyContext<'_>,
-    ) -> Result<(), CopyError> {
-        let mut buffer = vec![0u8; (len as usize).clamp(1, STANDARD_CHUNK)];
-        let end = offset + len;
-        let mut position = offset;
-        while position < end {
-            let want = ((end - position) as usize).min(buffer.len());
-            let read = match src.read_at(&mut buffer[..want], position) {
-                Ok(0) => {
-                    return Err(CopyError::Failed(EngineError::new(
-                        ErrorKind::Failed,
-                        format!("{} shrank while being copied", ctx.source.display()),
-                    )))
-                }
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(EngineError::io("read", ctx.source, &err).into()),
-            };
-            dst.write_all_at(&buffer[..read], position)
-                .map_err(|err| EngineError::io("write the copy of", ctx.source, &err))?;
-            position += read as u64;
-            ctx.advance(self.name(), read as u64)?;
-        }
-        Ok(())
+    /// Whether this engine shares the source's extents (a reflink) rather
+    /// than moving bytes. Such an engine copies whole files only, holes
+    /// included, so the transfer offers it the whole file before it copies
+    /// data extents one by one with the other engines.
+    fn shares_extents(&self) -> bool {
+        false
     }
 }
 
@@ -128,11 +102,39 @@ impl Default for EngineSet {
 }
 
 impl EngineSet {
-    /// The engines this kernel and build offer.
+    /// The engines this kernel and build offer, io_uring set up as default.
     pub fn probe() -> Self {
-        EngineSet {
-            engines: vec![Box::new(StandardCopier)],
+        Self::probe_with(IoUringConfig::default())
+    }
+
+    /// The engines this kernel and build offer, in the order `auto` tries
+    /// them: reflink and copy_file_range first, since they move no data
+    /// through user space when they work at all; then the byte movers in
+    /// the order measured fastest (see `BYTE_MOVER_ORDER`).
+    pub fn probe_with(io_uring: IoUringConfig) -> Self {
+        let mut engines: Vec<Box<dyn FileCopier>> = vec![Box::new(ReflinkCopier)];
+        if CopyFileRangeCopier::available() {
+            engines.push(Box::new(CopyFileRangeCopier));
         }
+        let mut io_uring = IoUringCopier::probe(io_uring);
+        for name in BYTE_MOVER_ORDER {
+            match *name {
+                "io_uring" => {
+                    if let Some(engine) = io_uring.take() {
+                        engines.push(Box::new(engine));
+                    }
+                }
+                "splice" => engines.push(Box::new(SpliceCopier)),
+                _ => engines.push(Box::new(StandardCopier)),
+            }
+        }
+        EngineSet { engines }
+    }
+
+    /// A set of exactly these engines, in this order (tests, benchmarks).
+    pub fn from_engines(engines: Vec<Box<dyn FileCopier>>) -> Self {
+        assert!(!engines.is_empty(), "an engine set is never empty");
+        EngineSet { engines }
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -166,6 +168,63 @@ impl EngineSet {
     }
 }
 
+/// The byte-moving engines in the order `auto` tries them, fastest first, as
+/// measured with `cargo run --release -p copyd-engine --example engine_bench`
+/// (1 GiB file, warm cache; see the numbers there).
+pub const BYTE_MOVER_ORDER: &[&str] = &["splice", "io_uring", "standard"];
+
+/// No engine of a chain could copy: the last one's reason.
+#[derive(Debug)]
+pub struct Unsupported {
+    pub engine: &'static str,
+    pub error: io::Error,
+}
+
+impl Unsupported {
+    /// The job's error for it.
+    pub fn into_error(self, source: &Path) -> EngineError {
+        EngineError::new(
+            ErrorKind::NotSupported,
+            format!(
+                "engine {} cannot copy {}: {}",
+                self.engine,
+                source.display(),
+                self.error
+            ),
+        )
+    }
+}
+
+/// Tries the engines of `chain` in order on `offset..offset+len` until one
+/// copies it. A real failure ends the attempt at once: only "not supported
+/// here", which promises nothing was written, moves on to the next engine.
+pub fn try_chain(
+    chain: &[&dyn FileCopier],
+    src: &File,
+    dst: &File,
+    offset: u64,
+    len: u64,
+    ctx: &CopyContext<'_>,
+) -> Result<Result<(), Unsupported>> {
+    let mut last_unsupported = None;
+    for engine in chain {
+        match engine.copy_range(src, dst, offset, len, ctx) {
+            Ok(()) => return Ok(Ok(())),
+            Err(CopyError::Failed(err)) => return Err(err),
+            Err(CopyError::Unsupported(error)) => {
+                tracing::debug!(engine = engine.name(), %error, "engine unsupported here, trying the next");
+                last_unsupported = Some(Unsupported {
+                    engine: engine.name(),
+                    error,
+                });
+            }
+        }
+    }
+    Ok(Err(
+        last_unsupported.expect("an engine chain is never empty")
+    ))
+}
+
 /// Copies `offset..offset+len` with the first engine in `chain` that can.
 pub fn copy_with_fallback(
     chain: &[&dyn FileCopier],
@@ -175,20 +234,87 @@ pub fn copy_with_fallback(
     len: u64,
     ctx: &CopyContext<'_>,
 ) -> Result<()> {
-    let mut last_unsupported = None;
-    for engine in chain {
-        match engine.copy_range(src, dst, offset, len, ctx) {
-            Ok(()) => return Ok(()),
-            Err(CopyError::Failed(err)) => return Err(err),
-            Err(CopyError::Unsupported(err)) => {
-                tracing::debug!(engine = engine.name(), %err, "engine unsupported here, trying the next");
-                last_unsupported = Some((engine.name(), err));
+    try_chain(chain, src, dst, offset, len, ctx)?
+        .map_err(|unsupported| unsupported.into_error(ctx.source))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// An engine that answers what it is told and counts its calls.
+    struct Scripted {
+        name: &'static str,
+        errno: Option<rustix::io::Errno>,
+        calls: AtomicUsize,
+    }
+
+    impl FileCopier for Scripted {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+
+        fn copy_range(
+            &self,
+            _: &File,
+            _: &File,
+            _: u64,
+            _: u64,
+            ctx: &CopyContext<'_>,
+        ) -> Result<(), CopyError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            match self.errno {
+                None => Ok(()),
+                Some(errno) => Err(crate::engines::classify(errno.into(), false, "copy", ctx)),
             }
         }
     }
-    let (name, err) = last_unsupported.expect("an engine chain is never empty");
-    Err(EngineError::new(
-        ErrorKind::NotSupported,
-        format!("engine {name} cannot copy {}: {err}", ctx.source.display()),
-    ))
+
+    fn scripted(name: &'static str, errno: Option<rustix::io::Errno>) -> Scripted {
+        Scripted {
+            name,
+            errno,
+            calls: AtomicUsize::new(0),
+        }
+    }
+
+    fn run_chain(chain: &[&dyn FileCopier]) -> Result<()> {
+        let file = tempfile::tempfile().unwrap();
+        let (progress, control) = (Progress::new(), Control::default());
+        let ctx = CopyContext {
+            progress: &progress,
+            control: &control,
+            source: Path::new("/src"),
+        };
+        copy_with_fallback(chain, &file, &file, 0, 1, &ctx)
+    }
+
+    #[test]
+    fn unsupported_falls_through_but_real_errors_stop_the_chain() {
+        use rustix::io::Errno;
+        let (xdev, works) = (scripted("a", Some(Errno::XDEV)), scripted("b", None));
+        run_chain(&[&xdev, &works]).unwrap();
+        assert_eq!(works.calls.load(Ordering::Relaxed), 1);
+
+        for errno in [Errno::IO, Errno::NOSPC, Errno::ACCESS] {
+            let (failing, next) = (scripted("a", Some(errno)), scripted("b", None));
+            let err = run_chain(&[&failing, &next]).unwrap_err();
+            assert_eq!(
+                next.calls.load(Ordering::Relaxed),
+                0,
+                "{errno:?} must not be retried"
+            );
+            assert_eq!(err.os_error, Some(errno.raw_os_error()));
+        }
+        let err = run_chain(&[&scripted("a", Some(Errno::NOSPC))]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NoSpace);
+
+        let only = scripted("only", Some(Errno::OPNOTSUPP));
+        assert_eq!(
+            run_chain(&[&only]).unwrap_err().kind,
+            ErrorKind::NotSupported
+        );
+    }
 }

@@ -30,7 +30,8 @@ pub fn is_temp_name(name: &std::ffi::OsStr) -> bool {
 /// directory target is swapped out atomically (RENAME_EXCHANGE) and the old
 /// one deleted, so the target path never stands empty.
 pub fn rename_into_place(temp: &Path, target: &Path, replace: bool) -> Result<()> {
-    let fail = |errno: rustix::io::Errno| EngineError::io("rename into place", target, &errno.into());
+    let fail =
+        |errno: rustix::io::Errno| EngineError::io("rename into place", target, &errno.into());
     if !replace {
         return rustix::fs::renameat_with(CWD, temp, CWD, target, RenameFlags::NOREPLACE)
             .map_err(fail);
@@ -95,7 +96,12 @@ fn timestamps_of(source: &Metadata) -> Timestamps {
 }
 
 /// Carries mode and times of `source` over to the open file `copy`.
-pub fn apply_file_metadata(copy: &File, path: &Path, source: &Metadata, preserve: &Preserve) -> Result<()> {
+pub fn apply_file_metadata(
+    copy: &File,
+    path: &Path,
+    source: &Metadata,
+    preserve: &Preserve,
+) -> Result<()> {
     if preserve.mode {
         copy.set_permissions(fs::Permissions::from_mode(copy_mode(source)))
             .map_err(|err| EngineError::io("set the mode of", path, &err))?;

@@ -13,7 +13,10 @@
 //! (`.copyd-<tag>-<n>.tmp`) in the target's directory, which a failed or
 //! cancelled transfer removes.
 
+#![deny(unsafe_code)]
+
 pub mod copier;
+pub mod engines;
 pub mod error;
 pub mod fsutil;
 pub mod progress;

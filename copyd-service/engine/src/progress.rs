@@ -46,12 +46,7 @@ impl Progress {
     /// Counts `n` bytes copied by `engine`.
     pub fn add_bytes(&self, engine: &'static str, n: u64) {
         self.bytes_done.fetch_add(n, Ordering::Relaxed);
-        *self
-            .engine_bytes
-            .lock()
-            .unwrap()
-            .entry(engine)
-            .or_default() += n;
+        *self.engine_bytes.lock().unwrap().entry(engine).or_default() += n;
     }
 
     /// Counts bytes that were done without copying (a rename, a skipped file).

@@ -136,8 +136,8 @@ impl Transfer<'_> {
         let single_file = tree.entries.len() == 1 && tree.entries[0].kind == EntryKind::File;
         for entry in &tree.entries {
             self.control.checkpoint()?;
-            let source = item.source.join(&entry.relative);
-            let copy = temp.join(&entry.relative);
+            let source = under(&item.source, &entry.relative);
+            let copy = under(temp, &entry.relative);
             self.progress.set_current_path(&source);
             self.copy_entry(entry, &source, &copy, single_file)?;
             self.progress.add_files_done(1);
@@ -146,7 +146,11 @@ impl Transfer<'_> {
         // deepest first.
         for entry in tree.entries.iter().rev() {
             if entry.kind == EntryKind::Directory {
-                fsutil::apply_path_metadata(&temp.join(&entry.relative), &entry.metadata, &self.preserve)?;
+                fsutil::apply_path_metadata(
+                    &temp.join(&entry.relative),
+                    &entry.metadata,
+                    &self.preserve,
+                )?;
             }
         }
         if !single_file {
@@ -163,7 +167,8 @@ impl Transfer<'_> {
                 .create(copy)
                 .map_err(|err| EngineError::io("create directory", copy, &err)),
             EntryKind::Symlink => {
-                let link = fs::read_link(source).map_err(|err| EngineError::io("read symlink", source, &err))?;
+                let link = fs::read_link(source)
+                    .map_err(|err| EngineError::io("read symlink", source, &err))?;
                 std::os::unix::fs::symlink(&link, copy)
                     .map_err(|err| EngineError::io("create symlink", copy, &err))?;
                 fsutil::apply_path_metadata(copy, &entry.metadata, &self.preserve)
@@ -192,9 +197,21 @@ impl Transfer<'_> {
         }
         fsutil::apply_file_metadata(&dst, copy, &entry.metadata, &self.preserve)?;
         if sync {
-            dst.sync_data().map_err(|err| EngineError::io("sync", copy, &err))?;
+            dst.sync_data()
+                .map_err(|err| EngineError::io("sync", copy, &err))?;
         }
         Ok(())
+    }
+}
+
+/// `root` joined with a walked entry's relative path; the root entry's is
+/// empty, and `Path::join("")` would add a trailing slash, which makes
+/// opening a file fail with ENOTDIR.
+fn under(root: &Path, relative: &Path) -> std::path::PathBuf {
+    if relative.as_os_str().is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(relative)
     }
 }
 

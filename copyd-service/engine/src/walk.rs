@@ -60,7 +60,10 @@ impl Tree {
             };
             return Err(EngineError::new(
                 ErrorKind::NotSupported,
-                format!("{} is a {what}; copyd copies only files, directories and symlinks", relative.display()),
+                format!(
+                    "{} is a {what}; copyd copies only files, directories and symlinks",
+                    relative.display()
+                ),
             ));
         };
         self.entries.push(Entry {
@@ -125,6 +128,9 @@ mod tests {
             .collect();
         let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
         assert!(pos("") < pos("a") && pos("a") < pos("a/b") && pos("a/b") < pos("a/b/f"));
-        assert_eq!((tree.files, tree.directories, tree.symlinks, tree.bytes), (2, 3, 1, 6));
+        assert_eq!(
+            (tree.files, tree.directories, tree.symlinks, tree.bytes),
+            (2, 3, 1, 6)
+        );
     }
 }

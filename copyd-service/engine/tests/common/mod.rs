@@ -1,0 +1,213 @@
+//! Helpers shared by the engine's integration tests: scratch file systems,
+//! test data, and running a copy through the public API.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use copyd_engine::{
+    resolve, run, Control, EngineError, EngineSet, Operation, Options, Outcome, Preserve, Progress,
+    Request,
+};
+
+/// A scratch file system on a loop device (or a size-limited tmpfs), gone
+/// again when dropped, even when the test panics.
+pub struct ScratchMount {
+    pub path: PathBuf,
+    image: Option<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+impl ScratchMount {
+    /// `kind` is "btrfs" or "xfs"; None (with the reason printed) when this
+    /// machine cannot make or mount one.
+    pub fn loop_fs(kind: &str, mib: u64) -> Option<ScratchMount> {
+        let dir = tempfile::tempdir_in("/tmp").ok()?;
+        let image = PathBuf::from(format!(
+            "/tmp/copyd-test-{}-{}-{}.img",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            kind
+        ));
+        let made = File::create(&image)
+            .and_then(|f| f.set_len(mib << 20))
+            .is_ok()
+            && quiet(Command::new(format!("mkfs.{kind}")).arg("-q").arg(&image));
+        if !made {
+            eprintln!("SKIP: cannot make a {kind} image (mkfs.{kind} missing?)");
+            let _ = fs::remove_file(&image);
+            return None;
+        }
+        let mount = ScratchMount {
+            path: dir.path().to_path_buf(),
+            image: Some(image.clone()),
+            _dir: dir,
+        };
+        if !quiet(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&mount.path),
+        ) {
+            eprintln!("SKIP: cannot loop-mount a {kind} image (not root, or no loop devices)");
+            return None; // Drop removes the image; the unmount fails harmlessly.
+        }
+        Some(mount)
+    }
+
+    /// A tmpfs of `kib` KiB, for running out of space on purpose.
+    pub fn small_tmpfs(kib: u64) -> Option<ScratchMount> {
+        let dir = tempfile::tempdir_in("/tmp").ok()?;
+        let mount = ScratchMount {
+            path: dir.path().to_path_buf(),
+            image: None,
+            _dir: dir,
+        };
+        let size = format!("size={kib}k");
+        if !quiet(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &size, "copyd-test"])
+                .arg(&mount.path),
+        ) {
+            eprintln!("SKIP: cannot mount a tmpfs (not root?)");
+            return None;
+        }
+        Some(mount)
+    }
+}
+
+impl Drop for ScratchMount {
+    fn drop(&mut self) {
+        if !quiet(Command::new("umount").arg(&self.path)) {
+            // Busy (a file still open in a panicking test): detach lazily.
+            quiet(Command::new("umount").arg("-l").arg(&self.path));
+        }
+        if let Some(image) = &self.image {
+            let _ = fs::remove_file(image);
+        }
+    }
+}
+
+fn quiet(command: &mut Command) -> bool {
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `program args` and returns its stdout; panics on failure.
+pub fn output(program: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(program).args(args).output().expect(program);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Pseudo-random bytes: nothing can compress, dedupe or skip them.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut data = Vec::with_capacity(len + 8);
+    while data.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(len);
+    data
+}
+
+/// Writes `len` pattern bytes to `path` and syncs them (so they have
+/// extents on disk for filefrag to show).
+pub fn write_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let data = pattern(len, seed);
+    let mut file = File::create(path).unwrap();
+    file.write_all(&data).unwrap();
+    file.sync_all().unwrap();
+    data
+}
+
+/// What a finished copy reports.
+pub struct Copied {
+    pub outcome: Outcome,
+    pub engine_bytes: BTreeMap<&'static str, u64>,
+    pub progress: Progress,
+}
+
+/// Copies `source` to `destination` through resolve() and run(), as the
+/// daemon does.
+pub fn copy(
+    source: &Path,
+    destination: &Path,
+    engine: &str,
+    preserve: Preserve,
+) -> Result<Copied, EngineError> {
+    let options = Options {
+        recursive: true,
+        engine: engine.into(),
+        preserve,
+        ..Options::default()
+    };
+    copy_with(source, destination, options, &EngineSet::probe())
+}
+
+pub fn copy_with(
+    source: &Path,
+    destination: &Path,
+    options: Options,
+    engines: &EngineSet,
+) -> Result<Copied, EngineError> {
+    let resolved = resolve(Request {
+        operation: Operation::Copy,
+        sources: vec![source.to_path_buf()],
+        destination: destination.to_path_buf(),
+        options,
+    })?;
+    let (progress, control) = (Progress::new(), Control::default());
+    let outcome = run(&resolved, engines, "test", &progress, &control)?;
+    Ok(Copied {
+        outcome,
+        engine_bytes: progress.engine_bytes(),
+        progress,
+    })
+}
+
+/// The physical extents `filefrag -v` shows for `path`: (logical, physical,
+/// length) in blocks.
+pub fn physical_extents(path: &Path) -> Vec<(u64, u64, u64)> {
+    let text = output("filefrag", &["-v".as_ref(), path.as_os_str()]);
+    text.lines()
+        .filter_map(|line| {
+            // "   0:        0..     255:       3328..      3583:    256: ..."
+            let fields: Vec<&str> = line.split(':').map(str::trim).collect();
+            if fields.len() < 4 || fields[0].parse::<u64>().is_err() {
+                return None;
+            }
+            let logical = fields[1].split("..").next()?.trim().parse().ok()?;
+            let physical = fields[2].split("..").next()?.trim().parse().ok()?;
+            let length = fields[3].parse().ok()?;
+            Some((logical, physical, length))
+        })
+        .collect()
+}
+
+/// Disk usage in KiB, as `du -k` reports it.
+pub fn du_kib(path: &Path) -> u64 {
+    output("du", &["-k".as_ref(), path.as_os_str()])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
