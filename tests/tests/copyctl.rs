@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::ffi::OsStringExt;
 
 use copyd_tests::tree::{self, assert_files_equal, assert_trees_equal, make_tree, reference_copy};
-use copyd_tests::{osargs, CmdOutput, TestEnv};
+use copyd_tests::{osargs, CmdOutput, TestEnv, MANAGER_IFACE, MANAGER_PATH};
 
 /// copyctl failed with one line on stderr naming `error` (e.g. "NotFound").
 #[track_caller]
@@ -55,8 +55,15 @@ fn copy_tree_json() {
     assert!(!j["id"].as_str().unwrap_or("").is_empty(), "empty id:\n{out}");
     assert_trees_equal(&src, &dst);
 
-    // The finished job stays listed (job_retention_seconds = 600).
+    // The job ran in the copyd on the test bus (not in a private copyd
+    // that copyctl could start when it finds no service), and is still
+    // there (job_retention_seconds = 600).
     let id = j["id"].as_str().unwrap().to_string();
+    let b = env.busctl();
+    let got = b.call_json(MANAGER_PATH, MANAGER_IFACE, "GetJob", "s", &[id.clone()]);
+    let path = got["data"][0].as_str().unwrap().to_string();
+    assert_eq!(b.job_state(&path), "completed");
+    assert_eq!(b.job_u64(&path, "BytesDone"), n("bytes_done"));
     let list = env.copyctl(&osargs!["list"]);
     list.assert_success();
     assert!(list.stdout_str().contains(&id), "copyctl list does not show job {id}:\n{list}");
