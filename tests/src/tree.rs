@@ -231,3 +231,50 @@ pub fn copyd_temp_leftovers(dir: &Path) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn must_differ(a: &Path, b: &Path, what: &str) {
+        let r = std::panic::catch_unwind(|| assert_trees_equal(a, b));
+        assert!(r.is_err(), "assert_trees_equal missed: {what}");
+    }
+
+    #[test]
+    fn tree_comparison_catches_differences() {
+        let d = crate::scratch_dir("selftest");
+        let a = d.path().join("a");
+        let st = make_tree(&a, 40, 99);
+        assert_eq!(st.files, 40 + 4);
+        assert!(a.join(non_utf8_name()).is_file());
+        let b = d.path().join("b");
+        reference_copy(&a, &b);
+        assert_trees_equal(&a, &b);
+
+        // Contents.
+        let f = b.join("a/target.txt");
+        fs::write(&f, b"the symlink points HERE\n").unwrap();
+        must_differ(&a, &b, "changed contents");
+        fs::write(&f, b"the symlink points here\n").unwrap();
+        assert_trees_equal(&a, &b);
+        // Symlink target.
+        fs::remove_file(b.join("a/link-to-target")).unwrap();
+        symlink("./target.txt", b.join("a/link-to-target")).unwrap();
+        must_differ(&a, &b, "symlink target");
+        fs::remove_file(b.join("a/link-to-target")).unwrap();
+        symlink("target.txt", b.join("a/link-to-target")).unwrap();
+        // Mode.
+        fs::set_permissions(b.join("a/b/script.sh"), fs::Permissions::from_mode(0o644)).unwrap();
+        must_differ(&a, &b, "mode");
+        fs::set_permissions(b.join("a/b/script.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        // Extra empty directory.
+        fs::create_dir(b.join("extra")).unwrap();
+        must_differ(&a, &b, "extra directory");
+        fs::remove_dir(b.join("extra")).unwrap();
+        assert_trees_equal(&a, &b);
+        // Temp leftovers are found.
+        fs::write(b.join("e/.copyd-tmp-123"), b"").unwrap();
+        assert_eq!(copyd_temp_leftovers(&b), vec![PathBuf::from("e/.copyd-tmp-123")]);
+    }
+}

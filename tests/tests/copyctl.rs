@@ -208,3 +208,29 @@ fn non_utf8_file_name() {
     assert_files_equal(&tsrc.join(name), &tdst.join(name));
     assert_trees_equal(&tsrc, &tdst);
 }
+
+/// By default a copy keeps mode and timestamps (preserve: mode, timestamps).
+#[test]
+fn copy_preserves_mode_and_mtime() {
+    use std::os::unix::fs::MetadataExt;
+    let env = TestEnv::start();
+    let src = env.path("src");
+    make_tree(&src, 30, 9);
+    // Old, distinctive times.
+    let out = copyd_tests::cmd::run(std::process::Command::new("find").arg(&src).args(["-not", "-type", "l", "-exec", "touch", "-h", "-d", "2001-02-03 04:05:06.789", "{}", "+"]));
+    out.assert_success();
+    let dst = env.path("dst");
+    env.copyctl(&osargs!["copy", "-r", src, dst]).assert_success();
+    assert_trees_equal(&src, &dst);
+    let mut bad = Vec::new();
+    for (rel, e) in tree::snapshot(&src) {
+        if let tree::Entry::File { .. } = e {
+            let a = fs::metadata(src.join(&rel)).unwrap();
+            let b = fs::metadata(dst.join(&rel)).unwrap();
+            if (a.mtime(), a.mtime_nsec()) != (b.mtime(), b.mtime_nsec()) {
+                bad.push(format!("{}: {}.{:09} != {}.{:09}", rel.display(), a.mtime(), a.mtime_nsec(), b.mtime(), b.mtime_nsec()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "mtimes not preserved:\n  {}", bad.join("\n  "));
+}
