@@ -5,6 +5,7 @@
 //! [`JobEvent`]s, which the bus layer turns into signals.
 
 mod rate;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,0 +1,293 @@
+//! Job checkpoints on disk: one file per job in `<state_dir>/jobs/`.
+//!
+//! A checkpoint is written crash-safely (temporary file, fsync, rename,
+//! fsync of the directory), so after a crash each job's file is either the
+//! old checkpoint or the new one, never a torn mix. Each file starts with a
+//! header line `copyd-job <version> <crc32 of the body>` and then the JSON
+//! body; a file that is not ours, of another version, or whose checksum does
+//! not match is reported and moved aside to `jobs/rejected/`, never trusted.
+//!
+//! The on-disk records are their own types, not the engine's: the format is
+//! versioned and must not change because an in-memory struct did.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: &str = "copyd-job";
+pub const VERSION: u32 = 1;
+
+/// The caller a job acts for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerRecord {
+    pub uid: u32,
+    pub pid: Option<u32>,
+}
+
+/// One resolved source → target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRecord {
+    pub source: Vec<u8>,
+    pub target: Vec<u8>,
+    /// "file", "directory" or "symlink".
+    pub kind: String,
+    pub skip: bool,
+    pub replace: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptionsRecord {
+    pub recursive: bool,
+    /// "fail", "skip" or "overwrite".
+    pub on_conflict: String,
+    pub engine: String,
+    /// Names as the `preserve` option takes them.
+    pub preserve: Vec<String>,
+    pub rate_limit: u64,
+}
+
+/// Everything needed to show a job after a restart and to carry it on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: u64,
+    /// "copy" or "move".
+    pub operation: String,
+    pub caller: CallerRecord,
+    pub sources: Vec<Vec<u8>>,
+    pub destination: Vec<u8>,
+    pub options: OptionsRecord,
+    pub items: Vec<ItemRecord>,
+    /// The job's state when this was written.
+    pub state: String,
+    /// Indexes of items that are finished (in place, durable).
+    pub items_done: Vec<usize>,
+    pub created_us: u64,
+    pub start_time_us: u64,
+    pub end_time_us: u64,
+    /// (D-Bus error name suffix, message) of a failed or cancelled job.
+    pub error: Option<(String, String)>,
+}
+
+/// Why a checkpoint file was not trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+pub struct Store {
+    dir: PathBuf,
+}
+
+fn encode(record: &JobRecord) -> Vec<u8> {
+    let body = serde_json::to_vec(record).expect("job records serialize");
+    let mut out = format!("{MAGIC} {VERSION} {:08x}\n", crc32fast::hash(&body)).into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+fn decode(bytes: &[u8]) -> Result<JobRecord, String> {
+    let newline = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no header line")?;
+    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "header is not text")?;
+    let body = &bytes[newline + 1..];
+    let fields: Vec<&str> = header.split(' ').collect();
+    let [magic, version, crc] = fields[..] else {
+        return Err(format!("malformed header {header:?}"));
+    };
+    if magic != MAGIC {
+        return Err(format!("not a copyd checkpoint (header {header:?})"));
+    }
+    if version != VERSION.to_string() {
+        return Err(format!(
+            "checkpoint version {version}, this copyd reads {VERSION}"
+        ));
+    }
+    let expected =
+        u32::from_str_radix(crc, 16).map_err(|_| format!("bad checksum field {crc:?}"))?;
+    let actual = crc32fast::hash(body);
+    if actual != expected {
+        return Err(format!(
+            "checksum mismatch: header says {expected:08x}, body has {actual:08x}"
+        ));
+    }
+    serde_json::from_slice(body).map_err(|err| format!("body does not parse: {err}"))
+}
+
+impl Store {
+    /// Opens (creating) `<state_dir>/jobs`, private to the daemon, and checks
+    /// that it can be written.
+    pub fn open(state_dir: &Path) -> io::Result<Store> {
+        let dir = state_dir.join("jobs");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let probe = dir.join(".write-test");
+        File::create(&probe)?;
+        fs::remove_file(&probe)?;
+        Ok(Store { dir })
+    }
+
+    fn file(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id}.job"))
+    }
+
+    /// Writes `record` so that a crash leaves the old or the new version.
+    pub fn save(&self, record: &JobRecord) -> io::Result<()> {
+        let final_path = self.file(record.id);
+        let temp = self.dir.join(format!(".{}.job.tmp", record.id));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(&encode(record))?;
+        file.sync_data()?;
+        fs::rename(&temp, &final_path)?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    pub fn remove(&self, id: u64) -> io::Result<()> {
+        match fs::remove_file(self.file(id)) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => File::open(&self.dir)?.sync_all(),
+        }
+    }
+
+    /// Loads every checkpoint, oldest id first. Files that cannot be trusted
+    /// are moved to `jobs/rejected/` and reported.
+    pub fn load_all(&self) -> (Vec<JobRecord>, Vec<Rejected>) {
+        let (mut records, mut rejected) = (Vec::new(), Vec::new());
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return (records, rejected);
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                // A checkpoint write that a crash interrupted: the previous
+                // version (if any) is still in place.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if !name.ends_with(".job") {
+                continue;
+            }
+            let result = fs::read(&path)
+                .map_err(|err| err.to_string())
+                .and_then(|bytes| decode(&bytes))
+                .and_then(|record| {
+                    if format!("{}.job", record.id) == name {
+                        Ok(record)
+                    } else {
+                        Err(format!("file name does not match job id {}", record.id))
+                    }
+                });
+            match result {
+                Ok(record) => records.push(record),
+                Err(reason) => {
+                    let aside = self.set_aside(&path);
+                    rejected.push(Rejected {
+                        file: aside.unwrap_or(path),
+                        reason,
+                    });
+                }
+            }
+        }
+        records.sort_by_key(|record| record.id);
+        (records, rejected)
+    }
+
+    fn set_aside(&self, path: &Path) -> Option<PathBuf> {
+        let rejected = self.dir.join("rejected");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&rejected)
+            .ok()?;
+        let target = rejected.join(path.file_name()?);
+        fs::rename(path, &target).ok()?;
+        Some(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u64) -> JobRecord {
+        JobRecord {
+            id,
+            operation: "copy".into(),
+            caller: CallerRecord {
+                uid: 1000,
+                pid: Some(42),
+            },
+            sources: vec![b"/src/caf\xe9".to_vec()],
+            destination: b"/dst".to_vec(),
+            options: OptionsRecord {
+                recursive: true,
+                on_conflict: "fail".into(),
+                engine: "auto".into(),
+                preserve: vec!["mode".into()],
+                rate_limit: 0,
+            },
+            items: vec![ItemRecord {
+                source: b"/src/caf\xe9".to_vec(),
+                target: b"/dst".to_vec(),
+                kind: "directory".into(),
+                skip: false,
+                replace: false,
+            }],
+            state: "running".into(),
+            items_done: vec![],
+            created_us: 1,
+            start_time_us: 2,
+            end_time_us: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn saved_records_load_back_and_damaged_ones_are_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.save(&record(1)).unwrap();
+        store.save(&record(2)).unwrap();
+        // Flip one byte of job 2's body: the checksum must catch it.
+        let file = dir.path().join("jobs/2.job");
+        let mut bytes = fs::read(&file).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 1;
+        fs::write(&file, bytes).unwrap();
+        // A foreign file with our extension.
+        fs::write(dir.path().join("jobs/7.job"), b"other-format 1 0\n{}").unwrap();
+
+        let (records, rejected) = store.load_all();
+        assert_eq!(records, vec![record(1)]);
+        let mut reasons: Vec<_> = rejected.iter().map(|r| r.reason.clone()).collect();
+        reasons.sort();
+        assert!(reasons[0].starts_with("checksum mismatch"), "{reasons:?}");
+        assert!(
+            reasons[1].starts_with("not a copyd checkpoint"),
+            "{reasons:?}"
+        );
+        assert!(dir.path().join("jobs/rejected/2.job").exists());
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn a_newer_version_is_not_trusted() {
+        let mut bytes = encode(&record(3));
+        bytes[MAGIC.len() + 1] = b'9';
+        assert!(decode(&bytes).unwrap_err().contains("version 9"));
+    }
+}
