@@ -54,6 +54,10 @@ enum Command {
     Pause { id: String },
     /// Resume a paused job.
     Resume { id: String },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print copyctl's manual page (roff).
+    Man,
     /// Run as a private copyd on the socket given as standard input.
     #[command(name = "__private-copyd", hide = true)]
     PrivateCopyd,
@@ -382,14 +386,37 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
                 .await?;
             Ok(true)
         }
-        Command::PrivateCopyd => unreachable!("handled before the runtime starts"),
+        Command::PrivateCopyd | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::PrivateCopyd) {
-        return connect::run_private_daemon();
+    match &cli.command {
+        Command::PrivateCopyd => return connect::run_private_daemon(),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "copyctl",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("copyctl: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

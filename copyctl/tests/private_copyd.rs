@@ -10,7 +10,10 @@ fn copyctl(args: &[&std::ffi::OsStr]) -> Output {
         // No bus to find: neither a session bus nor (here) a system bus.
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .env_remove("COPYD_ADDRESS")
-        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/copyd-test-bus")
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            "unix:path=/nonexistent/copyd-test-bus",
+        )
         .output()
         .unwrap()
 }
@@ -25,29 +28,70 @@ fn tree(root: &Path) {
     }
     std::os::unix::fs::symlink("dir0/f1", root.join("link")).unwrap();
     use std::os::unix::ffi::OsStrExt;
-    std::fs::write(root.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), b"latin-1 name").unwrap();
+    std::fs::write(
+        root.join(std::ffi::OsStr::from_bytes(b"caf\xe9")),
+        b"latin-1 name",
+    )
+    .unwrap();
 }
 
 #[test]
 fn copy_and_move_through_a_private_copyd() {
     let dir = tempfile::tempdir().unwrap();
-    let (source, copy, moved) = (dir.path().join("src"), dir.path().join("copy"), dir.path().join("moved"));
+    let (source, copy, moved) = (
+        dir.path().join("src"),
+        dir.path().join("copy"),
+        dir.path().join("moved"),
+    );
     tree(&source);
 
-    let output = copyctl(&["copy".as_ref(), "-r".as_ref(), "--progress".as_ref(), source.as_os_str(), copy.as_os_str()]);
+    let output = copyctl(&[
+        "copy".as_ref(),
+        "-r".as_ref(),
+        "--progress".as_ref(),
+        source.as_os_str(),
+        copy.as_os_str(),
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "copyctl failed: {stderr}");
-    assert!(stderr.contains("using a private copyd"), "no notice in: {stderr}");
-    let diff = Command::new("diff").arg("-r").arg("--no-dereference").arg(&source).arg(&copy).output().unwrap();
-    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stdout));
+    assert!(
+        stderr.contains("using a private copyd"),
+        "no notice in: {stderr}"
+    );
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&source)
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
 
-    let output = copyctl(&["--json".as_ref(), "move".as_ref(), copy.as_os_str(), moved.as_os_str()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = copyctl(&[
+        "--json".as_ref(),
+        "move".as_ref(),
+        copy.as_os_str(),
+        moved.as_os_str(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["state"], "completed");
     assert_eq!(summary["operation"], "move");
     assert!(!copy.exists(), "a moved source must be gone");
-    let diff = Command::new("diff").arg("-r").arg(&source).arg(&moved).output().unwrap();
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&source)
+        .arg(&moved)
+        .output()
+        .unwrap();
     assert!(diff.status.success());
 
     // Copying into a directory that already has a "src": AlreadyExists, in
@@ -55,11 +99,36 @@ fn copy_and_move_through_a_private_copyd() {
     let other = dir.path().join("other");
     std::fs::create_dir_all(other.join("src")).unwrap();
     std::fs::write(other.join("src/keep"), b"mine").unwrap();
-    let output = copyctl(&["copy".as_ref(), "-r".as_ref(), source.as_os_str(), other.as_os_str()]);
+    let output = copyctl(&[
+        "copy".as_ref(),
+        "-r".as_ref(),
+        source.as_os_str(),
+        other.as_os_str(),
+    ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let last = stderr.lines().last().unwrap();
-    assert!(last.starts_with("copyctl: org.example.Copyd1.Error.AlreadyExists: "), "{stderr}");
+    assert!(
+        last.starts_with("copyctl: org.example.Copyd1.Error.AlreadyExists: "),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read(other.join("src/keep")).unwrap(), b"mine");
     assert_eq!(std::fs::read_dir(other.join("src")).unwrap().count(), 1);
+}
+
+/// The manual pages in docs/ are generated from the command-line definitions;
+/// this keeps the committed copies from going stale.
+#[test]
+fn committed_man_page_matches_the_cli() {
+    let output = Command::new(env!("CARGO_BIN_EXE_copyctl"))
+        .arg("man")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let committed =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/copyctl.1")).unwrap();
+    assert!(
+        output.stdout == committed,
+        "docs/copyctl.1 is stale: run `copyctl man > docs/copyctl.1`"
+    );
 }

@@ -28,11 +28,25 @@ struct Args {
     /// State directory (overrides state_dir in the configuration).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Print the manual page (roff) and exit.
+    #[arg(long, hide = true)]
+    print_man: bool,
 }
 
 fn main() -> std::process::ExitCode {
     copyd_service::init_logging("info");
     let args = Args::parse();
+    if args.print_man {
+        use clap::CommandFactory;
+        let man = clap_mangen::Man::new(Args::command()).section("8");
+        return match man.render(&mut std::io::stdout()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("copyd: {err}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let mut config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
