@@ -126,6 +126,9 @@ async fn copy_over_a_private_socket_and_refuse_bad_input() {
 
     // The private copyd ends when its client goes away.
     drop(connection);
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "copyd exited with {status}");
 }
