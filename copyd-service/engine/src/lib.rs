@@ -19,6 +19,7 @@ pub mod copier;
 pub mod engines;
 pub mod error;
 pub mod fsutil;
+pub mod identity;
 pub mod progress;
 pub mod request;
 pub mod transfer;
