@@ -196,8 +196,9 @@ impl Unsupported {
 }
 
 /// Tries the engines of `chain` in order on `offset..offset+len` until one
-/// copies it. A real failure ends the attempt at once: only "not supported
-/// here", which promises nothing was written, moves on to the next engine.
+/// copies it, and returns that one's index in `chain`. A real failure ends
+/// the attempt at once: only "not supported here", which promises nothing
+/// was written, moves on to the next engine.
 pub fn try_chain(
     chain: &[&dyn FileCopier],
     src: &File,
@@ -205,11 +206,11 @@ pub fn try_chain(
     offset: u64,
     len: u64,
     ctx: &CopyContext<'_>,
-) -> Result<Result<(), Unsupported>> {
+) -> Result<Result<usize, Unsupported>> {
     let mut last_unsupported = None;
-    for engine in chain {
+    for (index, engine) in chain.iter().enumerate() {
         match engine.copy_range(src, dst, offset, len, ctx) {
-            Ok(()) => return Ok(Ok(())),
+            Ok(()) => return Ok(Ok(index)),
             Err(CopyError::Failed(err)) => return Err(err),
             Err(CopyError::Unsupported(error)) => {
                 tracing::debug!(engine = engine.name(), %error, "engine unsupported here, trying the next");
@@ -235,6 +236,7 @@ pub fn copy_with_fallback(
     ctx: &CopyContext<'_>,
 ) -> Result<()> {
     try_chain(chain, src, dst, offset, len, ctx)?
+        .map(drop)
         .map_err(|unsupported| unsupported.into_error(ctx.source))
 }
 

@@ -6,10 +6,12 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, RenameFlags, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, Gid, RenameFlags, Timespec, Timestamps, Uid, CWD};
+use rustix::io::Errno;
 
 use crate::error::{EngineError, Result};
 use crate::request::Preserve;
+use crate::xattr;
 
 /// The hidden name an item is built under before it gets its final name:
 /// `.copyd-<tag>-<index>.tmp` beside the target. Deterministic, so a resumed
@@ -82,6 +84,38 @@ pub fn copy_mode(source: &Metadata) -> u32 {
     source.mode() & 0o1777
 }
 
+/// The permission bits a copy gets when `owner_kept` says whether it now
+/// has the source's owner and group. setuid/setgid survive only then, and
+/// only for root: a root copy that could not chown, or anyone else's copy,
+/// must not hand out a privilege under a different owner.
+pub fn copy_mode_owned(source: &Metadata, owner_kept: bool) -> u32 {
+    if owner_kept && rustix::process::geteuid().is_root() {
+        source.mode() & 0o7777
+    } else {
+        copy_mode(source)
+    }
+}
+
+/// Gives `chown` the source's owner and group. Like `cp -p` as a normal
+/// user, EPERM is no error: the group alone is tried (the caller may belong
+/// to it) and the copy keeps the caller's owner. Returns whether both the
+/// owner and the group were kept.
+fn give_owner(
+    path: &Path,
+    source: &Metadata,
+    chown: impl Fn(Option<Uid>, Option<Gid>) -> rustix::io::Result<()>,
+) -> Result<bool> {
+    let (uid, gid) = (Uid::from_raw(source.uid()), Gid::from_raw(source.gid()));
+    match chown(Some(uid), Some(gid)) {
+        Ok(()) => Ok(true),
+        Err(Errno::PERM) => {
+            let _ = chown(None, Some(gid));
+            Ok(false)
+        }
+        Err(errno) => Err(EngineError::io("set the owner of", path, &errno.into())),
+    }
+}
+
 fn timestamps_of(source: &Metadata) -> Timestamps {
     Timestamps {
         last_access: Timespec {
@@ -102,9 +136,35 @@ pub fn apply_file_metadata(
     source: &Metadata,
     preserve: &Preserve,
 ) -> Result<()> {
+    carry_file_metadata(None, copy, path, source, preserve)
+}
+
+/// Carries what `preserve` asks from the source (`src`, when open, and its
+/// metadata `source`) to the open file `copy`, in the order that keeps each
+/// step from undoing another: owner first (chown clears setuid/setgid and
+/// file capabilities), then extended attributes and ACLs, then the mode,
+/// then the times (every other change moves ctime, and xattr changes can
+/// touch times on some file systems).
+pub fn carry_file_metadata(
+    src: Option<&File>,
+    copy: &File,
+    path: &Path,
+    source: &Metadata,
+    preserve: &Preserve,
+) -> Result<()> {
+    let owner_kept = if preserve.ownership {
+        give_owner(path, source, |uid, gid| rustix::fs::fchown(copy, uid, gid))?
+    } else {
+        false
+    };
+    if let (true, Some(src)) = (preserve.xattr, src) {
+        xattr::copy_fd(src, copy, path)?;
+    }
     if preserve.mode {
-        copy.set_permissions(fs::Permissions::from_mode(copy_mode(source)))
-            .map_err(|err| EngineError::io("set the mode of", path, &err))?;
+        copy.set_permissions(fs::Permissions::from_mode(copy_mode_owned(
+            source, owner_kept,
+        )))
+        .map_err(|err| EngineError::io("set the mode of", path, &err))?;
     }
     if preserve.timestamps {
         rustix::fs::futimens(copy, &timestamps_of(source))
@@ -116,10 +176,35 @@ pub fn apply_file_metadata(
 /// Carries mode and times over to a directory or symlink by path (a symlink
 /// has no mode of its own and is not followed).
 pub fn apply_path_metadata(path: &Path, source: &Metadata, preserve: &Preserve) -> Result<()> {
+    carry_path_metadata(None, path, source, preserve)
+}
+
+/// [`carry_file_metadata`] for a directory or symlink, by path and never
+/// following a symlink; `source_path` is where extended attributes come
+/// from.
+pub fn carry_path_metadata(
+    source_path: Option<&Path>,
+    path: &Path,
+    source: &Metadata,
+    preserve: &Preserve,
+) -> Result<()> {
     let is_symlink = source.file_type().is_symlink();
+    let owner_kept = if preserve.ownership {
+        give_owner(path, source, |uid, gid| {
+            rustix::fs::chownat(CWD, path, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+        })?
+    } else {
+        false
+    };
+    if let (true, Some(source_path)) = (preserve.xattr, source_path) {
+        xattr::copy_path(source_path, path)?;
+    }
     if preserve.mode && !is_symlink {
-        fs::set_permissions(path, fs::Permissions::from_mode(copy_mode(source)))
-            .map_err(|err| EngineError::io("set the mode of", path, &err))?;
+        fs::set_permissions(
+            path,
+            fs::Permissions::from_mode(copy_mode_owned(source, owner_kept)),
+        )
+        .map_err(|err| EngineError::io("set the mode of", path, &err))?;
     }
     if preserve.timestamps {
         rustix::fs::utimensat(CWD, path, &timestamps_of(source), AtFlags::SYMLINK_NOFOLLOW)

@@ -20,10 +20,14 @@ pub mod engines;
 pub mod error;
 pub mod fsutil;
 pub mod identity;
+pub mod links;
+pub mod parallel;
 pub mod progress;
 pub mod request;
+pub mod sparse;
 pub mod transfer;
 pub mod walk;
+pub mod xattr;
 
 pub use copier::{CopyContext, CopyError, EngineSet, FileCopier};
 pub use error::{EngineError, ErrorKind};

@@ -120,6 +120,10 @@ pub struct Options {
     pub preserve: Preserve,
     /// Bytes per second for this job; 0 for no limit.
     pub rate_limit: u64,
+    /// Copy only a file's data extents and leave its holes holes.
+    pub sparse: bool,
+    /// Threads copying a tree's files at once; 0 for one per CPU.
+    pub workers: usize,
 }
 
 impl Default for Options {
@@ -130,6 +134,8 @@ impl Default for Options {
             engine: "auto".into(),
             preserve: Preserve::default(),
             rate_limit: 0,
+            sparse: true,
+            workers: 0,
         }
     }
 }

@@ -9,12 +9,12 @@ use std::path::Path;
 
 use rustix::io::Errno;
 
-use crate::copier::{copy_with_fallback, CopyContext, EngineSet, FileCopier};
+use crate::copier::{try_chain, CopyContext, EngineSet, FileCopier};
 use crate::error::{EngineError, Result};
-use crate::fsutil;
 use crate::progress::{Control, Progress};
 use crate::request::{Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
+use crate::{fsutil, links, parallel, sparse};
 
 /// What a finished transfer did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,6 +31,9 @@ pub struct Outcome {
 struct Transfer<'a> {
     chain: Vec<&'a dyn FileCopier>,
     preserve: Preserve,
+    sparse: bool,
+    /// Threads for a tree's files (0: one per CPU).
+    workers: usize,
     tag: &'a str,
     progress: &'a Progress,
     control: &'a Control,
@@ -50,6 +53,8 @@ pub fn run(
     let transfer = Transfer {
         chain: engines.select(&options.engine)?,
         preserve: options.preserve,
+        sparse: options.sparse,
+        workers: options.workers,
         tag,
         progress,
         control,
@@ -132,49 +137,91 @@ impl Transfer<'_> {
         fsutil::fsync_dir(item.target.parent().unwrap_or(Path::new("/")))
     }
 
+    /// Builds the copy of `tree` at `temp`, in phases: directories (walk
+    /// order, so parents first), then files on the worker threads, then
+    /// hard links to files copied, then symlinks, then directory metadata
+    /// deepest first (making entries in a directory changes its times), then
+    /// one syncfs for the lot.
     fn build(&self, item: &Item, tree: &Tree, temp: &Path) -> Result<()> {
-        let single_file = tree.entries.len() == 1 && tree.entries[0].kind == EntryKind::File;
-        for entry in &tree.entries {
+        let entries = &tree.entries;
+        let single_file = entries.len() == 1 && entries[0].kind == EntryKind::File;
+        let link_of = if self.preserve.links {
+            links::plan(entries)
+        } else {
+            vec![None; entries.len()]
+        };
+        let paths = |entry: &Entry| {
+            (
+                under(&item.source, &entry.relative),
+                under(temp, &entry.relative),
+            )
+        };
+
+        for entry in entries.iter().filter(|e| e.kind == EntryKind::Directory) {
             self.control.checkpoint()?;
-            let source = under(&item.source, &entry.relative);
-            let copy = under(temp, &entry.relative);
-            self.progress.set_current_path(&source);
-            self.copy_entry(entry, &source, &copy, single_file)?;
+            let (_, copy) = paths(entry);
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&copy)
+                .map_err(|err| EngineError::io("create directory", &copy, &err))?;
             self.progress.add_files_done(1);
         }
-        // Directory times change as entries are made in them: set them last,
-        // deepest first.
-        for entry in tree.entries.iter().rev() {
-            if entry.kind == EntryKind::Directory {
-                fsutil::apply_path_metadata(
-                    &temp.join(&entry.relative),
-                    &entry.metadata,
-                    &self.preserve,
-                )?;
+
+        // Largest first, so one big file does not start last and run alone.
+        let mut files: Vec<&Entry> = entries
+            .iter()
+            .zip(&link_of)
+            .filter(|(e, link)| e.kind == EntryKind::File && link.is_none())
+            .map(|(e, _)| e)
+            .collect();
+        files.sort_by_key(|e| std::cmp::Reverse(e.metadata.len()));
+        let workers = parallel::worker_count(self.workers, files.len());
+        parallel::for_each(workers, &files, |entry| {
+            self.control.checkpoint()?;
+            let (source, copy) = paths(entry);
+            self.progress.set_current_path(&source);
+            self.copy_file(&source, &copy, entry, single_file)?;
+            self.progress.add_files_done(1);
+            Ok(())
+        })?;
+
+        for (entry, first) in entries.iter().zip(&link_of) {
+            if let Some(first) = first {
+                self.control.checkpoint()?;
+                let ((_, copy), (_, original)) = (paths(entry), paths(&entries[*first]));
+                fs::hard_link(&original, &copy)
+                    .map_err(|err| EngineError::io("link", &copy, &err))?;
+                // Its bytes are in the total, but cost nothing.
+                self.progress.add_bytes_uncopied(entry.metadata.len());
+                self.progress.add_files_done(1);
             }
+        }
+
+        for entry in entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
+            self.control.checkpoint()?;
+            let (source, copy) = paths(entry);
+            self.progress.set_current_path(&source);
+            let link = fs::read_link(&source)
+                .map_err(|err| EngineError::io("read symlink", &source, &err))?;
+            std::os::unix::fs::symlink(&link, &copy)
+                .map_err(|err| EngineError::io("create symlink", &copy, &err))?;
+            fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)?;
+            self.progress.add_files_done(1);
+        }
+
+        for entry in entries
+            .iter()
+            .rev()
+            .filter(|e| e.kind == EntryKind::Directory)
+        {
+            let (source, copy) = paths(entry);
+            fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)?;
         }
         if !single_file {
             // One syncfs for a whole tree instead of one fsync per file.
             fsutil::sync_filesystem(temp.parent().unwrap_or(Path::new("/")))?;
         }
         Ok(())
-    }
-
-    fn copy_entry(&self, entry: &Entry, source: &Path, copy: &Path, sync_file: bool) -> Result<()> {
-        match entry.kind {
-            EntryKind::Directory => fs::DirBuilder::new()
-                .mode(0o700)
-                .create(copy)
-                .map_err(|err| EngineError::io("create directory", copy, &err)),
-            EntryKind::Symlink => {
-                let link = fs::read_link(source)
-                    .map_err(|err| EngineError::io("read symlink", source, &err))?;
-                std::os::unix::fs::symlink(&link, copy)
-                    .map_err(|err| EngineError::io("create symlink", copy, &err))?;
-                fsutil::apply_path_metadata(copy, &entry.metadata, &self.preserve)
-            }
-            EntryKind::File => self.copy_file(source, copy, entry, sync_file),
-        }
     }
 
     fn copy_file(&self, source: &Path, copy: &Path, entry: &Entry, sync: bool) -> Result<()> {
@@ -193,12 +240,55 @@ impl Transfer<'_> {
             source,
         };
         if len > 0 {
-            copy_with_fallback(&self.chain, &src, &dst, 0, len, &ctx)?;
+            self.copy_data(&src, &dst, len, &ctx)?;
         }
-        fsutil::apply_file_metadata(&dst, copy, &entry.metadata, &self.preserve)?;
+        fsutil::carry_file_metadata(Some(&src), &dst, copy, &entry.metadata, &self.preserve)?;
         if sync {
             dst.sync_data()
                 .map_err(|err| EngineError::io("sync", copy, &err))?;
+        }
+        Ok(())
+    }
+
+    /// Copies a file's `len` bytes: whole by an engine that shares extents,
+    /// if one can here; otherwise data extent by data extent (with sparse),
+    /// leaving holes as holes and counting them as done.
+    fn copy_data(&self, src: &File, dst: &File, len: u64, ctx: &CopyContext<'_>) -> Result<()> {
+        let (cloners, movers): (Vec<&dyn FileCopier>, Vec<&dyn FileCopier>) = self
+            .chain
+            .iter()
+            .partition(|engine| engine.shares_extents());
+        if !cloners.is_empty() {
+            match try_chain(&cloners, src, dst, 0, len, ctx)? {
+                Ok(_) => return Ok(()),
+                Err(unsupported) if movers.is_empty() => {
+                    return Err(unsupported.into_error(ctx.source))
+                }
+                Err(_) => {}
+            }
+        }
+        let extents = if self.sparse {
+            sparse::data_extents(src, len)
+        } else {
+            std::iter::once(0..len).collect()
+        };
+        // An engine that could not copy one extent of this pair of files
+        // cannot copy the next either: start each try where the last worked.
+        let mut chain = &movers[..];
+        let mut copied = 0;
+        for extent in extents {
+            let extent_len = extent.end - extent.start;
+            match try_chain(chain, src, dst, extent.start, extent_len, ctx)? {
+                Ok(used) => chain = &chain[used..],
+                Err(unsupported) => return Err(unsupported.into_error(ctx.source)),
+            }
+            copied += extent_len;
+        }
+        if copied < len {
+            ctx.progress.add_bytes_uncopied(len - copied);
+            // Trailing holes: the copy ends where its last extent did.
+            dst.set_len(len)
+                .map_err(|err| EngineError::io("extend the copy of", ctx.source, &err))?;
         }
         Ok(())
     }
