@@ -19,6 +19,9 @@ pub struct Config {
     pub rate_limit: u64,
     /// Resume interrupted jobs on start.
     pub auto_resume: bool,
+    /// Run jobs even when their checkpoints cannot be written (the state
+    /// directory is not writable); they then cannot resume after a crash.
+    pub run_without_checkpoints: bool,
 }
 
 impl Default for Config {
@@ -31,6 +34,7 @@ impl Default for Config {
             state_dir: None,
             rate_limit: 0,
             auto_resume: true,
+            run_without_checkpoints: false,
         }
     }
 }
@@ -39,6 +43,24 @@ impl Default for Config {
 pub const SYSTEM_CONFIG: &str = "/etc/copyd/config.toml";
 
 impl Config {
+    /// The state directory: the configured one, else /var/lib/copyd for
+    /// root, else $XDG_STATE_HOME/copyd (~/.local/state/copyd).
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.state_dir {
+            return Some(dir.clone());
+        }
+        if rustix::process::geteuid().is_root() {
+            return Some(PathBuf::from("/var/lib/copyd"));
+        }
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state"))
+            })?;
+        Some(base.join("copyd"))
+    }
+
     /// Reads `path`. A missing file at the default location means defaults;
     /// a missing file that was asked for by name is an error.
     pub fn load(path: Option<&Path>) -> Result<Config, String> {

@@ -15,6 +15,8 @@ pub enum Error {
     PermissionDenied(String),
     NotAuthorized(String),
     NotAuthorizedCanObtain(String),
+    /// A rule of the [security] table of the configuration refused it.
+    PolicyRefused(String),
     NotSupported(String),
     Cancelled(String),
     Failed(String),

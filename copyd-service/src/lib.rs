@@ -21,7 +21,8 @@ use copyd_engine::EngineSet;
 
 pub use bus::Endpoint;
 pub use config::Config;
-use jobs::JobManager;
+use jobs::store::Store;
+use jobs::{JobManager, Persistence};
 
 /// How long shutdown waits for cancelled jobs to clean up after themselves.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -33,8 +34,28 @@ pub async fn serve(endpoint: Endpoint, config: Config) -> Result<(), String> {
     let peer = matches!(endpoint, Endpoint::Peer(_));
     let engines = EngineSet::probe();
     tracing::info!(engines = ?engines.names(), "probed engines");
-    let jobs = JobManager::new(config, engines);
-    let connection = bus::connect(endpoint, jobs.clone())
+    let persistence = if peer {
+        // A private copyd's jobs end with its one client: nothing to resume.
+        Persistence::Disabled
+    } else {
+        match config.state_dir() {
+            None => Persistence::Unavailable("no state directory ($HOME is not set)".into()),
+            Some(dir) => match Store::open(&dir) {
+                Ok(store) => Persistence::Enabled(store),
+                Err(err) => Persistence::Unavailable(format!(
+                    "state directory {} is not writable: {err}",
+                    dir.display()
+                )),
+            },
+        }
+    };
+    let jobs = JobManager::new(config, engines, persistence);
+    let health = jobs.health();
+    if health != "ok" {
+        tracing::warn!(%health, "copyd is degraded");
+    }
+    let recovered = jobs.recover();
+    let connection = bus::connect(endpoint, jobs.clone(), recovered)
         .await
         .map_err(|err| format!("cannot serve on D-Bus: {err}"))?;
     tracing::info!(unique_name = ?connection.unique_name(), "copyd is serving");
@@ -57,6 +78,8 @@ async fn cancel_all(jobs: &Arc<JobManager>) {
         .into_iter()
         .filter(|job| !job.state().is_finished())
         .collect();
+    // Not through JobManager::cancel: the checkpoints must keep saying
+    // "running", so that a restart resumes these jobs.
     for job in &unfinished {
         let _ = job.cancel();
     }

@@ -22,7 +22,34 @@ pub const JOB_INTERFACE: &str = "org.example.Copyd1.Job";
 
 pub struct JobObject {
     pub job: Arc<Job>,
+    pub jobs: Arc<JobManager>,
     pub events: tokio::sync::mpsc::UnboundedSender<JobEvent>,
+}
+
+/// Puts `job` on the bus and starts turning its events into signals.
+/// Returns the sender its runner reports through.
+pub async fn publish(
+    connection: &Connection,
+    jobs: &Arc<JobManager>,
+    job: &Arc<Job>,
+) -> zbus::Result<tokio::sync::mpsc::UnboundedSender<JobEvent>> {
+    let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let object = JobObject {
+        job: job.clone(),
+        jobs: jobs.clone(),
+        events: events.clone(),
+    };
+    connection
+        .object_server()
+        .at(job_path(&job.id), object)
+        .await?;
+    tokio::spawn(forward_events(
+        connection.clone(),
+        jobs.clone(),
+        job.clone(),
+        receiver,
+    ));
+    Ok(events)
 }
 
 /// Job methods take options for growth; none are defined yet.
@@ -57,7 +84,7 @@ impl JobObject {
     ) -> Result<()> {
         refuse_options(&options)?;
         self.authorize(connection, &header).await?;
-        Ok(self.job.cancel()?)
+        Ok(self.jobs.cancel(&self.job, &self.events)?)
     }
 
     async fn pause(
@@ -68,7 +95,7 @@ impl JobObject {
     ) -> Result<()> {
         refuse_options(&options)?;
         self.authorize(connection, &header).await?;
-        Ok(self.job.pause(&self.events)?)
+        Ok(self.jobs.pause(&self.job, &self.events)?)
     }
 
     async fn resume(
@@ -79,7 +106,20 @@ impl JobObject {
     ) -> Result<()> {
         refuse_options(&options)?;
         self.authorize(connection, &header).await?;
-        Ok(self.job.resume(&self.events)?)
+        Ok(self.jobs.resume(&self.job, &self.events)?)
+    }
+
+    /// Sets this job's own rate limit in bytes per second (0: none); the
+    /// global limit applies as well.
+    async fn set_rate_limit(
+        &self,
+        bytes_per_second: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<()> {
+        self.authorize(connection, &header).await?;
+        self.job.control.set_rate_limit(bytes_per_second);
+        Ok(())
     }
 
     #[zbus(signal)]
@@ -263,7 +303,12 @@ pub async fn forward_events(
 ) {
     let path = job_path(&job.id);
     let emitter = SignalEmitter::new(&connection, path.clone()).expect("job paths are valid");
-    while let Some(event) = events.recv().await {
+    // A job recovered as finished sends nothing more.
+    let mut finished = job.state().is_finished();
+    while !finished {
+        let Some(event) = events.recv().await else {
+            break;
+        };
         match event {
             JobEvent::Progress(report) => {
                 let counts = &report.counts;
@@ -315,7 +360,7 @@ pub async fn forward_events(
                 if let Err(err) = emitter.completed(success, &name, &message).await {
                     tracing::debug!(%err, "could not send Completed");
                 }
-                break;
+                finished = true;
             }
         }
     }

@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use copyd_engine::{Operation, PlanReport, Request};
 use zbus::message::Header;
-use zbus::object_server::ObjectServer;
 use zbus::{interface, Connection, OwnedObjectPath, OwnedVariant, Variant};
 
-use super::job::{forward_events, JobObject};
+use super::job::publish;
 use super::{job_path, MANAGER_PATH};
 use crate::caller::{self, Caller};
 use crate::error::{Error, Result};
@@ -89,7 +88,6 @@ impl ManagerObject {
         options: HashMap<String, OwnedVariant>,
         header: &Header<'_>,
         connection: &Connection,
-        server: &ObjectServer,
     ) -> Result<OwnedObjectPath> {
         let caller = Self::caller(connection, header).await?;
         let (request, parsed) = request(operation, &sources, &destination, &options)?;
@@ -100,23 +98,8 @@ impl ManagerObject {
                 .await
                 .map_err(|err| Error::Failed(err.to_string()))??;
         let path = job_path(&job.id);
-        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
-        server
-            .at(
-                path.clone(),
-                JobObject {
-                    job: job.clone(),
-                    events: events.clone(),
-                },
-            )
-            .await?;
+        let events = publish(connection, &self.jobs, &job).await?;
         tracing::info!(job = %job.id, uid = job.caller.uid, operation = operation.name(), "job created");
-        tokio::spawn(forward_events(
-            connection.clone(),
-            self.jobs.clone(),
-            job.clone(),
-            receiver,
-        ));
         self.jobs.start(job, events);
         Self::job_counts_changed(connection).await;
         Ok(path)
@@ -148,7 +131,6 @@ impl ManagerObject {
         options: HashMap<String, OwnedVariant>,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
-        #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath> {
         self.start_job(
             Operation::Copy,
@@ -157,7 +139,6 @@ impl ManagerObject {
             options,
             &header,
             connection,
-            server,
         )
         .await
     }
@@ -170,7 +151,6 @@ impl ManagerObject {
         options: HashMap<String, OwnedVariant>,
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
-        #[zbus(object_server)] server: &ObjectServer,
     ) -> Result<OwnedObjectPath> {
         self.start_job(
             Operation::Move,
@@ -179,7 +159,6 @@ impl ManagerObject {
             options,
             &header,
             connection,
-            server,
         )
         .await
     }
@@ -243,6 +222,16 @@ impl ManagerObject {
     #[zbus(property, name = "QueuedJobs")]
     fn queued_jobs(&self) -> u32 {
         self.jobs.counts().1
+    }
+
+    #[zbus(property, name = "Health")]
+    fn health(&self) -> String {
+        self.jobs.health()
+    }
+
+    #[zbus(property(emits_changed_signal = "const"), name = "RateLimit")]
+    fn rate_limit(&self) -> u64 {
+        self.jobs.config.rate_limit
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "MaxConcurrentJobs")]

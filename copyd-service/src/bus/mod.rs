@@ -11,7 +11,7 @@ use zbus::connection::Builder;
 use zbus::fdo::{ObjectManager, RequestNameFlags, RequestNameReply};
 use zbus::{Connection, Guid, OwnedObjectPath};
 
-use crate::jobs::JobManager;
+use crate::jobs::{Job, JobManager, JobState};
 use manager::ManagerObject;
 
 pub const BUS_NAME: &str = "org.example.Copyd1";
@@ -32,9 +32,15 @@ pub enum Endpoint {
     Peer(UnixStream),
 }
 
-/// Connects, serves the manager (with its ObjectManager) and, on a bus,
-/// takes the well-known name only once the objects are there to answer.
-pub async fn connect(endpoint: Endpoint, jobs: Arc<JobManager>) -> zbus::Result<Connection> {
+/// Connects, serves the manager (with its ObjectManager) and the jobs
+/// recovered from checkpoints, and, on a bus, takes the well-known name only
+/// once the objects are there to answer. Interrupted jobs resume afterwards
+/// when the configuration says so.
+pub async fn connect(
+    endpoint: Endpoint,
+    jobs: Arc<JobManager>,
+    recovered: Vec<Arc<Job>>,
+) -> zbus::Result<Connection> {
     let (builder, is_bus) = match endpoint {
         Endpoint::System => (Builder::system(), true),
         Endpoint::Session => (Builder::session(), true),
@@ -45,10 +51,17 @@ pub async fn connect(endpoint: Endpoint, jobs: Arc<JobManager>) -> zbus::Result<
         ),
     };
     let connection = builder
-        .serve_at(MANAGER_PATH, ManagerObject { jobs })
+        .serve_at(MANAGER_PATH, ManagerObject { jobs: jobs.clone() })
         .serve_at(MANAGER_PATH, ObjectManager)
         .build()
         .await?;
+    let mut to_resume = Vec::new();
+    for job in recovered {
+        let events = job::publish(&connection, &jobs, &job).await?;
+        if job.state() == JobState::Interrupted && jobs.config.auto_resume {
+            to_resume.push((job, events));
+        }
+    }
     if is_bus {
         let reply = connection
             .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
@@ -58,6 +71,12 @@ pub async fn connect(endpoint: Endpoint, jobs: Arc<JobManager>) -> zbus::Result<
             RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner
         ) {
             return Err(zbus::Error::NameTaken);
+        }
+    }
+    for (job, events) in to_resume {
+        tracing::info!(job = %job.id, "resuming interrupted job");
+        if let Err(err) = jobs.resume(&job, &events) {
+            tracing::warn!(job = %job.id, %err, "could not resume");
         }
     }
     Ok(connection)

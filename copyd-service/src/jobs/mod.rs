@@ -4,10 +4,11 @@
 //! This layer knows nothing of D-Bus either: it reports through a channel of
 //! [`JobEvent`]s, which the bus layer turns into signals.
 
+mod persist;
 mod rate;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use crate::caller::Caller;
 use crate::config::Config;
 use rate::RateWindow;
+use store::{CallerRecord, JobRecord, Store};
 
 /// How often a running job's progress is sampled and reported.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -31,17 +33,34 @@ pub enum JobState {
     Queued,
     Running,
     Paused,
+    /// Was running when copyd stopped; waits for Resume (or auto_resume).
+    Interrupted,
     Completed,
     Failed,
     Cancelled,
 }
 
 impl JobState {
+    pub fn parse(name: &str) -> Option<JobState> {
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Paused,
+            JobState::Interrupted,
+            JobState::Completed,
+            JobState::Failed,
+            JobState::Cancelled,
+        ]
+        .into_iter()
+        .find(|state| state.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
             JobState::Running => "running",
             JobState::Paused => "paused",
+            JobState::Interrupted => "interrupted",
             JobState::Completed => "completed",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
@@ -95,7 +114,10 @@ pub struct Job {
     status: Mutex<Status>,
     /// Wakes the runner of a job waiting in the queue.
     wake: Notify,
-    resolved: Mutex<Option<Resolved>>,
+    resolved: Resolved,
+    /// Items finished, durable and under their final names.
+    items_done: Mutex<BTreeSet<usize>>,
+    created_us: u64,
 }
 
 /// Microseconds since the Unix epoch.
@@ -125,16 +147,29 @@ impl Job {
     }
 
     /// Holds the job at its next chunk boundary (or in the queue).
-    pub fn pause(&self, events: &mpsc::UnboundedSender<JobEvent>) -> Result<(), EngineError> {
+    fn pause(&self, events: &mpsc::UnboundedSender<JobEvent>) -> Result<(), EngineError> {
         self.refuse_if_finished("pause")?;
+        if self.state() == JobState::Interrupted {
+            return Err(EngineError::invalid(format!(
+                "job {} is interrupted: resume or cancel it",
+                self.id
+            )));
+        }
         self.control.pause();
         self.set_state(JobState::Paused, events);
         self.wake.notify_one();
         Ok(())
     }
 
-    pub fn resume(&self, events: &mpsc::UnboundedSender<JobEvent>) -> Result<(), EngineError> {
+    /// Lets a paused job go on. True if the job was interrupted and needs
+    /// its runner started.
+    fn resume(&self, events: &mpsc::UnboundedSender<JobEvent>) -> Result<bool, EngineError> {
         self.refuse_if_finished("resume")?;
+        if self.state() == JobState::Interrupted {
+            self.control.resume();
+            self.set_state(JobState::Queued, events);
+            return Ok(true);
+        }
         if self.control.resume() {
             let started = self.status.lock().unwrap().started;
             let state = if started {
@@ -145,14 +180,29 @@ impl Job {
             self.set_state(state, events);
             self.wake.notify_one();
         }
-        Ok(())
+        Ok(false)
     }
 
-    pub fn cancel(&self) -> Result<(), EngineError> {
+    /// Cancels the job. True if nothing runs it (an interrupted job), so the
+    /// caller must finish it itself.
+    pub fn cancel(&self) -> Result<bool, EngineError> {
         self.refuse_if_finished("cancel")?;
         self.control.cancel();
         self.wake.notify_one();
-        Ok(())
+        Ok(self.state() == JobState::Interrupted)
+    }
+
+    /// The request as the runner should carry it out: items already done
+    /// (before a restart) are left alone.
+    fn resolved_for_run(&self) -> Resolved {
+        let done = self.items_done.lock().unwrap();
+        let mut resolved = self.resolved.clone();
+        for index in done.iter() {
+            if let Some(item) = resolved.items.get_mut(*index) {
+                item.skip = true;
+            }
+        }
+        resolved
     }
 
     fn refuse_if_finished(&self, what: &str) -> Result<(), EngineError> {
@@ -168,10 +218,21 @@ impl Job {
     }
 }
 
+/// Whether jobs are checkpointed to disk.
+pub enum Persistence {
+    /// Checkpoints go to this store.
+    Enabled(Store),
+    /// Not wanted (a private copyd lives and dies with its one client).
+    Disabled,
+    /// Wanted but impossible: why. Reported in Health.
+    Unavailable(String),
+}
+
 /// All jobs of this daemon and the slots they run in.
 pub struct JobManager {
     pub config: Config,
     pub engines: Arc<EngineSet>,
+    persistence: Persistence,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
     next_id: AtomicU64,
     slots: Arc<Semaphore>,
@@ -179,15 +240,110 @@ pub struct JobManager {
 }
 
 impl JobManager {
-    pub fn new(config: Config, engines: EngineSet) -> Arc<Self> {
+    pub fn new(config: Config, engines: EngineSet, persistence: Persistence) -> Arc<Self> {
         Arc::new(JobManager {
             slots: Arc::new(Semaphore::new(config.max_concurrent_jobs as usize)),
             global_limit: Arc::new(RateLimiter::new(config.rate_limit)),
             config,
             engines: Arc::new(engines),
+            persistence,
             jobs: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// "ok", or "degraded: why".
+    pub fn health(&self) -> String {
+        match &self.persistence {
+            Persistence::Unavailable(why) if self.config.run_without_checkpoints => {
+                format!("degraded: {why}; jobs run without checkpoints")
+            }
+            Persistence::Unavailable(why) => {
+                format!("degraded: {why}; new jobs are refused (run_without_checkpoints is off)")
+            }
+            _ => "ok".into(),
+        }
+    }
+
+    /// Writes `job`'s checkpoint. A failure to write is logged, not fatal:
+    /// the copy itself stays correct, only its resumability suffers.
+    fn persist(&self, job: &Job) {
+        let Persistence::Enabled(store) = &self.persistence else {
+            return;
+        };
+        let status = job.status();
+        let request = &job.resolved.request;
+        let record = JobRecord {
+            id: job.id.parse().expect("ids are numbers"),
+            operation: job.operation.name().to_owned(),
+            caller: CallerRecord {
+                uid: job.caller.uid,
+                pid: job.caller.pid,
+            },
+            sources: request.sources.iter().map(|p| persist::bytes(p)).collect(),
+            destination: persist::bytes(&request.destination),
+            options: persist::options_record(&request.options),
+            items: persist::items_record(&job.resolved.items),
+            state: status.state.name().to_owned(),
+            items_done: job.items_done.lock().unwrap().iter().copied().collect(),
+            created_us: job.created_us,
+            start_time_us: status.start_time,
+            end_time_us: status.end_time,
+            error: status
+                .error
+                .as_ref()
+                .map(|err| (err.kind.name().to_owned(), err.message.clone())),
+        };
+        if let Err(err) = store.save(&record) {
+            tracing::warn!(job = %job.id, %err, "could not write the job's checkpoint");
+        }
+    }
+
+    /// Forgets a job's checkpoint (it has left the bus).
+    fn unpersist(&self, id: u64) {
+        if let Persistence::Enabled(store) = &self.persistence {
+            if let Err(err) = store.remove(id) {
+                tracing::warn!(job = id, %err, "could not remove the job's checkpoint");
+            }
+        }
+    }
+
+    fn new_job(
+        &self,
+        id_number: u64,
+        resolved: Resolved,
+        caller: Caller,
+        state: JobState,
+        created_us: u64,
+    ) -> Arc<Job> {
+        let run_state = match state {
+            JobState::Paused => RunState::Paused,
+            s if s.is_finished() => RunState::Cancelled,
+            _ => RunState::Running,
+        };
+        let job = Arc::new(Job {
+            id: id_number.to_string(),
+            operation: resolved.request.operation,
+            sources: resolved.request.sources.clone(),
+            destination: resolved.request.destination.clone(),
+            caller,
+            progress: Arc::new(Progress::new()),
+            control: Arc::new(Control::new(run_state, Some(self.global_limit.clone()))),
+            status: Mutex::new(Status {
+                state,
+                start_time: 0,
+                end_time: 0,
+                last_report: ProgressReport::default(),
+                error: None,
+                started: false,
+            }),
+            wake: Notify::new(),
+            resolved,
+            items_done: Mutex::new(BTreeSet::new()),
+            created_us,
+        });
+        self.jobs.lock().unwrap().insert(id_number, job.clone());
+        job
     }
 
     /// Checks `request` and makes a job of it, not yet started. Bad input
@@ -198,40 +354,129 @@ impl JobManager {
         caller: Caller,
         start_paused: bool,
     ) -> Result<Arc<Job>, EngineError> {
+        if let Persistence::Unavailable(why) = &self.persistence {
+            if !self.config.run_without_checkpoints {
+                return Err(EngineError::new(
+                    ErrorKind::Failed,
+                    format!(
+                        "checkpoints are unavailable ({why}) and run_without_checkpoints is off"
+                    ),
+                ));
+            }
+        }
         // An unusable engine is refused now, not when the job runs.
         self.engines.select(&request.options.engine)?;
         let resolved = copyd_engine::resolve(request)?;
         let id_number = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let initial = if start_paused {
-            RunState::Paused
+        let state = if start_paused {
+            JobState::Paused
         } else {
-            RunState::Running
+            JobState::Queued
         };
-        let job = Arc::new(Job {
-            id: id_number.to_string(),
-            operation: resolved.request.operation,
-            sources: resolved.request.sources.clone(),
-            destination: resolved.request.destination.clone(),
-            caller,
-            progress: Arc::new(Progress::new()),
-            control: Arc::new(Control::new(initial, Some(self.global_limit.clone()))),
-            status: Mutex::new(Status {
-                state: if start_paused {
-                    JobState::Paused
-                } else {
-                    JobState::Queued
-                },
-                start_time: 0,
-                end_time: 0,
-                last_report: ProgressReport::default(),
-                error: None,
-                started: false,
-            }),
-            wake: Notify::new(),
-            resolved: Mutex::new(Some(resolved)),
-        });
-        self.jobs.lock().unwrap().insert(id_number, job.clone());
+        let job = self.new_job(id_number, resolved, caller, state, now_us());
+        self.persist(&job);
         Ok(job)
+    }
+
+    /// Reloads the jobs checkpointed by an earlier run. Jobs that were
+    /// queued or running come back interrupted; finished ones come back as
+    /// they ended, to be listed until their retention ends.
+    pub fn recover(&self) -> Vec<Arc<Job>> {
+        let Persistence::Enabled(store) = &self.persistence else {
+            return Vec::new();
+        };
+        let (records, rejected) = store.load_all();
+        for bad in &rejected {
+            tracing::error!(file = %bad.file.display(), reason = %bad.reason, "checkpoint set aside");
+        }
+        let mut recovered = Vec::new();
+        for record in records {
+            let resolved = match persist::resolved(
+                &record.operation,
+                &record.sources,
+                &record.destination,
+                &record.options,
+                &record.items,
+            ) {
+                Ok(resolved) => resolved,
+                Err(reason) => {
+                    tracing::error!(job = record.id, %reason, "checkpoint not usable");
+                    continue;
+                }
+            };
+            let state = match JobState::parse(&record.state) {
+                Some(state) if state.is_finished() || state == JobState::Paused => state,
+                _ => JobState::Interrupted,
+            };
+            let caller = Caller {
+                uid: record.caller.uid,
+                pid: record.caller.pid,
+                bus_name: None,
+            };
+            let job = self.new_job(record.id, resolved, caller, state, record.created_us);
+            {
+                let mut status = job.status.lock().unwrap();
+                status.start_time = record.start_time_us;
+                status.end_time = record.end_time_us;
+                status.error = record
+                    .error
+                    .as_ref()
+                    .map(|(kind, message)| EngineError::new(error_kind(kind), message.clone()));
+            }
+            job.items_done
+                .lock()
+                .unwrap()
+                .extend(record.items_done.iter().copied());
+            self.next_id.fetch_max(record.id + 1, Ordering::Relaxed);
+            tracing::info!(job = record.id, state = state.name(), "recovered job");
+            recovered.push(job);
+        }
+        recovered
+    }
+
+    pub fn pause(
+        &self,
+        job: &Job,
+        events: &mpsc::UnboundedSender<JobEvent>,
+    ) -> Result<(), EngineError> {
+        job.pause(events)?;
+        self.persist(job);
+        Ok(())
+    }
+
+    pub fn resume(
+        self: &Arc<Self>,
+        job: &Arc<Job>,
+        events: &mpsc::UnboundedSender<JobEvent>,
+    ) -> Result<(), EngineError> {
+        let start = job.resume(events)?;
+        self.persist(job);
+        if start {
+            self.start(job.clone(), events.clone());
+        }
+        Ok(())
+    }
+
+    pub fn cancel(
+        &self,
+        job: &Job,
+        events: &mpsc::UnboundedSender<JobEvent>,
+    ) -> Result<(), EngineError> {
+        if job.cancel()? {
+            // Nothing runs an interrupted job, so nothing else will remove
+            // what its last run left under temporary names: do it here.
+            let done = job.items_done.lock().unwrap().clone();
+            for (index, item) in job.resolved.items.iter().enumerate() {
+                if !done.contains(&index) {
+                    let temp = copyd_engine::fsutil::temp_path(&item.target, &job.id, index);
+                    if let Err(err) = copyd_engine::fsutil::remove_all(&temp) {
+                        tracing::warn!(job = %job.id, %err, "could not remove a temporary copy");
+                    }
+                }
+            }
+            self.finish(job, Err(EngineError::cancelled()), events);
+        }
+        Ok(())
     }
 
     /// Runs `job` in the background: it waits for a slot, copies on a worker
@@ -252,12 +497,8 @@ impl JobManager {
             status.start_time = now_us();
         }
         job.set_state(JobState::Running, &events);
-        let resolved = job
-            .resolved
-            .lock()
-            .unwrap()
-            .take()
-            .expect("a job runs once");
+        self.persist(&job);
+        let resolved = job.resolved_for_run();
         let worker = {
             let (engines, job) = (self.engines.clone(), job.clone());
             tokio::task::spawn_blocking(move || {
@@ -360,8 +601,15 @@ impl JobManager {
             None => tracing::info!(job = %job.id, "job completed"),
             Some(err) => tracing::info!(job = %job.id, error = %err, "job ended without success"),
         }
+        if final_state == JobState::Completed {
+            job.items_done
+                .lock()
+                .unwrap()
+                .extend(0..job.resolved.items.len());
+        }
         let _ = events.send(JobEvent::Progress(report));
         job.set_state(final_state, events);
+        self.persist(job);
         let _ = events.send(JobEvent::Finished);
     }
 
@@ -375,9 +623,11 @@ impl JobManager {
         self.jobs.lock().unwrap().values().cloned().collect()
     }
 
+    /// Forgets a job that has left the bus, and its checkpoint.
     pub fn remove(&self, id: &str) {
         if let Ok(number) = id.parse::<u64>() {
             self.jobs.lock().unwrap().remove(&number);
+            self.unpersist(number);
         }
     }
 
@@ -390,10 +640,25 @@ impl JobManager {
             match status.state {
                 JobState::Running => active += 1,
                 JobState::Paused if status.started => active += 1,
-                JobState::Queued | JobState::Paused => queued += 1,
+                JobState::Queued | JobState::Paused | JobState::Interrupted => queued += 1,
                 _ => {}
             }
         }
         (active, queued)
     }
+}
+
+fn error_kind(name: &str) -> ErrorKind {
+    [
+        ErrorKind::InvalidArgument,
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::NoSpace,
+        ErrorKind::PermissionDenied,
+        ErrorKind::NotSupported,
+        ErrorKind::Cancelled,
+    ]
+    .into_iter()
+    .find(|kind| kind.name() == name)
+    .unwrap_or(ErrorKind::Failed)
 }

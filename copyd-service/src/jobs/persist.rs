@@ -1,0 +1,130 @@
+//! Converting between live jobs and their on-disk records.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use copyd_engine::{Conflict, Item, ItemKind, Operation, Options, Preserve, Request, Resolved};
+
+use super::store::{ItemRecord, OptionsRecord};
+
+pub fn bytes(path: &Path) -> Vec<u8> {
+    path.as_os_str().as_bytes().to_vec()
+}
+
+pub fn path(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(OsString::from_vec(bytes.to_vec()))
+}
+
+pub fn operation(name: &str) -> Result<Operation, String> {
+    match name {
+        "copy" => Ok(Operation::Copy),
+        "move" => Ok(Operation::Move),
+        other => Err(format!("unknown operation {other:?}")),
+    }
+}
+
+fn kind_name(kind: ItemKind) -> &'static str {
+    match kind {
+        ItemKind::File => "file",
+        ItemKind::Directory => "directory",
+        ItemKind::Symlink => "symlink",
+    }
+}
+
+fn kind(name: &str) -> Result<ItemKind, String> {
+    match name {
+        "file" => Ok(ItemKind::File),
+        "directory" => Ok(ItemKind::Directory),
+        "symlink" => Ok(ItemKind::Symlink),
+        other => Err(format!("unknown item kind {other:?}")),
+    }
+}
+
+fn preserve_names(preserve: &Preserve) -> Vec<String> {
+    [
+        (preserve.mode, "mode"),
+        (preserve.timestamps, "timestamps"),
+        (preserve.ownership, "ownership"),
+        (preserve.xattr, "xattr"),
+        (preserve.links, "links"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| name.to_owned())
+    .collect()
+}
+
+fn conflict_name(conflict: Conflict) -> &'static str {
+    match conflict {
+        Conflict::Fail => "fail",
+        Conflict::Skip => "skip",
+        Conflict::Overwrite => "overwrite",
+    }
+}
+
+pub fn options_record(options: &Options) -> OptionsRecord {
+    OptionsRecord {
+        recursive: options.recursive,
+        on_conflict: conflict_name(options.on_conflict).to_owned(),
+        engine: options.engine.clone(),
+        preserve: preserve_names(&options.preserve),
+        rate_limit: options.rate_limit,
+    }
+}
+
+pub fn items_record(items: &[Item]) -> Vec<ItemRecord> {
+    items
+        .iter()
+        .map(|item| ItemRecord {
+            source: bytes(&item.source),
+            target: bytes(&item.target),
+            kind: kind_name(item.kind).to_owned(),
+            skip: item.skip,
+            replace: item.replace,
+        })
+        .collect()
+}
+
+/// Rebuilds a resolved request from its record, as it was checked when the
+/// job was created (not checked again: its own finished items now exist).
+pub fn resolved(
+    operation_name: &str,
+    sources: &[Vec<u8>],
+    destination: &[u8],
+    options: &OptionsRecord,
+    items: &[ItemRecord],
+) -> Result<Resolved, String> {
+    let preserve = Preserve::from_names(options.preserve.iter().map(String::as_str))
+        .map_err(|err| err.message)?;
+    let on_conflict = Conflict::parse(&options.on_conflict)
+        .ok_or_else(|| format!("unknown on-conflict {:?}", options.on_conflict))?;
+    let items = items
+        .iter()
+        .map(|item| {
+            Ok(Item {
+                source: path(&item.source),
+                target: path(&item.target),
+                kind: kind(&item.kind)?,
+                skip: item.skip,
+                replace: item.replace,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Resolved {
+        request: Request {
+            operation: operation(operation_name)?,
+            sources: sources.iter().map(|s| path(s)).collect(),
+            destination: path(destination),
+            options: Options {
+                recursive: options.recursive,
+                on_conflict,
+                engine: options.engine.clone(),
+                preserve,
+                rate_limit: options.rate_limit,
+                ..Options::default()
+            },
+        },
+        items,
+    })
+}
