@@ -38,8 +38,7 @@ fn refused(message: String) -> EngineError {
 
 impl Credentials {
     fn check(&self) -> Result<()> {
-        if self.uid == INVALID_ID || self.gid == INVALID_ID || self.groups.contains(&INVALID_ID)
-        {
+        if self.uid == INVALID_ID || self.gid == INVALID_ID || self.groups.contains(&INVALID_ID) {
             return Err(refused(format!(
                 "refusing to act as an invalid identity {self:?}"
             )));
@@ -208,7 +207,11 @@ mod tests {
         };
         let (mine, child, read) = run_as(&creds, || {
             let child = std::thread::spawn(current).join().unwrap()?;
-            Ok((current()?, child, std::fs::read(&secret).map_err(|e| e.kind())))
+            Ok((
+                current()?,
+                child,
+                std::fs::read(&secret).map_err(|e| e.kind()),
+            ))
         })
         .unwrap();
         assert_eq!(mine.uid, 65534);

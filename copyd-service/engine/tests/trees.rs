@@ -103,3 +103,42 @@ fn parallel_and_serial_copies_agree() {
     assert_eq!(rsync_differences(&tree, &parallel), "");
     assert_eq!(rsync_differences(&serial, &parallel), "");
 }
+
+/// Cancelling a tree copy while several workers are busy stops them all and
+/// leaves neither the target nor a temporary behind.
+#[test]
+fn cancelling_a_parallel_copy_leaves_nothing() {
+    use copyd_engine::{resolve, run, Control, ErrorKind, Operation, Progress, Request};
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    for f in 0..6 {
+        write_file(&tree.join(format!("f{f}")), 4 << 20, f);
+    }
+    let resolved = resolve(Request {
+        operation: Operation::Copy,
+        sources: vec![tree.clone()],
+        destination: dir.path().join("copy"),
+        options: Options {
+            recursive: true,
+            workers: 3,
+            rate_limit: 2 << 20, // 2 MiB/s: the copy would take 12 s
+            ..Options::default()
+        },
+    })
+    .unwrap();
+    let (progress, control) = (Progress::new(), Control::default());
+    let engines = EngineSet::probe();
+    let result = std::thread::scope(|scope| {
+        let copying = scope.spawn(|| run(&resolved, &engines, "cancel", &progress, &control));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        control.cancel();
+        copying.join().unwrap()
+    });
+    assert_eq!(result.unwrap_err().kind, ErrorKind::Cancelled);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["tree"], "only the source may remain");
+}
