@@ -20,6 +20,7 @@ pub mod engines;
 pub mod error;
 pub mod fsutil;
 pub mod identity;
+pub mod journal;
 pub mod links;
 pub mod parallel;
 pub mod progress;
@@ -31,9 +32,10 @@ pub mod xattr;
 
 pub use copier::{CopyContext, CopyError, EngineSet, FileCopier};
 pub use error::{EngineError, ErrorKind};
+pub use journal::{FileIdentity, Journal, NoJournal, ResumeState};
 pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RunState};
 pub use request::{
     plan, resolve, Conflict, Item, ItemKind, Operation, Options, PlanReport, Preserve, Request,
     Resolved,
 };
-pub use transfer::{run, Outcome};
+pub use transfer::{run, run_resumable, Outcome};

@@ -11,6 +11,9 @@ use rustix::io::Errno;
 
 use crate::copier::{try_chain, CopyContext, EngineSet, FileCopier};
 use crate::error::{EngineError, Result};
+use crate::journal::{
+    FileIdentity, GroupCommit, Journal, NoJournal, ResumeState, OFFSET_COMMIT_INTERVAL,
+};
 use crate::progress::{Control, Progress};
 use crate::request::{Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
@@ -37,7 +40,14 @@ struct Transfer<'a> {
     tag: &'a str,
     progress: &'a Progress,
     control: &'a Control,
+    operation: Operation,
+    resume: &'a ResumeState,
+    journal: &'a dyn Journal,
 }
+
+/// How much of a large file is copied between chances to advance its
+/// durable offset.
+const SEGMENT: u64 = 256 << 20;
 
 /// Runs `resolved` to the end. `tag` makes the temporary names unique to this
 /// job. On error or cancel, nothing partial is left under a final name and no
@@ -49,6 +59,28 @@ pub fn run(
     progress: &Progress,
     control: &Control,
 ) -> Result<Outcome> {
+    run_resumable(
+        resolved,
+        engines,
+        tag,
+        progress,
+        control,
+        &ResumeState::default(),
+        &NoJournal,
+    )
+}
+
+/// Like [`run`], reporting durable progress to `journal` and carrying on
+/// from what an earlier run of the same job (same `tag`) left in `resume`.
+pub fn run_resumable(
+    resolved: &Resolved,
+    engines: &EngineSet,
+    tag: &str,
+    progress: &Progress,
+    control: &Control,
+    resume: &ResumeState,
+    journal: &dyn Journal,
+) -> Result<Outcome> {
     let options = &resolved.request.options;
     let transfer = Transfer {
         chain: engines.select(&options.engine)?,
@@ -58,6 +90,9 @@ pub fn run(
         tag,
         progress,
         control,
+        operation: resolved.request.operation,
+        resume,
+        journal,
     };
     control.set_rate_limit(options.rate_limit);
     control.checkpoint()?;
@@ -71,7 +106,12 @@ pub fn run(
             outcome.skipped += 1;
             continue;
         }
+        if transfer.already_in_place(item, index)? {
+            outcome.copied += 1;
+            continue;
+        }
         if resolved.request.operation == Operation::Move && transfer.try_rename(item)? {
+            journal.item_done(index);
             outcome.renamed += 1;
             continue;
         }
@@ -90,17 +130,58 @@ pub fn run(
         transfer.copy_item(item, index, &tree)?;
         if resolved.request.operation == Operation::Move {
             // The copy is durable (copy_item synced it): now the source may go.
-            fsutil::remove_all(&item.source)?;
-            if let Some(parent) = item.source.parent() {
-                fsutil::fsync_dir(parent)?;
-            }
+            remove_moved_source(item)?;
         }
+        journal.item_done(index);
         outcome.copied += 1;
     }
     Ok(outcome)
 }
 
+fn remove_moved_source(item: &Item) -> Result<()> {
+    fsutil::remove_all(&item.source)?;
+    match item.source.parent() {
+        Some(parent) => fsutil::fsync_dir(parent),
+        None => Ok(()),
+    }
+}
+
 impl Transfer<'_> {
+    /// Whether an earlier run already put `item` in place and only crashed
+    /// before saying so: its building had started, its temporary is gone
+    /// (only the final rename removes it) and its target exists (which,
+    /// short of on-conflict overwrite, it did not when the job was made).
+    /// A move's leftover source is then deleted.
+    fn already_in_place(&self, item: &Item, index: usize) -> Result<bool> {
+        if !self.resume.resuming {
+            return Ok(false);
+        }
+        let target_exists = fs::symlink_metadata(&item.target).is_ok();
+        let source_exists = fs::symlink_metadata(&item.source).is_ok();
+        let temp = fsutil::temp_path(&item.target, self.tag, index);
+        // (With overwrite the old target also "exists": redo, to be sure.)
+        let built = self.resume.started.contains(&index)
+            && !temp_exists(&temp)
+            && target_exists
+            && !item.replace;
+        // A move by rename leaves no trace but this: source gone, target there.
+        let renamed = self.is_move() && !source_exists && target_exists && !item.replace;
+        if !(built || renamed) {
+            return Ok(false);
+        }
+        if built && source_exists && self.is_move() {
+            remove_moved_source(item)?;
+        }
+        self.progress.add_totals(1, 0);
+        self.progress.add_files_done(1);
+        self.journal.item_done(index);
+        Ok(true)
+    }
+
+    fn is_move(&self) -> bool {
+        self.operation == Operation::Move
+    }
+
     /// Moves `item` by renaming it, if source and target share a file
     /// system. Returns false when they do not (EXDEV): it must be copied.
     fn try_rename(&self, item: &Item) -> Result<bool> {
@@ -123,10 +204,15 @@ impl Transfer<'_> {
     /// into place. On failure the temporary is removed.
     fn copy_item(&self, item: &Item, index: usize, tree: &Tree) -> Result<()> {
         let temp = fsutil::temp_path(&item.target, self.tag, index);
-        // A leftover can only be this very job's, from an interrupted run.
-        fsutil::remove_all(&temp)?;
+        let carry_on = self.resume.started.contains(&index) && temp_exists(&temp);
+        if !carry_on {
+            // A leftover can only be this very job's, from an interrupted run
+            // whose journal did not get to say so.
+            fsutil::remove_all(&temp)?;
+            self.journal.item_started(index);
+        }
         let built = self
-            .build(item, tree, &temp)
+            .build(item, index, tree, &temp, carry_on)
             .and_then(|()| fsutil::rename_into_place(&temp, &item.target, item.replace));
         if let Err(err) = built {
             if let Err(cleanup) = fsutil::remove_all(&temp) {
@@ -142,8 +228,26 @@ impl Transfer<'_> {
     /// hard links to files copied, then symlinks, then directory metadata
     /// deepest first (making entries in a directory changes its times), then
     /// one syncfs for the lot.
-    fn build(&self, item: &Item, tree: &Tree, temp: &Path) -> Result<()> {
+    fn build(
+        &self,
+        item: &Item,
+        index: usize,
+        tree: &Tree,
+        temp: &Path,
+        carry_on: bool,
+    ) -> Result<()> {
         let entries = &tree.entries;
+        let group = GroupCommit::new(index, self.journal);
+        let temp_parent = temp.parent().unwrap_or(Path::new("/"));
+        // On carrying on, whatever stands at a copy's path is from the
+        // interrupted run: replaced unless the journal vouches for it.
+        let clear = |copy: &Path| {
+            if carry_on {
+                fsutil::remove_all(copy)
+            } else {
+                Ok(())
+            }
+        };
         let single_file = entries.len() == 1 && entries[0].kind == EntryKind::File;
         let link_of = if self.preserve.links {
             links::plan(entries)
@@ -160,10 +264,10 @@ impl Transfer<'_> {
         for entry in entries.iter().filter(|e| e.kind == EntryKind::Directory) {
             self.control.checkpoint()?;
             let (_, copy) = paths(entry);
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&copy)
-                .map_err(|err| EngineError::io("create directory", &copy, &err))?;
+            match fs::DirBuilder::new().mode(0o700).create(&copy) {
+                Err(err) if carry_on && err.kind() == io::ErrorKind::AlreadyExists => {}
+                result => result.map_err(|err| EngineError::io("create directory", &copy, &err))?,
+            }
             self.progress.add_files_done(1);
         }
 
@@ -179,9 +283,19 @@ impl Transfer<'_> {
         parallel::for_each(workers, &files, |entry| {
             self.control.checkpoint()?;
             let (source, copy) = paths(entry);
+            if carry_on && self.resume.is_durable(index, &entry.relative) {
+                self.progress.add_bytes_uncopied(entry.metadata.len());
+                self.progress.add_files_done(1);
+                return Ok(());
+            }
             self.progress.set_current_path(&source);
-            self.copy_file(&source, &copy, entry, single_file)?;
+            self.copy_file(&source, &copy, entry, single_file, index, carry_on)?;
             self.progress.add_files_done(1);
+            if !single_file && self.journal.is_kept() {
+                group.finished(entry.relative.clone(), || {
+                    fsutil::sync_filesystem(temp_parent)
+                })?;
+            }
             Ok(())
         })?;
 
@@ -189,6 +303,7 @@ impl Transfer<'_> {
             if let Some(first) = first {
                 self.control.checkpoint()?;
                 let ((_, copy), (_, original)) = (paths(entry), paths(&entries[*first]));
+                clear(&copy)?;
                 fs::hard_link(&original, &copy)
                     .map_err(|err| EngineError::io("link", &copy, &err))?;
                 // Its bytes are in the total, but cost nothing.
@@ -203,6 +318,7 @@ impl Transfer<'_> {
             self.progress.set_current_path(&source);
             let link = fs::read_link(&source)
                 .map_err(|err| EngineError::io("read symlink", &source, &err))?;
+            clear(&copy)?;
             std::os::unix::fs::symlink(&link, &copy)
                 .map_err(|err| EngineError::io("create symlink", &copy, &err))?;
             fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)?;
@@ -224,23 +340,71 @@ impl Transfer<'_> {
         Ok(())
     }
 
-    fn copy_file(&self, source: &Path, copy: &Path, entry: &Entry, sync: bool) -> Result<()> {
+    /// Copies one file to `copy`. On carrying on, a partial copy whose
+    /// source is unchanged continues from its durable offset; anything else
+    /// at `copy` is replaced.
+    fn copy_file(
+        &self,
+        source: &Path,
+        copy: &Path,
+        entry: &Entry,
+        sync: bool,
+        index: usize,
+        carry_on: bool,
+    ) -> Result<()> {
         let src = open_nofollow(source).map_err(|err| EngineError::io("open", source, &err))?;
-        // New files are private until complete; the final mode comes last.
-        let dst = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(copy)
-            .map_err(|err| EngineError::io("create", copy, &err))?;
+        let identity = FileIdentity::of(
+            &src.metadata()
+                .map_err(|err| EngineError::io("inspect", source, &err))?,
+        );
+        let resume_at = if carry_on {
+            self.resume.offset(index, &entry.relative, identity)
+        } else {
+            None
+        };
+        let dst = match resume_at {
+            Some(offset) => {
+                let dst = OpenOptions::new()
+                    .write(true)
+                    .open(copy)
+                    .map_err(|err| EngineError::io("reopen", copy, &err))?;
+                // Past the durable offset the bytes may be anything.
+                dst.set_len(offset)
+                    .map_err(|err| EngineError::io("truncate", copy, &err))?;
+                dst
+            }
+            None => {
+                if carry_on {
+                    fsutil::remove_all(copy)?;
+                }
+                // New files are private until complete; the final mode comes last.
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(copy)
+                    .map_err(|err| EngineError::io("create", copy, &err))?
+            }
+        };
         let len = entry.metadata.len();
         let ctx = CopyContext {
             progress: self.progress,
             control: self.control,
             source,
         };
-        if len > 0 {
-            self.copy_data(&src, &dst, len, &ctx)?;
+        let offsets = OffsetCommits {
+            journal: self.journal,
+            index,
+            relative: &entry.relative,
+            identity,
+            last: std::cell::Cell::new(std::time::Instant::now()),
+        };
+        let start = resume_at.unwrap_or(0).min(len);
+        if start > 0 {
+            self.progress.add_bytes_uncopied(start);
+        }
+        if len > start {
+            self.copy_data(&src, &dst, start, len, &ctx, &offsets)?;
         }
         fsutil::carry_file_metadata(Some(&src), &dst, copy, &entry.metadata, &self.preserve)?;
         if sync {
@@ -253,12 +417,21 @@ impl Transfer<'_> {
     /// Copies a file's `len` bytes: whole by an engine that shares extents,
     /// if one can here; otherwise data extent by data extent (with sparse),
     /// leaving holes as holes and counting them as done.
-    fn copy_data(&self, src: &File, dst: &File, len: u64, ctx: &CopyContext<'_>) -> Result<()> {
+    fn copy_data(
+        &self,
+        src: &File,
+        dst: &File,
+        start: u64,
+        len: u64,
+        ctx: &CopyContext<'_>,
+        offsets: &OffsetCommits<'_>,
+    ) -> Result<()> {
         let (cloners, movers): (Vec<&dyn FileCopier>, Vec<&dyn FileCopier>) = self
             .chain
             .iter()
             .partition(|engine| engine.shares_extents());
-        if !cloners.is_empty() {
+        // Sharing extents is all or nothing: only for a copy from the start.
+        if !cloners.is_empty() && start == 0 {
             match try_chain(&cloners, src, dst, 0, len, ctx)? {
                 Ok(_) => return Ok(()),
                 Err(unsupported) if movers.is_empty() => {
@@ -275,14 +448,21 @@ impl Transfer<'_> {
         // An engine that could not copy one extent of this pair of files
         // cannot copy the next either: start each try where the last worked.
         let mut chain = &movers[..];
-        let mut copied = 0;
+        let mut copied = start;
         for extent in extents {
-            let extent_len = extent.end - extent.start;
-            match try_chain(chain, src, dst, extent.start, extent_len, ctx)? {
-                Ok(used) => chain = &chain[used..],
-                Err(unsupported) => return Err(unsupported.into_error(ctx.source)),
+            // What an earlier run made durable is not copied again; large
+            // extents go in segments, so the durable offset can advance.
+            let mut position = extent.start.max(start);
+            while position < extent.end {
+                let segment = (extent.end - position).min(SEGMENT);
+                match try_chain(chain, src, dst, position, segment, ctx)? {
+                    Ok(used) => chain = &chain[used..],
+                    Err(unsupported) => return Err(unsupported.into_error(ctx.source)),
+                }
+                position += segment;
+                copied += segment;
+                offsets.maybe_commit(dst, position, ctx.source)?;
             }
-            copied += extent_len;
         }
         if copied < len {
             ctx.progress.add_bytes_uncopied(len - copied);
@@ -315,4 +495,32 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
+}
+
+fn temp_exists(temp: &Path) -> bool {
+    fs::symlink_metadata(temp).is_ok()
+}
+
+/// Advances a large file's durable offset now and then: an fdatasync, then
+/// a journal report, at most every OFFSET_COMMIT_INTERVAL.
+struct OffsetCommits<'a> {
+    journal: &'a dyn Journal,
+    index: usize,
+    relative: &'a Path,
+    identity: FileIdentity,
+    last: std::cell::Cell<std::time::Instant>,
+}
+
+impl OffsetCommits<'_> {
+    fn maybe_commit(&self, dst: &File, offset: u64, source: &Path) -> Result<()> {
+        if !self.journal.is_kept() || self.last.get().elapsed() < OFFSET_COMMIT_INTERVAL {
+            return Ok(());
+        }
+        dst.sync_data()
+            .map_err(|err| EngineError::io("sync the copy of", source, &err))?;
+        self.journal
+            .file_offset(self.index, self.relative, self.identity, offset);
+        self.last.set(std::time::Instant::now());
+        Ok(())
+    }
 }

@@ -1,0 +1,215 @@
+//! Carrying on an interrupted transfer from what its journal said was
+//! durable: the result must be byte-identical to an uninterrupted copy, and
+//! what the journal did not vouch for must be redone, not trusted.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use copyd_engine::fsutil::temp_path;
+use copyd_engine::{
+    resolve, run_resumable, Control, EngineSet, FileIdentity, Journal, Operation, Options,
+    Progress, Request, ResumeState,
+};
+
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+}
+
+impl Journal for Recorder {
+    fn item_started(&self, index: usize) {
+        self.events.lock().unwrap().push(format!("started {index}"));
+    }
+    fn item_done(&self, index: usize) {
+        self.events.lock().unwrap().push(format!("done {index}"));
+    }
+    fn files_durable(&self, index: usize, relatives: &[PathBuf]) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("durable {index} {}", relatives.len()));
+    }
+    fn file_offset(&self, index: usize, relative: &Path, _: FileIdentity, offset: u64) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("offset {index} {} {offset}", relative.display()));
+    }
+}
+
+fn request(source: &Path, destination: &Path) -> Request {
+    Request {
+        operation: Operation::Copy,
+        sources: vec![source.to_path_buf()],
+        destination: destination.to_path_buf(),
+        options: Options {
+            recursive: true,
+            ..Options::default()
+        },
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn a_tree_carries_on_from_its_journal() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let source = dir.path().join("src");
+    fs::create_dir_all(source.join("sub")).unwrap();
+    for i in 0..20u8 {
+        fs::write(
+            source.join(format!("sub/f{i}")),
+            pattern(1000 + i as usize * 37, i),
+        )
+        .unwrap();
+    }
+    fs::write(source.join("big"), pattern(3 << 20, 9)).unwrap();
+    let target = dir.path().join("dst");
+    let resolved = resolve(request(&source, &target)).unwrap();
+
+    // The state an interrupted run leaves: the temporary tree, with
+    // - sub/f0..f9 complete and reported durable,
+    // - sub/f10 complete but never reported (it must be redone),
+    // - sub/f11 garbage of the right size (must be redone),
+    // - big: its first MiB durable, the rest garbage.
+    let temp = temp_path(&target, "77", 0);
+    fs::create_dir_all(temp.join("sub")).unwrap();
+    for i in 0..=10u8 {
+        fs::write(
+            temp.join(format!("sub/f{i}")),
+            pattern(1000 + i as usize * 37, i),
+        )
+        .unwrap();
+    }
+    fs::write(temp.join("sub/f11"), vec![0xEE; 1000 + 11 * 37]).unwrap();
+    let big = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .open(temp.join("big"))
+        .unwrap();
+    big.write_all_at(&pattern(3 << 20, 9)[..1 << 20], 0)
+        .unwrap();
+    big.write_all_at(&vec![0xEE; 1 << 20], 1 << 20).unwrap();
+    let identity = FileIdentity::of(&fs::metadata(source.join("big")).unwrap());
+    let resume = ResumeState {
+        resuming: true,
+        started: HashSet::from([0]),
+        durable_files: HashMap::from([(
+            0,
+            (0..10)
+                .map(|i| PathBuf::from(format!("sub/f{i}")))
+                .collect(),
+        )]),
+        offsets: HashMap::from([((0, PathBuf::from("big")), (identity, 1 << 20))]),
+    };
+
+    let progress = Progress::new();
+    let journal = Recorder::default();
+    run_resumable(
+        &resolved,
+        &EngineSet::probe(),
+        "77",
+        &progress,
+        &Control::default(),
+        &resume,
+        &journal,
+    )
+    .unwrap();
+
+    let diff = std::process::Command::new("diff")
+        .arg("-r")
+        .arg(&source)
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    assert!(
+        !temp.exists(),
+        "the temporary tree must be renamed into place"
+    );
+    let snapshot = progress.snapshot();
+    assert_eq!(
+        snapshot.bytes_done, snapshot.bytes_total,
+        "resumed bytes count as done"
+    );
+    let events = journal.events.lock().unwrap();
+    assert!(
+        !events.iter().any(|e| e.starts_with("started")),
+        "carrying on is not a new start: {events:?}"
+    );
+    assert_eq!(events.last().map(String::as_str), Some("done 0"));
+}
+
+#[test]
+fn a_changed_source_restarts_its_file_from_zero() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let source = dir.path().join("file");
+    fs::write(&source, pattern(2 << 20, 1)).unwrap();
+    let target = dir.path().join("copy");
+    let resolved = resolve(request(&source, &target)).unwrap();
+    let temp = temp_path(&target, "5", 0);
+    fs::write(&temp, vec![0xAB; 1 << 20]).unwrap();
+    // The journal's identity is of another file (another inode and size).
+    let stale = FileIdentity {
+        dev: 1,
+        ino: 2,
+        size: 3,
+        mtime_ns: 4,
+    };
+    let resume = ResumeState {
+        resuming: true,
+        started: HashSet::from([0]),
+        offsets: HashMap::from([((0, PathBuf::new()), (stale, 1 << 20))]),
+        ..ResumeState::default()
+    };
+    run_resumable(
+        &resolved,
+        &EngineSet::probe(),
+        "5",
+        &Progress::new(),
+        &Control::default(),
+        &resume,
+        &Recorder::default(),
+    )
+    .unwrap();
+    assert_eq!(fs::read(&target).unwrap(), pattern(2 << 20, 1));
+}
+
+#[test]
+fn an_item_renamed_before_the_crash_is_recognised_as_done() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let source = dir.path().join("file");
+    fs::write(&source, b"done before the crash").unwrap();
+    let target = dir.path().join("copy");
+    let resolved = resolve(request(&source, &target)).unwrap();
+    // The earlier run renamed the copy into place, then died before saying so.
+    fs::write(&target, b"done before the crash").unwrap();
+    let journal = Recorder::default();
+    let resume = ResumeState {
+        resuming: true,
+        started: HashSet::from([0]),
+        ..ResumeState::default()
+    };
+    run_resumable(
+        &resolved,
+        &EngineSet::probe(),
+        "6",
+        &Progress::new(),
+        &Control::default(),
+        &resume,
+        &journal,
+    )
+    .unwrap();
+    assert_eq!(journal.events.lock().unwrap().as_slice(), ["done 0"]);
+}
