@@ -90,7 +90,7 @@ fn a_tree_carries_on_from_its_journal() {
     }
     fs::write(temp.join("sub/f11"), vec![0xEE; 1000 + 11 * 37]).unwrap();
     let big = fs::OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
         .open(temp.join("big"))
         .unwrap();
