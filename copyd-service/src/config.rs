@@ -8,6 +8,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Limits and path rules for every request: the [security] table.
+    pub security: SecurityConfig,
+    /// Where audit events are appended as JSON lines, besides the log
+    /// (target copyd::audit). None: the log only.
+    pub audit_log: Option<PathBuf>,
     /// Jobs running at once; the rest wait in state "queued".
     pub max_concurrent_jobs: u32,
     /// How long a finished job stays on the bus before it is removed.
@@ -27,6 +32,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            security: SecurityConfig::default(),
+            audit_log: None,
             max_concurrent_jobs: std::thread::available_parallelism()
                 .map_or(2, |n| n.get() as u32)
                 .max(1),
@@ -87,6 +94,45 @@ impl Config {
     }
 }
 
+/// The [security] table: rules applied to every request, on top of the
+/// caller's own rights (which the kernel enforces). Each refusal is a
+/// PolicyRefused error naming the rule.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Largest single file copied, in bytes; 0 for no limit.
+    pub max_file_size: u64,
+    /// Longest path (source, destination, or any file's target) in bytes;
+    /// 0 for no limit.
+    pub max_path_length: u64,
+    /// If not empty, only files with one of these extensions (without the
+    /// dot, case-insensitive) may be copied.
+    pub allowed_extensions: Vec<String>,
+    /// Files with these extensions (without the dot, case-insensitive) are
+    /// refused.
+    pub blocked_extensions: Vec<String>,
+    /// System locations: see require_privilege_for_system.
+    pub system_paths: Vec<PathBuf>,
+    /// If true, a request reading from or writing into a system_paths
+    /// location must be a privileged job (option privileged, polkit action
+    /// org.example.copyd1.copy-privileged). If false, those paths are
+    /// treated like any other.
+    pub require_privilege_for_system: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            max_file_size: 0,
+            max_path_length: 4096,
+            allowed_extensions: Vec::new(),
+            blocked_extensions: Vec::new(),
+            system_paths: ["/proc", "/sys", "/dev"].map(PathBuf::from).to_vec(),
+            require_privilege_for_system: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +151,18 @@ mod tests {
             (config.max_concurrent_jobs, config.job_retention_seconds),
             (3, 9)
         );
+        std::fs::write(
+            &file,
+            "audit_log = \"/tmp/a.log\"\n[security]\nblocked_extensions = [\"exe\"]\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.security.blocked_extensions, vec!["exe".to_string()]);
+        assert_eq!(config.security.max_path_length, 4096);
+        assert!(config.security.require_privilege_for_system);
+        assert_eq!(config.audit_log, Some(PathBuf::from("/tmp/a.log")));
+        std::fs::write(&file, "[security]\nmax_file_sise = 3\n").unwrap();
+        assert!(Config::load(Some(&file)).is_err());
         std::fs::write(&file, "max_concurent_jobs = 3\n").unwrap();
         assert!(Config::load(Some(&file))
             .unwrap_err()

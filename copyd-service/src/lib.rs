@@ -4,8 +4,13 @@
 //! - `copyd_engine` (its own crate): copies, with no D-Bus and no async.
 //! - [`jobs`]: job state, the queue and progress sampling; no D-Bus.
 //! - [`bus`]: the zbus objects of the contract in dbus/org.example.Copyd1.xml.
-//! - [`caller`]: who is calling, from the bus or the socket.
+//! - [`caller`]: who is calling, from the bus or the socket, and with whose
+//!   rights its work runs.
+//! - [`auth`]: the action each method needs and asking polkit for it;
+//!   [`security`]: the [security] rules; [`audit`]: the audit trail.
 
+pub mod audit;
+pub mod auth;
 pub mod bus;
 pub mod caller;
 pub mod config;
@@ -13,6 +18,7 @@ pub mod error;
 pub mod jobs;
 pub mod options;
 pub mod paths;
+pub mod security;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +38,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// which removes their temporary files.
 pub async fn serve(endpoint: Endpoint, config: Config) -> Result<(), String> {
     let peer = matches!(endpoint, Endpoint::Peer(_));
+    audit::init(config.audit_log.as_deref())?;
     let engines = EngineSet::probe();
     tracing::info!(engines = ?engines.names(), "probed engines");
     let persistence = if peer {

@@ -14,6 +14,9 @@ use crate::error::Error;
 pub struct JobOptions {
     pub engine: Options,
     pub start_paused: bool,
+    /// Run as root rather than as the caller: needs the polkit action
+    /// org.example.copyd1.copy-privileged.
+    pub privileged: bool,
 }
 
 /// The keys Copy, Move and Plan accept, with their D-Bus types.
@@ -24,6 +27,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("preserve", "as"),
     ("rate-limit", "t"),
     ("start-paused", "b"),
+    ("privileged", "b"),
 ];
 
 fn wrong_type(key: &str) -> Error {
@@ -55,6 +59,7 @@ pub fn parse(options: &HashMap<String, OwnedVariant>) -> Result<JobOptions, Erro
         match key.as_str() {
             "recursive" => parsed.engine.recursive = boolean(key, value)?,
             "start-paused" => parsed.start_paused = boolean(key, value)?,
+            "privileged" => parsed.privileged = boolean(key, value)?,
             "on-conflict" => {
                 let name = string(key, value)?;
                 parsed.engine.on_conflict = Conflict::parse(name).ok_or_else(|| {
@@ -115,12 +120,14 @@ mod tests {
             ("on-conflict", Variant::from("skip")),
             ("preserve", Variant::from(vec!["mode", "xattr"])),
             ("rate-limit", Variant::U64(5)),
+            ("privileged", Variant::Bool(true)),
         ]))
         .unwrap();
         assert!(parsed.engine.recursive);
         assert_eq!(parsed.engine.on_conflict, Conflict::Skip);
         assert!(parsed.engine.preserve.xattr && !parsed.engine.preserve.timestamps);
         assert_eq!(parsed.engine.rate_limit, 5);
+        assert!(parsed.privileged);
     }
 
     #[test]
@@ -128,6 +135,7 @@ mod tests {
         for bad in [
             options(vec![("bogus", Variant::Bool(true))]),
             options(vec![("recursive", Variant::from("yes"))]),
+            options(vec![("privileged", Variant::U32(1))]),
             options(vec![("preserve", Variant::from(vec![1u32]))]),
             options(vec![("engine", Variant::from("warp"))]),
             options(vec![("on-conflict", Variant::from("merge"))]),

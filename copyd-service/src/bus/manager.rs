@@ -2,6 +2,7 @@
 //! the service's state.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use copyd_engine::{Operation, PlanReport, Request};
@@ -10,10 +11,13 @@ use zbus::{interface, Connection, OwnedObjectPath, OwnedVariant, Variant};
 
 use super::job::publish;
 use super::{job_path, MANAGER_PATH};
-use crate::caller::{self, Caller};
+use crate::audit;
+use crate::auth::{self, actions};
+use crate::caller::{self, Acting, Caller};
+use crate::config::SecurityConfig;
 use crate::error::{Error, Result};
 use crate::jobs::JobManager;
-use crate::{options, paths};
+use crate::{options, paths, security};
 
 pub struct ManagerObject {
     pub jobs: Arc<JobManager>,
@@ -72,16 +76,101 @@ fn plan_report(report: PlanReport, engine: &str) -> HashMap<String, OwnedVariant
         .collect()
 }
 
+/// A request that passed every check, ready to run.
+struct Admitted {
+    caller: Caller,
+    request: Request,
+    options: options::JobOptions,
+}
+
+/// Records a refusal by the [security] rules.
+fn audit_refusal(err: &Error, caller: &Caller, method: &str, request: &Request) {
+    if let Error::PolicyRefused(message) = err {
+        audit::Event::new(audit::Kind::PolicyRefused, method, "refused")
+            .caller(caller)
+            .paths(request_paths(request))
+            .message(message.clone())
+            .record();
+    }
+}
+
+fn request_paths(request: &Request) -> Vec<&Path> {
+    request
+        .sources
+        .iter()
+        .chain([&request.destination])
+        .map(PathBuf::as_path)
+        .collect()
+}
+
+/// Resolves the request and applies the per-file [security] rules, with
+/// the caller's rights (blocking).
+fn vet(
+    rules: &SecurityConfig,
+    caller: &Caller,
+    method: &str,
+    request: &Request,
+    privileged: bool,
+) -> Result<()> {
+    let checked = caller
+        .acting
+        .run(|| security::vet(rules, request.clone(), privileged))?;
+    checked.inspect_err(|err| audit_refusal(err, caller, method, request))
+}
+
 impl ManagerObject {
-    /// Identifies the caller and checks it may start work.
-    async fn caller(connection: &Connection, header: &Header<'_>) -> Result<Caller> {
-        let caller = caller::identify(connection, header).await?;
-        caller::require_same_user(&caller)?;
-        Ok(caller)
+    /// Who is calling, what they ask, and whether they may: identifies the
+    /// caller (from the bus), decodes the request, asks for the action the
+    /// method needs (auth::actions), applies the [security] rules that need
+    /// no file system, and decides with whose rights the work runs.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit(
+        &self,
+        method: &str,
+        operation: Operation,
+        sources: &[Vec<u8>],
+        destination: &[u8],
+        options: &HashMap<String, OwnedVariant>,
+        header: &Header<'_>,
+        connection: &Connection,
+    ) -> Result<Admitted> {
+        let mut caller = match caller::identify(connection, header).await {
+            Ok(caller) => caller,
+            Err(err) => {
+                auth::record_denial(method, &err, header);
+                return Err(err);
+            }
+        };
+        let (request, parsed) = request(operation, sources, destination, options)?;
+        let rule = actions::rule(actions::MANAGER_INTERFACE, method)
+            .ok_or_else(|| Error::NotAuthorized(format!("{method} has no authorization rule")))?;
+        if let Some(action) = rule.action(parsed.privileged, false) {
+            auth::authorize(
+                connection,
+                header,
+                &caller,
+                action,
+                &request_paths(&request),
+            )
+            .await?;
+        }
+        security::check_request(&self.jobs.config.security, &request, parsed.privileged)
+            .inspect_err(|err| audit_refusal(err, &caller, method, &request))?;
+        if parsed.privileged {
+            // polkit said yes to copy-privileged: the work runs as copyd.
+            caller.acting = Acting::Daemon;
+        }
+        Ok(Admitted {
+            caller,
+            request,
+            options: parsed,
+        })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn start_job(
         &self,
+        method: &str,
         operation: Operation,
         sources: Vec<Vec<u8>>,
         destination: Vec<u8>,
@@ -89,17 +178,53 @@ impl ManagerObject {
         header: &Header<'_>,
         connection: &Connection,
     ) -> Result<OwnedObjectPath> {
-        let caller = Self::caller(connection, header).await?;
-        let (request, parsed) = request(operation, &sources, &destination, &options)?;
+        let Admitted {
+            caller,
+            request,
+            options: parsed,
+        } = self
+            .admit(
+                method,
+                operation,
+                &sources,
+                &destination,
+                &options,
+                header,
+                connection,
+            )
+            .await?;
+        let privileged = parsed.privileged;
         let jobs = self.jobs.clone();
-        // Resolving stats the sources: keep it off the bus's executor threads.
-        let job =
-            tokio::task::spawn_blocking(move || jobs.create(request, caller, parsed.start_paused))
-                .await
-                .map_err(|err| Error::Failed(err.to_string()))??;
+        let method_name = method.to_owned();
+        // Resolving stats the sources: keep it off the bus's executor
+        // threads; it runs with the caller's rights (Acting::run), as the
+        // job will.
+        let job = tokio::task::spawn_blocking(move || -> Result<_> {
+            let rules = &jobs.config.security;
+            vet(rules, &caller, &method_name, &request, parsed.privileged)?;
+            Ok(jobs.create(request, caller, parsed.start_paused)?)
+        })
+        .await
+        .map_err(|err| Error::Failed(err.to_string()))??;
+        if privileged {
+            audit::Event::new(audit::Kind::PrivilegedJob, method, "started")
+                .caller(&job.caller)
+                .paths(
+                    job.sources
+                        .iter()
+                        .chain([&job.destination])
+                        .map(PathBuf::as_path),
+                )
+                .message(format!(
+                    "job {} runs {}",
+                    job.id,
+                    job.caller.acting.describe()
+                ))
+                .record();
+        }
         let path = job_path(&job.id);
         let events = publish(connection, &self.jobs, &job).await?;
-        tracing::info!(job = %job.id, uid = job.caller.uid, operation = operation.name(), "job created");
+        tracing::info!(job = %job.id, uid = job.caller.uid, operation = operation.name(), acting = %job.caller.acting.describe(), "job created");
         self.jobs.start(job, events);
         Self::job_counts_changed(connection).await;
         Ok(path)
@@ -133,6 +258,7 @@ impl ManagerObject {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath> {
         self.start_job(
+            "Copy",
             Operation::Copy,
             sources,
             destination,
@@ -153,6 +279,7 @@ impl ManagerObject {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<OwnedObjectPath> {
         self.start_job(
+            "Move",
             Operation::Move,
             sources,
             destination,
@@ -172,13 +299,43 @@ impl ManagerObject {
         #[zbus(header)] header: Header<'_>,
         #[zbus(connection)] connection: &Connection,
     ) -> Result<HashMap<String, OwnedVariant>> {
-        Self::caller(connection, &header).await?;
-        let (request, _) = request(Operation::Copy, &sources, &destination, &options)?;
+        let Admitted {
+            caller,
+            request,
+            options: parsed,
+        } = self
+            .admit(
+                "Plan",
+                Operation::Copy,
+                &sources,
+                &destination,
+                &options,
+                &header,
+                connection,
+            )
+            .await?;
         let engines = self.jobs.engines.clone();
         let engine = engines.select(&request.options.engine)?[0].name();
-        let report = tokio::task::spawn_blocking(move || copyd_engine::plan(request))
-            .await
-            .map_err(|err| Error::Failed(err.to_string()))??;
+        if parsed.privileged {
+            audit::Event::new(audit::Kind::PrivilegedJob, "Plan", "started")
+                .caller(&caller)
+                .paths(request_paths(&request))
+                .message("a plan walks the sources as copyd")
+                .record();
+        }
+        let jobs = self.jobs.clone();
+        let report = tokio::task::spawn_blocking(move || -> Result<_> {
+            vet(
+                &jobs.config.security,
+                &caller,
+                "Plan",
+                &request,
+                parsed.privileged,
+            )?;
+            Ok(caller.acting.run(|| copyd_engine::plan(request))?)
+        })
+        .await
+        .map_err(|err| Error::Failed(err.to_string()))??;
         Ok(plan_report(report, engine))
     }
 

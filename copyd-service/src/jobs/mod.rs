@@ -366,7 +366,9 @@ impl JobManager {
         }
         // An unusable engine is refused now, not when the job runs.
         self.engines.select(&request.options.engine)?;
-        let resolved = copyd_engine::resolve(request)?;
+        // Checked with the caller's rights: what the caller cannot see does
+        // not exist for its job.
+        let resolved = caller.acting.run(|| copyd_engine::resolve(request))?;
         let id_number = self.next_id.fetch_add(1, Ordering::Relaxed);
         let state = if start_paused {
             JobState::Paused
@@ -408,11 +410,7 @@ impl JobManager {
                 Some(state) if state.is_finished() || state == JobState::Paused => state,
                 _ => JobState::Interrupted,
             };
-            let caller = Caller {
-                uid: record.caller.uid,
-                pid: record.caller.pid,
-                bus_name: None,
-            };
+            let caller = Caller::recovered(record.caller.uid, record.caller.pid);
             let job = self.new_job(record.id, resolved, caller, state, record.created_us);
             {
                 let mut status = job.status.lock().unwrap();
@@ -501,8 +499,12 @@ impl JobManager {
         let resolved = job.resolved_for_run();
         let worker = {
             let (engines, job) = (self.engines.clone(), job.clone());
+            // The whole run happens on a thread with the caller's rights
+            // (or as copyd for a privileged job): see caller::Acting.
             tokio::task::spawn_blocking(move || {
-                copyd_engine::run(&resolved, &engines, &job.id, &job.progress, &job.control)
+                job.caller.acting.run(|| {
+                    copyd_engine::run(&resolved, &engines, &job.id, &job.progress, &job.control)
+                })
             })
         };
         let result = self.sample_until_done(&job, worker, &events).await;
