@@ -119,17 +119,29 @@ fn natural_acting(uid: u32, gids: Option<&[u32]>) -> Acting {
 }
 
 impl Caller {
-    /// The caller of a job recovered from a checkpoint, which records only
-    /// the uid: if copyd would have to switch to it, it cannot (the groups
-    /// are unknown), and the job is refused when it runs, never run as root.
-    pub fn recovered(uid: u32, pid: Option<u32>) -> Caller {
+    /// The caller of a job recovered from a checkpoint: as recorded when
+    /// the job was made (the checkpoint lives in copyd's private, checksummed
+    /// state). A job without recorded groups cannot be run as its caller and
+    /// is refused when it runs, never run as root.
+    pub fn recovered(uid: u32, gids: Vec<u32>, pid: Option<u32>, privileged: bool) -> Caller {
+        let acting = if privileged {
+            Acting::Daemon
+        } else {
+            natural_acting(uid, Some(&gids))
+        };
         Caller {
             uid,
-            gids: Vec::new(),
+            gids,
             pid,
             bus_name: None,
-            acting: natural_acting(uid, None),
+            acting,
         }
+    }
+
+    /// Whether this caller's jobs run with copyd's own rights although the
+    /// caller is someone else (polkit granted copy-privileged).
+    pub fn is_privileged(&self) -> bool {
+        matches!(self.acting, Acting::Daemon) && !self.is_own_user()
     }
 
     /// Whether the caller is copyd's own user (root calling a root copyd,
@@ -196,9 +208,17 @@ mod tests {
         assert!(matches!(natural_acting(1000, None), Acting::Refuse(_)));
         assert!(matches!(natural_acting(1000, Some(&[])), Acting::Refuse(_)));
         assert!(matches!(
-            Caller::recovered(1000, None).acting,
+            Caller::recovered(1000, Vec::new(), None, false).acting,
             Acting::Refuse(_)
         ));
+        assert!(matches!(
+            Caller::recovered(1000, vec![1000], None, false).acting,
+            Acting::Caller(_)
+        ));
+        assert_eq!(
+            Caller::recovered(1000, Vec::new(), None, true).acting,
+            Acting::Daemon
+        );
         assert_eq!(natural_acting(0, None), Acting::Daemon);
         match natural_acting(1000, Some(&[4, 100])) {
             Acting::Caller(creds) => {

@@ -75,24 +75,28 @@ pub async fn serve(endpoint: Endpoint, config: Config) -> Result<(), String> {
         _ = connection.closed(), if peer => tracing::info!("the client went away: shutting down"),
         _ = connection.closed(), if !peer => return Err("lost the bus connection".into()),
     }
-    cancel_all(&jobs).await;
+    stop_all(&jobs).await;
     Ok(())
 }
 
-async fn cancel_all(jobs: &Arc<JobManager>) {
+async fn stop_all(jobs: &Arc<JobManager>) {
     let unfinished: Vec<_> = jobs
         .list()
         .into_iter()
         .filter(|job| !job.state().is_finished())
         .collect();
-    // Not through JobManager::cancel: the checkpoints must keep saying
-    // "running", so that a restart resumes these jobs.
+    // With checkpoints, interrupted rather than cancelled: their partial
+    // work stays and the next start carries them on. Without (a private
+    // copyd), nothing would ever resume them: cancel, which cleans up.
     for job in &unfinished {
-        let _ = job.cancel();
+        if jobs.is_persistent() {
+            job.control.interrupt();
+        } else {
+            let _ = job.cancel();
+        }
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    while unfinished.iter().any(|job| !job.state().is_finished())
-        && tokio::time::Instant::now() < deadline
+    while unfinished.iter().any(|job| job.is_being_run()) && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

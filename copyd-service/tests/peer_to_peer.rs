@@ -57,7 +57,7 @@ async fn property(connection: &zbus::Connection, path: &str, name: &str) -> Vari
         .await
         .unwrap();
     let value: zbus::OwnedVariant = reply.body().deserialize().unwrap();
-    Variant::try_from(value).unwrap()
+    Variant::from(value)
 }
 
 #[tokio::test(flavor = "multi_thread")]

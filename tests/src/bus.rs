@@ -101,13 +101,23 @@ pub fn render_config(template: &str, socket: &Path, servicedir: &Path, policy: P
     template
         .replace("@SOCKET@", &xml_escape(&socket.to_string_lossy()))
         .replace("@SERVICEDIR@", &xml_escape(&servicedir.to_string_lossy()))
-        .replace("@POLICY@", if policy == Policy::Strict { STRICT } else { PERMISSIVE })
+        .replace(
+            "@POLICY@",
+            if policy == Policy::Strict {
+                STRICT
+            } else {
+                PERMISSIVE
+            },
+        )
         .replace("@INCLUDE_COPYD_POLICY@", &include)
         .replace("@COPYD_POLICY@", &copyd_policy)
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A running dbus-daemon; killed (and reaped) on drop.
@@ -128,7 +138,11 @@ impl TestBus {
         let template = fs::read_to_string(&template_path)
             .unwrap_or_else(|e| panic!("read {}: {e}", template_path.display()));
         let config = dir.path().join("system-bus.conf");
-        fs::write(&config, render_config(&template, &socket, &servicedir, policy)).unwrap();
+        fs::write(
+            &config,
+            render_config(&template, &socket, &servicedir, policy),
+        )
+        .unwrap();
         let log = dir.path().join("dbus-daemon.log");
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
@@ -153,7 +167,12 @@ impl TestBus {
             let mut sink = Vec::new();
             let _ = std::io::Read::read_to_end(&mut r, &mut sink);
         });
-        let mut bus = TestBus { child: Some(child), address: String::new(), log, dir };
+        let mut bus = TestBus {
+            child: Some(child),
+            address: String::new(),
+            log,
+            dir,
+        };
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(line) if !line.trim().is_empty() => bus.address = line.trim().to_string(),
             _ => panic!(

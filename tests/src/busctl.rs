@@ -70,7 +70,14 @@ impl<'a> Busctl<'a> {
     }
 
     /// `busctl call org.example.Copyd1 PATH IFACE METHOD [SIG ARGS...]`.
-    pub fn call(&self, path: &str, iface: &str, method: &str, sig: &str, args: &[String]) -> CmdOutput {
+    pub fn call(
+        &self,
+        path: &str,
+        iface: &str,
+        method: &str,
+        sig: &str,
+        args: &[String],
+    ) -> CmdOutput {
         let mut c = self.base(false);
         c.args(["call", BUS_NAME, path, iface, method]);
         if !sig.is_empty() {
@@ -82,7 +89,14 @@ impl<'a> Busctl<'a> {
     /// Like [`Busctl::call`] but asks for JSON output and parses it:
     /// `{"type": SIG, "data": [values...]}`. Panics if the call fails.
     #[track_caller]
-    pub fn call_json(&self, path: &str, iface: &str, method: &str, sig: &str, args: &[String]) -> Value {
+    pub fn call_json(
+        &self,
+        path: &str,
+        iface: &str,
+        method: &str,
+        sig: &str,
+        args: &[String],
+    ) -> Value {
         let mut c = self.base(true);
         c.args(["call", BUS_NAME, path, iface, method]);
         if !sig.is_empty() {
@@ -96,8 +110,17 @@ impl<'a> Busctl<'a> {
     /// Introspection XML of an object.
     #[track_caller]
     pub fn introspect(&self, path: &str) -> String {
-        let v = self.call_json(path, "org.freedesktop.DBus.Introspectable", "Introspect", "", &[]);
-        v["data"][0].as_str().expect("Introspect returns a string").to_string()
+        let v = self.call_json(
+            path,
+            "org.freedesktop.DBus.Introspectable",
+            "Introspect",
+            "",
+            &[],
+        );
+        v["data"][0]
+            .as_str()
+            .expect("Introspect returns a string")
+            .to_string()
     }
 
     /// A property's value, as busctl's JSON renders it (`data`).
@@ -119,12 +142,17 @@ impl<'a> Busctl<'a> {
 
     #[track_caller]
     pub fn job_state(&self, job: &str) -> String {
-        self.job_prop(job, "State").as_str().expect("State is a string").to_string()
+        self.job_prop(job, "State")
+            .as_str()
+            .expect("State is a string")
+            .to_string()
     }
 
     #[track_caller]
     pub fn job_u64(&self, job: &str, prop: &str) -> u64 {
-        self.job_prop(job, prop).as_u64().unwrap_or_else(|| panic!("{prop} is not a number"))
+        self.job_prop(job, prop)
+            .as_u64()
+            .unwrap_or_else(|| panic!("{prop} is not a number"))
     }
 
     /// Polls State until it is completed, failed or cancelled.
@@ -136,21 +164,32 @@ impl<'a> Busctl<'a> {
             if matches!(s.as_str(), "completed" | "failed" | "cancelled") {
                 return s;
             }
-            assert!(start.elapsed() < limit, "job {job} still {s:?} after {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "job {job} still {s:?} after {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// Polls State until `pred` holds; returns it.
     #[track_caller]
-    pub fn wait_job_state(&self, job: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub fn wait_job_state(
+        &self,
+        job: &str,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let start = Instant::now();
         loop {
             let s = self.job_state(job);
             if pred(&s) {
                 return s;
             }
-            assert!(start.elapsed() < limit, "job {job} still {s:?} after {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "job {job} still {s:?} after {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -217,7 +256,11 @@ pub fn parse_busctl_object_path(stdout: &str) -> String {
         .strip_prefix("o ")
         .map(|r| r.trim_matches('"'))
         .unwrap_or_else(|| panic!("not an object path reply: {s:?}"));
-    assert!(p.starts_with(crate::JOBS_PATH_PREFIX), "job path {p:?} is not under {}", crate::JOBS_PATH_PREFIX);
+    assert!(
+        p.starts_with(crate::JOBS_PATH_PREFIX),
+        "job path {p:?} is not under {}",
+        crate::JOBS_PATH_PREFIX
+    );
     p.to_string()
 }
 
@@ -225,7 +268,17 @@ pub fn parse_busctl_object_path(stdout: &str) -> String {
 /// --method IFACE.METHOD ARGS...` (GVariant text arguments).
 pub fn gdbus_call(address: &str, path: &str, method: &str, args: &[String]) -> CmdOutput {
     let mut c = Command::new("gdbus");
-    c.args(["call", "--address", address, "--dest", BUS_NAME, "--object-path", path, "--method", method]);
+    c.args([
+        "call",
+        "--address",
+        address,
+        "--dest",
+        BUS_NAME,
+        "--object-path",
+        path,
+        "--method",
+        method,
+    ]);
     c.args(args);
     run(&mut c)
 }
@@ -244,9 +297,15 @@ pub fn gdbus_error_name(out: &CmdOutput) -> Option<String> {
 #[track_caller]
 pub fn parse_gdbus_object_path(stdout: &str) -> String {
     let s = stdout.trim();
-    let i = s.find('\'').unwrap_or_else(|| panic!("not an object path reply: {s:?}"));
+    let i = s
+        .find('\'')
+        .unwrap_or_else(|| panic!("not an object path reply: {s:?}"));
     let j = s[i + 1..].find('\'').unwrap() + i + 1;
     let p = &s[i + 1..j];
-    assert!(p.starts_with(crate::JOBS_PATH_PREFIX), "job path {p:?} is not under {}", crate::JOBS_PATH_PREFIX);
+    assert!(
+        p.starts_with(crate::JOBS_PATH_PREFIX),
+        "job path {p:?} is not under {}",
+        crate::JOBS_PATH_PREFIX
+    );
     p.to_string()
 }

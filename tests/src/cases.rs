@@ -32,21 +32,117 @@ pub fn bad_cases(work: &Path) -> Vec<BadCase> {
     let dst = cat(b"/dst");
     let rec = || vec![Opt::Bool("recursive", true)];
     vec![
-        BadCase { what: "relative source", sources: vec![b"src".to_vec()], destination: dst.clone(), options: rec(), errors: &["InvalidArgument"] },
-        BadCase { what: "relative destination", sources: vec![src.clone()], destination: b"dst".to_vec(), options: rec(), errors: &["InvalidArgument"] },
-        BadCase { what: "empty source path", sources: vec![Vec::new()], destination: dst.clone(), options: rec(), errors: &["InvalidArgument"] },
-        BadCase { what: "NUL inside source", sources: vec![cat(b"/src\0/x")], destination: dst.clone(), options: rec(), errors: &["InvalidArgument"] },
-        BadCase { what: "NUL inside destination", sources: vec![src.clone()], destination: cat(b"/d\0st"), options: rec(), errors: &["InvalidArgument"] },
-        BadCase { what: "empty source list", sources: vec![], destination: dst.clone(), options: rec(), errors: &["InvalidArgument"] },
-        BadCase { what: "unknown option", sources: vec![src.clone()], destination: dst.clone(), options: vec![Opt::Bool("recursive", true), Opt::Int32("bogus", 1)], errors: &["InvalidArgument"] },
-        BadCase { what: "option of the wrong type", sources: vec![src.clone()], destination: dst.clone(), options: vec![Opt::Str("recursive", "yes")], errors: &["InvalidArgument"] },
-        BadCase { what: "bad on-conflict value", sources: vec![src.clone()], destination: dst.clone(), options: vec![Opt::Bool("recursive", true), Opt::Str("on-conflict", "explode")], errors: &["InvalidArgument"] },
-        BadCase { what: "unknown engine", sources: vec![src.clone()], destination: dst.clone(), options: vec![Opt::Bool("recursive", true), Opt::Str("engine", "warp-drive")], errors: &["InvalidArgument", "NotSupported"] },
-        BadCase { what: "destination inside source", sources: vec![src.clone()], destination: cat(b"/src/a/inner"), options: rec(), errors: &["InvalidArgument"] },
-        BadCase { what: "destination is the source", sources: vec![src.clone()], destination: src.clone(), options: rec(), errors: &["InvalidArgument", "AlreadyExists"] },
-        BadCase { what: "nonexistent source", sources: vec![cat(b"/no-such-source")], destination: dst.clone(), options: rec(), errors: &["NotFound"] },
-        BadCase { what: "directory without recursive", sources: vec![src.clone()], destination: dst.clone(), options: vec![], errors: &["InvalidArgument"] },
-        BadCase { what: "several sources into a missing directory", sources: vec![cat(b"/src/a"), cat(b"/src/e")], destination: dst.clone(), options: rec(), errors: &["NotFound", "InvalidArgument"] },
+        BadCase {
+            what: "relative source",
+            sources: vec![b"src".to_vec()],
+            destination: dst.clone(),
+            options: rec(),
+            errors: &["InvalidArgument"],
+        },
+        BadCase {
+            what: "relative destination",
+            sources: vec![src.clone()],
+            destination: b"dst".to_vec(),
+            options: rec(),
+            errors: &["InvalidArgument"],
+        },
+        BadCase {
+            what: "empty source path",
+            sources: vec![Vec::new()],
+            destination: dst.clone(),
+            options: rec(),
+            errors: &["InvalidArgument"],
+        },
+        BadCase {
+            what: "NUL inside source",
+            sources: vec![cat(b"/src\0/x")],
+            destination: dst.clone(),
+            options: rec(),
+            errors: &["InvalidArgument"],
+        },
+        BadCase {
+            what: "NUL inside destination",
+            sources: vec![src.clone()],
+            destination: cat(b"/d\0st"),
+            options: rec(),
+            errors: &["InvalidArgument"],
+        },
+        BadCase {
+            what: "empty source list",
+            sources: vec![],
+            destination: dst.clone(),
+            options: rec(),
+            errors: &["InvalidArgument"],
+        },
+        BadCase {
+            what: "unknown option",
+            sources: vec![src.clone()],
+            destination: dst.clone(),
+            options: vec![Opt::Bool("recursive", true), Opt::Int32("bogus", 1)],
+            errors: &["InvalidArgument"],
+        },
+        BadCase {
+            what: "option of the wrong type",
+            sources: vec![src.clone()],
+            destination: dst.clone(),
+            options: vec![Opt::Str("recursive", "yes")],
+            errors: &["InvalidArgument"],
+        },
+        BadCase {
+            what: "bad on-conflict value",
+            sources: vec![src.clone()],
+            destination: dst.clone(),
+            options: vec![
+                Opt::Bool("recursive", true),
+                Opt::Str("on-conflict", "explode"),
+            ],
+            errors: &["InvalidArgument"],
+        },
+        BadCase {
+            what: "unknown engine",
+            sources: vec![src.clone()],
+            destination: dst.clone(),
+            options: vec![
+                Opt::Bool("recursive", true),
+                Opt::Str("engine", "warp-drive"),
+            ],
+            errors: &["InvalidArgument", "NotSupported"],
+        },
+        BadCase {
+            what: "destination inside source",
+            sources: vec![src.clone()],
+            destination: cat(b"/src/a/inner"),
+            options: rec(),
+            errors: &["InvalidArgument"],
+        },
+        BadCase {
+            what: "destination is the source",
+            sources: vec![src.clone()],
+            destination: src.clone(),
+            options: rec(),
+            errors: &["InvalidArgument", "AlreadyExists"],
+        },
+        BadCase {
+            what: "nonexistent source",
+            sources: vec![cat(b"/no-such-source")],
+            destination: dst.clone(),
+            options: rec(),
+            errors: &["NotFound"],
+        },
+        BadCase {
+            what: "directory without recursive",
+            sources: vec![src.clone()],
+            destination: dst.clone(),
+            options: vec![],
+            errors: &["InvalidArgument"],
+        },
+        BadCase {
+            what: "several sources into a missing directory",
+            sources: vec![cat(b"/src/a"), cat(b"/src/e")],
+            destination: dst.clone(),
+            options: rec(),
+            errors: &["NotFound", "InvalidArgument"],
+        },
     ]
 }
 
@@ -83,9 +179,21 @@ pub fn busctl_args(c: &BadCase) -> Vec<String> {
 
 /// gdbus arguments (GVariant text) for Copy.
 pub fn gdbus_args(c: &BadCase) -> Vec<String> {
-    let srcs: Vec<String> = c.sources.iter().map(|s| crate::busctl::gvariant_ay(s)).collect();
-    let sources = if srcs.is_empty() { "@aay []".to_string() } else { format!("[{}]", srcs.join(", ")) };
+    let srcs: Vec<String> = c
+        .sources
+        .iter()
+        .map(|s| crate::busctl::gvariant_ay(s))
+        .collect();
+    let sources = if srcs.is_empty() {
+        "@aay []".to_string()
+    } else {
+        format!("[{}]", srcs.join(", "))
+    };
     let opts: Vec<String> = c.options.iter().map(|o| o.gvariant()).collect();
-    let options = if opts.is_empty() { "@a{sv} {}".to_string() } else { format!("{{{}}}", opts.join(", ")) };
+    let options = if opts.is_empty() {
+        "@a{sv} {}".to_string()
+    } else {
+        format!("{{{}}}", opts.join(", "))
+    };
     vec![sources, crate::busctl::gvariant_ay(&c.destination), options]
 }

@@ -73,7 +73,8 @@ impl fmt::Debug for CmdOutput {
 fn shell_quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
     if !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
     {
         s.into_owned()
     } else {
@@ -126,7 +127,13 @@ pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> CmdOutput {
     out.read_to_end(&mut stdout).unwrap();
     err.rewind().unwrap();
     err.read_to_end(&mut stderr).unwrap();
-    CmdOutput { cmdline, code: status.code(), stdout, stderr, timed_out }
+    CmdOutput {
+        cmdline,
+        code: status.code(),
+        stdout,
+        stderr,
+        timed_out,
+    }
 }
 
 /// Runs `cmd` with the default time limit.
@@ -137,6 +144,8 @@ pub fn run(cmd: &mut Command) -> CmdOutput {
 /// Runs copyctl with COPYD_ADDRESS=`address`.
 pub fn copyctl<S: AsRef<OsStr>>(address: &str, args: &[S]) -> CmdOutput {
     let mut c = Command::new(crate::bins::copyctl());
-    c.env("COPYD_ADDRESS", address).env("NO_COLOR", "1").args(args);
+    c.env("COPYD_ADDRESS", address)
+        .env("NO_COLOR", "1")
+        .args(args);
     run(&mut c)
 }

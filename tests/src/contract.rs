@@ -28,12 +28,21 @@ pub struct Interface {
 /// Parses introspection XML into interfaces by name. Panics on malformed
 /// XML, naming `what`.
 pub fn parse(xml: &str, what: &str) -> BTreeMap<String, Interface> {
-    let opts = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
     let doc = roxmltree::Document::parse_with_options(xml, opts)
         .unwrap_or_else(|e| panic!("{what}: not well-formed XML: {e}\n{xml}"));
     let mut out = BTreeMap::new();
-    for iface in doc.root_element().children().filter(|n| n.has_tag_name("interface")) {
-        let name = iface.attribute("name").unwrap_or_else(|| panic!("{what}: interface without name"));
+    for iface in doc
+        .root_element()
+        .children()
+        .filter(|n| n.has_tag_name("interface"))
+    {
+        let name = iface
+            .attribute("name")
+            .unwrap_or_else(|| panic!("{what}: interface without name"));
         let mut i = Interface::default();
         for m in iface.children().filter(|n| n.is_element()) {
             let mname = m.attribute("name").unwrap_or("").to_string();
@@ -76,7 +85,13 @@ pub fn parse(xml: &str, what: &str) -> BTreeMap<String, Interface> {
 }
 
 fn fmt_args(a: &[Arg]) -> String {
-    format!("({})", a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "({})",
+        a.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Differences between the contract's and the live description of one
@@ -104,15 +119,27 @@ pub fn diff(iface: &str, want: &Interface, got: &Interface) -> Vec<String> {
         }
         for (name, g) in got {
             if !want.contains_key(name) {
-                d.push(format!("{iface}: {kind} {name}{} is live but not in the contract", show(g)));
+                d.push(format!(
+                    "{iface}: {kind} {name}{} is live but not in the contract",
+                    show(g)
+                ));
             }
         }
     }
-    members(&mut d, iface, "method", &want.methods, &got.methods, |a| fmt_args(a));
-    members(&mut d, iface, "signal", &want.signals, &got.signals, |a| fmt_args(a));
-    members(&mut d, iface, "property", &want.properties, &got.properties, |(t, a)| {
-        format!(" {t} {a}")
+    members(&mut d, iface, "method", &want.methods, &got.methods, |a| {
+        fmt_args(a)
     });
+    members(&mut d, iface, "signal", &want.signals, &got.signals, |a| {
+        fmt_args(a)
+    });
+    members(
+        &mut d,
+        iface,
+        "property",
+        &want.properties,
+        &got.properties,
+        |(t, a)| format!(" {t} {a}"),
+    );
     d
 }
 
@@ -126,15 +153,30 @@ mod tests {
         let want = parse(&xml, "contract");
         let m = &want["org.example.Copyd1.Manager"];
         assert!(m.methods.contains_key("Copy"));
-        assert_eq!(m.methods["Copy"][0], Arg { name: "sources".into(), ty: "aay".into(), direction: "in".into() });
+        assert_eq!(
+            m.methods["Copy"][0],
+            Arg {
+                name: "sources".into(),
+                ty: "aay".into(),
+                direction: "in".into()
+            }
+        );
         assert!(diff("m", m, m).is_empty());
         let mut other = m.clone();
         other.methods.get_mut("Copy").unwrap()[1].ty = "s".into();
-        other.properties.insert("Extra".into(), ("s".into(), "read".into()));
+        other
+            .properties
+            .insert("Extra".into(), ("s".into(), "read".into()));
         other.methods.remove("Plan");
         let d = diff("m", m, &other);
         assert_eq!(d.len(), 3, "{d:#?}");
         let j = &want["org.example.Copyd1.Job"];
-        assert_eq!(j.signals["Completed"].iter().map(|a| a.ty.as_str()).collect::<String>(), "bss");
+        assert_eq!(
+            j.signals["Completed"]
+                .iter()
+                .map(|a| a.ty.as_str())
+                .collect::<String>(),
+            "bss"
+        );
     }
 }

@@ -24,7 +24,11 @@ pub fn config_toml(state_dir: &Path) -> String {
          job_retention_seconds = 600\n\
          state_dir = \"{}\"\n\
          rate_limit = 0\n",
-        state_dir.display().to_string().replace('\\', "\\\\").replace('"', "\\\"")
+        state_dir
+            .display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
     )
 }
 
@@ -39,7 +43,32 @@ impl Daemon {
         let state = dir.path().join("state");
         fs::create_dir(&state).unwrap();
         let conf = dir.path().join("copyd.toml");
-        fs::write(&conf, config.map(str::to_string).unwrap_or_else(|| config_toml(&state))).unwrap();
+        fs::write(
+            &conf,
+            config
+                .map(str::to_string)
+                .unwrap_or_else(|| config_toml(&state)),
+        )
+        .unwrap();
+        Self::start_in(bus, dir)
+    }
+
+    /// Kills copyd with SIGKILL (no chance to clean up, as in a crash) and
+    /// hands back its directory (state, config, logs) for a restart.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let empty = crate::scratch_dir("copyd-killed");
+        std::mem::replace(&mut self.dir, empty)
+    }
+
+    /// Starts copyd again on the directory of an earlier one (see kill9):
+    /// same state directory and config, the log appended to.
+    pub fn start_in(bus: &TestBus, dir: tempfile::TempDir) -> Daemon {
+        let state = dir.path().join("state");
+        let conf = dir.path().join("copyd.toml");
         let log = dir.path().join("copyd.log");
         let child = Command::new(crate::bins::copyd())
             .arg("--address")
@@ -53,10 +82,21 @@ impl Daemon {
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(fs::File::create(dir.path().join("copyd.stdout")).unwrap())
-            .stderr(fs::File::create(&log).unwrap())
+            .stderr(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
             .spawn()
             .expect("cannot start copyd");
-        let mut d = Daemon { child: Some(child), address: bus.address().to_string(), dir, log };
+        let mut d = Daemon {
+            child: Some(child),
+            address: bus.address().to_string(),
+            dir,
+            log,
+        };
         d.wait_for_name(Duration::from_secs(10));
         d
     }
@@ -126,7 +166,10 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            eprintln!("===== copyd log (RUST_LOG=debug) =====\n{}", self.log_text());
+            eprintln!(
+                "===== copyd log (RUST_LOG=debug) =====\n{}",
+                self.log_text()
+            );
         }
     }
 }

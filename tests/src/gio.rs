@@ -54,7 +54,14 @@ impl WatchJob {
                 }
             }
         });
-        WatchJob { child: Some(child), lines: rx, stderr_path, _dir: dir, job: None, cmdline }
+        WatchJob {
+            child: Some(child),
+            lines: rx,
+            stderr_path,
+            _dir: dir,
+            job: None,
+            cmdline,
+        }
     }
 
     fn stderr(&self) -> String {
@@ -68,11 +75,21 @@ impl WatchJob {
             return j.clone();
         }
         let line = self.lines.recv_timeout(limit).unwrap_or_else(|_| {
-            panic!("{}: no job path within {limit:?}; stderr:\n{}", self.cmdline, self.stderr())
+            panic!(
+                "{}: no job path within {limit:?}; stderr:\n{}",
+                self.cmdline,
+                self.stderr()
+            )
         });
         let j = line
             .strip_prefix("JOB ")
-            .unwrap_or_else(|| panic!("{}: expected 'JOB <path>', got {line:?}; stderr:\n{}", self.cmdline, self.stderr()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: expected 'JOB <path>', got {line:?}; stderr:\n{}",
+                    self.cmdline,
+                    self.stderr()
+                )
+            })
             .to_string();
         self.job = Some(j.clone());
         j
@@ -90,7 +107,11 @@ impl WatchJob {
             if start.elapsed() > limit {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{}: still running after {limit:?}; stderr:\n{}", self.cmdline, self.stderr());
+                panic!(
+                    "{}: still running after {limit:?}; stderr:\n{}",
+                    self.cmdline,
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -104,10 +125,19 @@ impl WatchJob {
         }
         let stderr = self.stderr();
         let text = last_json.unwrap_or_else(|| {
-            panic!("{}: no JSON summary ({status}); stdout:\n{}\nstderr:\n{stderr}", self.cmdline, all.join("\n"))
+            panic!(
+                "{}: no JSON summary ({status}); stdout:\n{}\nstderr:\n{stderr}",
+                self.cmdline,
+                all.join("\n")
+            )
         });
-        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON from watch_job.py ({e}): {text}"));
-        WatchResult { json, code: status.code(), stderr }
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("bad JSON from watch_job.py ({e}): {text}"));
+        WatchResult {
+            json,
+            code: status.code(),
+            stderr,
+        }
     }
 }
 

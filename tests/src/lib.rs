@@ -104,6 +104,6 @@ pub fn scratch_dir(what: &str) -> tempfile::TempDir {
 #[macro_export]
 macro_rules! osargs {
     ($($x:expr),* $(,)?) => {
-        vec![$(::std::ffi::OsString::from(::std::convert::AsRef::<::std::ffi::OsStr>::as_ref(&$x))),*]
+        [$(::std::ffi::OsString::from(::std::convert::AsRef::<::std::ffi::OsStr>::as_ref(&$x))),*]
     };
 }

@@ -35,7 +35,10 @@ pub fn make_tree(root: &Path, nfiles: usize, seed: u64) -> TreeStats {
     let mut st = TreeStats::default();
     fs::create_dir_all(root).unwrap();
     let mut dirs: Vec<PathBuf> = vec![root.to_path_buf()];
-    for (i, d) in ["a", "a/b", "a/b/c", "a/b/c/d", "e", "e/f", "g h", "empty"].iter().enumerate() {
+    for (i, d) in ["a", "a/b", "a/b/c", "a/b/c/d", "e", "e/f", "g h", "empty"]
+        .iter()
+        .enumerate()
+    {
         let p = root.join(d);
         fs::create_dir(&p).unwrap();
         st.dirs += 1;
@@ -137,11 +140,16 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
             let ft = md.file_type();
             let mode = md.mode() & 0o7777;
             let entry = if ft.is_symlink() {
-                Entry::Symlink { target: fs::read_link(e.path()).unwrap().into_os_string() }
+                Entry::Symlink {
+                    target: fs::read_link(e.path()).unwrap().into_os_string(),
+                }
             } else if ft.is_dir() {
                 Entry::Dir { mode }
             } else if ft.is_file() {
-                Entry::File { mode, size: md.len() }
+                Entry::File {
+                    mode,
+                    size: md.len(),
+                }
             } else {
                 Entry::Other { mode }
             };
@@ -165,18 +173,23 @@ pub fn assert_trees_equal(a: &Path, b: &Path) {
     assert!(a.exists(), "{} does not exist", a.display());
     assert!(b.exists(), "{} does not exist", b.display());
     let out = crate::cmd::run(
-        Command::new("diff").arg("-r").arg("--no-dereference").arg(a).arg(b),
+        Command::new("diff")
+            .arg("-r")
+            .arg("--no-dereference")
+            .arg(a)
+            .arg(b),
     );
-    assert!(out.success(), "trees differ (diff -r --no-dereference):\n{out}");
+    assert!(
+        out.success(),
+        "trees differ (diff -r --no-dereference):\n{out}"
+    );
     let sa = snapshot(a);
     let sb = snapshot(b);
     let mut problems = Vec::new();
     for (k, va) in &sa {
         match sb.get(k) {
             None => problems.push(format!("only in {}: {}", a.display(), k.display())),
-            Some(vb) if va != vb => {
-                problems.push(format!("{}: {:?} != {:?}", k.display(), va, vb))
-            }
+            Some(vb) if va != vb => problems.push(format!("{}: {:?} != {:?}", k.display(), va, vb)),
             _ => {}
         }
     }
@@ -201,7 +214,13 @@ pub fn assert_files_equal(a: &Path, b: &Path) {
     assert!(out.success(), "files differ:\n{out}");
     let ma = fs::symlink_metadata(a).unwrap();
     let mb = fs::symlink_metadata(b).unwrap();
-    assert_eq!(ma.mode() & 0o7777, mb.mode() & 0o7777, "modes of {} and {}", a.display(), b.display());
+    assert_eq!(
+        ma.mode() & 0o7777,
+        mb.mode() & 0o7777,
+        "modes of {} and {}",
+        a.display(),
+        b.display()
+    );
 }
 
 /// Copies a tree with `cp -a` (a reference copy made without copyd).
@@ -275,6 +294,9 @@ mod tests {
         assert_trees_equal(&a, &b);
         // Temp leftovers are found.
         fs::write(b.join("e/.copyd-tmp-123"), b"").unwrap();
-        assert_eq!(copyd_temp_leftovers(&b), vec![PathBuf::from("e/.copyd-tmp-123")]);
+        assert_eq!(
+            copyd_temp_leftovers(&b),
+            vec![PathBuf::from("e/.copyd-tmp-123")]
+        );
     }
 }

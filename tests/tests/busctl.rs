@@ -19,16 +19,29 @@ fn busctl_copy_tree() {
     let dst = env.path("dst");
     let job = b.copy(&[&src], &dst, &["recursive", "b", "true"]);
     let state = b.wait_job_end(&job, Duration::from_secs(120));
-    assert_eq!(state, "completed", "job {job}: ErrorName {:?} ErrorMessage {:?}", b.job_prop(&job, "ErrorName"), b.job_prop(&job, "ErrorMessage"));
+    assert_eq!(
+        state,
+        "completed",
+        "job {job}: ErrorName {:?} ErrorMessage {:?}",
+        b.job_prop(&job, "ErrorName"),
+        b.job_prop(&job, "ErrorMessage")
+    );
     assert_trees_equal(&src, &dst);
     assert_eq!(b.job_u64(&job, "BytesDone"), b.job_u64(&job, "BytesTotal"));
     assert!(b.job_u64(&job, "BytesTotal") >= st.bytes);
     assert_eq!(b.job_u64(&job, "FilesDone"), b.job_u64(&job, "FilesTotal"));
     assert_eq!(b.job_prop(&job, "ErrorName").as_str(), Some(""));
-    assert_eq!(b.job_prop(&job, "Cancelable").as_bool(), Some(false), "a completed job is not cancelable");
+    assert_eq!(
+        b.job_prop(&job, "Cancelable").as_bool(),
+        Some(false),
+        "a completed job is not cancelable"
+    );
     let (start, end) = (b.job_u64(&job, "StartTime"), b.job_u64(&job, "EndTime"));
     assert!(start > 0 && end >= start, "StartTime {start} EndTime {end}");
-    assert_eq!(b.job_prop(&job, "Destination"), serde_json::json!(path_bytes(&dst)));
+    assert_eq!(
+        b.job_prop(&job, "Destination"),
+        serde_json::json!(path_bytes(&dst))
+    );
 }
 
 /// Non-UTF-8 bytes pass through, in both directions.
@@ -45,8 +58,14 @@ fn busctl_non_utf8_paths() {
     let state = b.wait_job_end(&job, Duration::from_secs(60));
     assert_eq!(state, "completed", "{:?}", b.job_prop(&job, "ErrorMessage"));
     assert_files_equal(&src, &dst);
-    assert_eq!(b.job_prop(&job, "Destination"), serde_json::json!(path_bytes(&dst)));
-    assert_eq!(b.job_prop(&job, "Sources"), serde_json::json!([path_bytes(&src)]));
+    assert_eq!(
+        b.job_prop(&job, "Destination"),
+        serde_json::json!(path_bytes(&dst))
+    );
+    assert_eq!(
+        b.job_prop(&job, "Sources"),
+        serde_json::json!([path_bytes(&src)])
+    );
 }
 
 /// A path with one trailing NUL (as g_variant_new_bytestring sends) is
@@ -67,8 +86,14 @@ fn busctl_trailing_nul() {
     assert_eq!(state, "completed", "{:?}", b.job_prop(&job, "ErrorMessage"));
     assert_files_equal(&src, &dst);
     // The job reports the paths without the NUL.
-    assert_eq!(b.job_prop(&job, "Destination"), serde_json::json!(path_bytes(&dst)));
-    assert_eq!(b.job_prop(&job, "Sources"), serde_json::json!([path_bytes(&src)]));
+    assert_eq!(
+        b.job_prop(&job, "Destination"),
+        serde_json::json!(path_bytes(&dst))
+    );
+    assert_eq!(
+        b.job_prop(&job, "Sources"),
+        serde_json::json!([path_bytes(&src)])
+    );
 }
 
 #[test]
@@ -103,11 +128,24 @@ fn busctl_plan() {
     args.extend(["1", "recursive", "b", "true"].map(String::from));
     let v = b.call_json(MANAGER_PATH, MANAGER_IFACE, "Plan", "aayaya{sv}", &args);
     let report = &v["data"][0];
-    let get = |k: &str| report.get(k).map(|x| x["data"].clone()).unwrap_or_else(|| panic!("Plan report lacks {k}: {report}"));
+    let get = |k: &str| {
+        report
+            .get(k)
+            .map(|x| x["data"].clone())
+            .unwrap_or_else(|| panic!("Plan report lacks {k}: {report}"))
+    };
     assert_eq!(get("files").as_u64(), Some(st.files), "files in {report}");
     assert_eq!(get("bytes").as_u64(), Some(st.bytes), "bytes in {report}");
-    assert_eq!(get("symlinks").as_u64(), Some(st.symlinks), "symlinks in {report}");
-    assert_eq!(get("conflicts").as_array().map(|a| a.len()), Some(0), "conflicts in {report}");
+    assert_eq!(
+        get("symlinks").as_u64(),
+        Some(st.symlinks),
+        "symlinks in {report}"
+    );
+    assert_eq!(
+        get("conflicts").as_array().map(|a| a.len()),
+        Some(0),
+        "conflicts in {report}"
+    );
     assert_eq!(get("fits").as_bool(), Some(true), "fits in {report}");
     assert_eq!(snapshot(env.work.path()), before, "Plan changed the disk");
     assert!(!dst.exists());
@@ -123,7 +161,13 @@ fn busctl_bad_input() {
     let before = snapshot(env.work.path());
     let mut problems = Vec::new();
     for case in bad_cases(env.work.path()) {
-        let out = b.call(MANAGER_PATH, MANAGER_IFACE, "Copy", "aayaya{sv}", &busctl_args(&case));
+        let out = b.call(
+            MANAGER_PATH,
+            MANAGER_IFACE,
+            "Copy",
+            "aayaya{sv}",
+            &busctl_args(&case),
+        );
         if out.success() || out.code.is_none() {
             problems.push(format!("{}: Copy did not fail:\n{out}", case.what));
         } else if !out.stderr_str().contains("Call failed") {
@@ -133,7 +177,10 @@ fn busctl_bad_input() {
         let now = snapshot(env.work.path());
         if now != before {
             let new: Vec<_> = now.keys().filter(|k| !before.contains_key(*k)).collect();
-            problems.push(format!("{}: the disk changed; new entries: {new:?}", case.what));
+            problems.push(format!(
+                "{}: the disk changed; new entries: {new:?}",
+                case.what
+            ));
             // Start the next case from a clean slate.
             for k in new {
                 let p = env.work.path().join(k);
@@ -144,5 +191,9 @@ fn busctl_bad_input() {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
     // And no job was made for any of them.
     let list = b.call_json(MANAGER_PATH, MANAGER_IFACE, "ListJobs", "", &[]);
-    assert_eq!(list["data"][0].as_array().map(|a| a.len()), Some(0), "jobs exist after bad requests: {list}");
+    assert_eq!(
+        list["data"][0].as_array().map(|a| a.len()),
+        Some(0),
+        "jobs exist after bad requests: {list}"
+    );
 }

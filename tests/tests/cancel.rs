@@ -15,8 +15,17 @@ const GIB: u64 = 1 << 30;
 #[track_caller]
 fn assert_nothing_left(out: &Path) {
     let left = copyd_temp_leftovers(out);
-    assert!(left.is_empty(), "temporary files left in {}: {left:?}", out.display());
-    assert_eq!(dir_names(out), Vec::<std::ffi::OsString>::new(), "{} is not empty after Cancel", out.display());
+    assert!(
+        left.is_empty(),
+        "temporary files left in {}: {left:?}",
+        out.display()
+    );
+    assert_eq!(
+        dir_names(out),
+        Vec::<std::ffi::OsString>::new(),
+        "{} is not empty after Cancel",
+        out.display()
+    );
 }
 
 #[track_caller]
@@ -26,7 +35,10 @@ fn assert_cancelled(r: &copyd_tests::gio::WatchResult) {
     assert_eq!(r.code, Some(0), "{ctx}");
     assert_eq!(j["completed"], true, "no Completed signal: {ctx}");
     assert_eq!(j["success"], false, "{ctx}");
-    assert_eq!(j["error_name"], "org.example.Copyd1.Error.Cancelled", "{ctx}");
+    assert_eq!(
+        j["error_name"], "org.example.Copyd1.Error.Cancelled",
+        "{ctx}"
+    );
     assert_eq!(j["state"], "cancelled", "{ctx}");
     assert_eq!(j["violations"], serde_json::json!([]), "{ctx}");
 }
@@ -41,20 +53,37 @@ fn cancel_paused_job() {
     fs::create_dir(&out).unwrap();
     let dst = out.join("big.bin");
 
-    let mut w = WatchJob::spawn(env.address(), &osargs!["--option", "start-paused=true", src, dst]);
+    let mut w = WatchJob::spawn(
+        env.address(),
+        &osargs!["--option", "start-paused=true", src, dst],
+    );
     let job = w.job(Duration::from_secs(60));
     let state = b.job_state(&job);
-    assert!(state == "paused" || state == "queued", "a start-paused job is {state:?}");
+    assert!(
+        state == "paused" || state == "queued",
+        "a start-paused job is {state:?}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(b.job_u64(&job, "BytesDone"), 0, "a paused job copied bytes");
-    assert_eq!(b.job_prop(&job, "Cancelable").as_bool(), Some(true), "a paused job is cancelable");
+    assert_eq!(
+        b.job_prop(&job, "Cancelable").as_bool(),
+        Some(true),
+        "a paused job is cancelable"
+    );
 
     b.cancel(&job).assert_success();
     let r = w.wait(Duration::from_secs(60));
     assert_cancelled(&r);
     assert_eq!(b.job_state(&job), "cancelled");
-    assert_eq!(b.job_prop(&job, "ErrorName").as_str(), Some("org.example.Copyd1.Error.Cancelled"));
-    assert_eq!(b.job_prop(&job, "Cancelable").as_bool(), Some(false), "a cancelled job is still cancelable");
+    assert_eq!(
+        b.job_prop(&job, "ErrorName").as_str(),
+        Some("org.example.Copyd1.Error.Cancelled")
+    );
+    assert_eq!(
+        b.job_prop(&job, "Cancelable").as_bool(),
+        Some(false),
+        "a cancelled job is still cancelable"
+    );
     assert_nothing_left(&out);
     assert_eq!(fs::metadata(&src).unwrap().len(), GIB, "the source changed");
     // Cancelling again changes nothing (and must not bring the job back).
@@ -78,9 +107,17 @@ fn cancel_while_running(env: &TestEnv, size: u64, as_tree: bool, extra: &[&str])
     let out = env.path("out");
     let _ = fs::remove_dir_all(&out);
     fs::create_dir(&out).unwrap();
-    let (src, dst) = if as_tree { (srcdir.clone(), out.join("tree")) } else { (big.clone(), out.join("big.bin")) };
+    let (src, dst) = if as_tree {
+        (srcdir.clone(), out.join("tree"))
+    } else {
+        (big.clone(), out.join("big.bin"))
+    };
 
-    let mut args = if as_tree { osargs!["--recursive"] } else { osargs![] };
+    let mut args = if as_tree {
+        osargs!["--recursive"].to_vec()
+    } else {
+        Vec::new()
+    };
     for o in extra {
         args.extend(osargs!["--option", o]);
     }
@@ -99,7 +136,10 @@ fn cancel_while_running(env: &TestEnv, size: u64, as_tree: bool, extra: &[&str])
             "job is {st:?} before any byte was reported done ({:?})",
             b.job_prop(&job, "ErrorMessage")
         );
-        assert!(start.elapsed() < Duration::from_secs(60), "BytesDone still 0 after 60 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "BytesDone still 0 after 60 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let c = b.cancel(&job);
@@ -112,9 +152,16 @@ fn cancel_while_running(env: &TestEnv, size: u64, as_tree: bool, extra: &[&str])
     c.assert_success();
     assert_cancelled(&r);
     let done = b.job_u64(&job, "BytesDone");
-    assert!(done < size, "cancelled job reports BytesDone {done} of {size}");
+    assert!(
+        done < size,
+        "cancelled job reports BytesDone {done} of {size}"
+    );
     assert_nothing_left(&out);
-    assert_eq!(fs::metadata(&big).unwrap().len(), size, "the source changed");
+    assert_eq!(
+        fs::metadata(&big).unwrap().len(),
+        size,
+        "the source changed"
+    );
     true
 }
 
@@ -168,15 +215,26 @@ fn pause_and_resume() {
     let out = env.path("out");
     fs::create_dir(&out).unwrap();
     let dst = out.join("tree");
-    let mut w = WatchJob::spawn(env.address(), &osargs!["--recursive", "--option", "start-paused=true", src, dst]);
+    let mut w = WatchJob::spawn(
+        env.address(),
+        &osargs!["--recursive", "--option", "start-paused=true", src, dst],
+    );
     let job = w.job(Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(b.job_u64(&job, "BytesDone"), 0, "a start-paused job copied bytes");
+    assert_eq!(
+        b.job_u64(&job, "BytesDone"),
+        0,
+        "a start-paused job copied bytes"
+    );
     assert!(!dst.exists(), "a paused job has its final file already");
     b.resume(&job).assert_success();
     let r = w.wait(Duration::from_secs(180));
     assert_eq!(r.json["success"], true, "{:#}", r.json);
     assert_eq!(r.json["state"], "completed", "{:#}", r.json);
     copyd_tests::tree::assert_trees_equal(&src, &dst);
-    assert_eq!(dir_names(&out), vec![std::ffi::OsString::from("tree")], "leftovers next to the copy");
+    assert_eq!(
+        dir_names(&out),
+        vec![std::ffi::OsString::from("tree")],
+        "leftovers next to the copy"
+    );
 }

@@ -18,7 +18,10 @@ fn assert_one_line_error(out: &CmdOutput, error: &str) {
         lines[0].contains(&format!("org.example.Copyd1.Error.{error}")),
         "stderr should name org.example.Copyd1.Error.{error}:\n{out}"
     );
-    assert!(lines[0].starts_with("copyctl: "), "stderr should start with 'copyctl: ':\n{out}");
+    assert!(
+        lines[0].starts_with("copyctl: "),
+        "stderr should start with 'copyctl: ':\n{out}"
+    );
 }
 
 #[test]
@@ -27,9 +30,14 @@ fn copy_tree() {
     let src = env.path("src");
     make_tree(&src, 300, 1);
     let dst = env.path("dst");
-    env.copyctl(&osargs!["copy", "-r", src, dst]).assert_success();
+    env.copyctl(&osargs!["copy", "-r", src, dst])
+        .assert_success();
     assert_trees_equal(&src, &dst);
-    assert!(tree::copyd_temp_leftovers(&dst).is_empty(), "temporary files left: {:?}", tree::copyd_temp_leftovers(&dst));
+    assert!(
+        tree::copyd_temp_leftovers(&dst).is_empty(),
+        "temporary files left: {:?}",
+        tree::copyd_temp_leftovers(&dst)
+    );
 }
 
 #[test]
@@ -43,16 +51,46 @@ fn copy_tree_json() {
     let j = out.json();
     assert_eq!(j["state"], "completed", "{out}");
     assert_eq!(j["operation"], "copy", "{out}");
-    for k in ["id", "state", "operation", "bytes_done", "bytes_total", "files_done", "files_total", "engine", "error_name", "error_message"] {
+    for k in [
+        "id",
+        "state",
+        "operation",
+        "bytes_done",
+        "bytes_total",
+        "files_done",
+        "files_total",
+        "engine",
+        "error_name",
+        "error_message",
+    ] {
         assert!(j.get(k).is_some(), "--json output lacks {k:?}:\n{out}");
     }
-    let n = |k: &str| j[k].as_u64().unwrap_or_else(|| panic!("{k} is not a number:\n{out}"));
+    let n = |k: &str| {
+        j[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} is not a number:\n{out}"))
+    };
     assert_eq!(n("bytes_done"), n("bytes_total"), "{out}");
-    assert!(n("bytes_total") >= st.bytes, "bytes_total {} < {} bytes in the tree:\n{out}", n("bytes_total"), st.bytes);
+    assert!(
+        n("bytes_total") >= st.bytes,
+        "bytes_total {} < {} bytes in the tree:\n{out}",
+        n("bytes_total"),
+        st.bytes
+    );
     assert_eq!(n("files_done"), n("files_total"), "{out}");
-    assert!(n("files_total") >= st.files, "files_total {} < {} files in the tree:\n{out}", n("files_total"), st.files);
-    assert!(j["error_name"].as_str().map_or(true, str::is_empty), "error_name set on success:\n{out}");
-    assert!(!j["id"].as_str().unwrap_or("").is_empty(), "empty id:\n{out}");
+    assert!(
+        n("files_total") >= st.files,
+        "files_total {} < {} files in the tree:\n{out}",
+        n("files_total"),
+        st.files
+    );
+    assert!(
+        j["error_name"].as_str().is_none_or(str::is_empty),
+        "error_name set on success:\n{out}"
+    );
+    assert!(
+        !j["id"].as_str().unwrap_or("").is_empty(),
+        "empty id:\n{out}"
+    );
     assert_trees_equal(&src, &dst);
 
     // The job ran in the copyd on the test bus (not in a private copyd
@@ -60,13 +98,22 @@ fn copy_tree_json() {
     // there (job_retention_seconds = 600).
     let id = j["id"].as_str().unwrap().to_string();
     let b = env.busctl();
-    let got = b.call_json(MANAGER_PATH, MANAGER_IFACE, "GetJob", "s", &[id.clone()]);
+    let got = b.call_json(
+        MANAGER_PATH,
+        MANAGER_IFACE,
+        "GetJob",
+        "s",
+        std::slice::from_ref(&id),
+    );
     let path = got["data"][0].as_str().unwrap().to_string();
     assert_eq!(b.job_state(&path), "completed");
     assert_eq!(b.job_u64(&path, "BytesDone"), n("bytes_done"));
     let list = env.copyctl(&osargs!["list"]);
     list.assert_success();
-    assert!(list.stdout_str().contains(&id), "copyctl list does not show job {id}:\n{list}");
+    assert!(
+        list.stdout_str().contains(&id),
+        "copyctl list does not show job {id}:\n{list}"
+    );
     let status = env.copyctl(&osargs!["--json", "status", &id]);
     status.assert_success();
     assert_eq!(status.json()["state"], "completed", "{status}");
@@ -87,7 +134,12 @@ fn copy_single_file() {
     fs::create_dir(&dir).unwrap();
     env.copyctl(&osargs!["copy", src, dir]).assert_success();
     assert_files_equal(&src, &dir.join("one.bin"));
-    assert_eq!(tree::dir_names(&dir), vec![OsString::from("one.bin")], "only the copy in {}", dir.display());
+    assert_eq!(
+        tree::dir_names(&dir),
+        vec![OsString::from("one.bin")],
+        "only the copy in {}",
+        dir.display()
+    );
 }
 
 #[test]
@@ -125,8 +177,12 @@ fn move_tree() {
     let saved = env.path("saved");
     reference_copy(&src, &saved);
     let dst = env.path("dst");
-    env.copyctl(&osargs!["move", "-r", src, dst]).assert_success();
-    assert!(fs::symlink_metadata(&src).is_err(), "source tree still exists after move");
+    env.copyctl(&osargs!["move", "-r", src, dst])
+        .assert_success();
+    assert!(
+        fs::symlink_metadata(&src).is_err(),
+        "source tree still exists after move"
+    );
     assert_trees_equal(&saved, &dst);
 }
 
@@ -138,7 +194,11 @@ fn error_nonexistent_source() {
     let out = env.copyctl(&osargs!["copy", src, dst]);
     assert_one_line_error(&out, "NotFound");
     assert!(fs::symlink_metadata(&dst).is_err(), "destination created");
-    assert_eq!(tree::dir_names(env.work.path()), Vec::<OsString>::new(), "something was created");
+    assert_eq!(
+        tree::dir_names(env.work.path()),
+        Vec::<OsString>::new(),
+        "something was created"
+    );
 }
 
 #[test]
@@ -150,8 +210,15 @@ fn error_existing_target() {
     fs::write(&dst, b"old contents").unwrap();
     let out = env.copyctl(&osargs!["copy", src, dst]);
     assert_one_line_error(&out, "AlreadyExists");
-    assert_eq!(fs::read(&dst).unwrap(), b"old contents", "existing target was changed");
-    assert_eq!(tree::dir_names(env.work.path()), vec![OsString::from("dst.txt"), OsString::from("src.txt")]);
+    assert_eq!(
+        fs::read(&dst).unwrap(),
+        b"old contents",
+        "existing target was changed"
+    );
+    assert_eq!(
+        tree::dir_names(env.work.path()),
+        vec![OsString::from("dst.txt"), OsString::from("src.txt")]
+    );
 
     // Tree into a directory that already holds an entry of that name.
     let tsrc = env.path("tree");
@@ -160,17 +227,28 @@ fn error_existing_target() {
     fs::create_dir_all(into.join("tree")).unwrap();
     let out = env.copyctl(&osargs!["copy", "-r", tsrc, into]);
     assert_one_line_error(&out, "AlreadyExists");
-    assert!(tree::snapshot(&into.join("tree")).is_empty(), "existing directory was filled");
+    assert!(
+        tree::snapshot(&into.join("tree")).is_empty(),
+        "existing directory was filled"
+    );
 
     // --on-conflict overwrite replaces it.
     let out = env.copyctl(&osargs!["copy", "--on-conflict", "overwrite", src, dst]);
     out.assert_success();
-    assert_eq!(fs::read(&dst).unwrap(), b"new contents", "overwrite did not replace the target");
+    assert_eq!(
+        fs::read(&dst).unwrap(),
+        b"new contents",
+        "overwrite did not replace the target"
+    );
     // --on-conflict skip leaves it.
     fs::write(&dst, b"old again").unwrap();
     let out = env.copyctl(&osargs!["copy", "--on-conflict", "skip", src, dst]);
     out.assert_success();
-    assert_eq!(fs::read(&dst).unwrap(), b"old again", "skip replaced the target");
+    assert_eq!(
+        fs::read(&dst).unwrap(),
+        b"old again",
+        "skip replaced the target"
+    );
 }
 
 #[test]
@@ -204,7 +282,8 @@ fn non_utf8_file_name() {
     let tsrc = env.path("tree");
     make_tree(&tsrc, 20, 8);
     let tdst = env.path("tree-copy");
-    env.copyctl(&osargs!["copy", "-r", tsrc, tdst]).assert_success();
+    env.copyctl(&osargs!["copy", "-r", tsrc, tdst])
+        .assert_success();
     assert_files_equal(&tsrc.join(name), &tdst.join(name));
     assert_trees_equal(&tsrc, &tdst);
 }
@@ -217,10 +296,22 @@ fn copy_preserves_mode_and_mtime() {
     let src = env.path("src");
     make_tree(&src, 30, 9);
     // Old, distinctive times.
-    let out = copyd_tests::cmd::run(std::process::Command::new("find").arg(&src).args(["-not", "-type", "l", "-exec", "touch", "-h", "-d", "2001-02-03 04:05:06.789", "{}", "+"]));
+    let out = copyd_tests::cmd::run(std::process::Command::new("find").arg(&src).args([
+        "-not",
+        "-type",
+        "l",
+        "-exec",
+        "touch",
+        "-h",
+        "-d",
+        "2001-02-03 04:05:06.789",
+        "{}",
+        "+",
+    ]));
     out.assert_success();
     let dst = env.path("dst");
-    env.copyctl(&osargs!["copy", "-r", src, dst]).assert_success();
+    env.copyctl(&osargs!["copy", "-r", src, dst])
+        .assert_success();
     assert_trees_equal(&src, &dst);
     let mut bad = Vec::new();
     for (rel, e) in tree::snapshot(&src) {
@@ -228,9 +319,20 @@ fn copy_preserves_mode_and_mtime() {
             let a = fs::metadata(src.join(&rel)).unwrap();
             let b = fs::metadata(dst.join(&rel)).unwrap();
             if (a.mtime(), a.mtime_nsec()) != (b.mtime(), b.mtime_nsec()) {
-                bad.push(format!("{}: {}.{:09} != {}.{:09}", rel.display(), a.mtime(), a.mtime_nsec(), b.mtime(), b.mtime_nsec()));
+                bad.push(format!(
+                    "{}: {}.{:09} != {}.{:09}",
+                    rel.display(),
+                    a.mtime(),
+                    a.mtime_nsec(),
+                    b.mtime(),
+                    b.mtime_nsec()
+                ));
             }
         }
     }
-    assert!(bad.is_empty(), "mtimes not preserved:\n  {}", bad.join("\n  "));
+    assert!(
+        bad.is_empty(),
+        "mtimes not preserved:\n  {}",
+        bad.join("\n  ")
+    );
 }

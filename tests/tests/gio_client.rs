@@ -31,10 +31,19 @@ fn gio_client_watches_progress_and_completed() {
     assert_eq!(j["error_name"], "", "{ctx}");
     assert_eq!(j["message"], "", "{ctx}");
     assert_eq!(j["state"], "completed", "{ctx}");
-    assert!(j["progress_count"].as_u64().unwrap() >= 1, "no Progress signal: {ctx}");
+    assert!(
+        j["progress_count"].as_u64().unwrap() >= 1,
+        "no Progress signal: {ctx}"
+    );
     let last = &j["last_progress"];
-    assert_eq!(last["bytes_done"], last["bytes_total"], "last Progress is not complete: {ctx}");
-    assert_eq!(last["files_done"], last["files_total"], "last Progress is not complete: {ctx}");
+    assert_eq!(
+        last["bytes_done"], last["bytes_total"],
+        "last Progress is not complete: {ctx}"
+    );
+    assert_eq!(
+        last["files_done"], last["files_total"],
+        "last Progress is not complete: {ctx}"
+    );
     assert!(last["bytes_total"].as_u64().unwrap() >= 300 << 20, "{ctx}");
     eprintln!("Progress signals: {}", j["progress_count"]);
     assert_trees_equal(&src, &dst);
@@ -44,9 +53,16 @@ fn gio_client_watches_progress_and_completed() {
 #[test]
 fn gio_client_gets_error_names() {
     let env = TestEnv::start();
-    let w = WatchJob::spawn(env.address(), &osargs![env.path("missing"), env.path("dst")]);
+    let w = WatchJob::spawn(
+        env.address(),
+        &osargs![env.path("missing"), env.path("dst")],
+    );
     let r = w.wait(Duration::from_secs(60));
     assert_eq!(r.code, Some(3), "{:#}", r.json);
-    assert_eq!(r.json["dbus_error"], "org.example.Copyd1.Error.NotFound", "{:#}", r.json);
+    assert_eq!(
+        r.json["dbus_error"], "org.example.Copyd1.Error.NotFound",
+        "{:#}",
+        r.json
+    );
     assert!(!env.path("dst").exists());
 }

@@ -24,18 +24,34 @@ fn strict_policy_allows_the_contract() {
     make_tree(&src, 30, 51);
     let dst = env.path("dst");
     // copyctl: method calls, properties, signals.
-    env.copyctl(&osargs!["copy", "-r", &src, &dst]).assert_success();
+    env.copyctl(&osargs!["copy", "-r", &src, &dst])
+        .assert_success();
     assert_trees_equal(&src, &dst);
     // Introspection, properties, ObjectManager.
     let b = env.busctl();
     assert!(b.introspect(MANAGER_PATH).contains(MANAGER_IFACE));
-    b.get_property(MANAGER_PATH, MANAGER_IFACE, "Version").expect("Version readable");
-    b.call_json(MANAGER_PATH, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", "", &[]);
+    b.get_property(MANAGER_PATH, MANAGER_IFACE, "Version")
+        .expect("Version readable");
+    b.call_json(
+        MANAGER_PATH,
+        "org.freedesktop.DBus.ObjectManager",
+        "GetManagedObjects",
+        "",
+        &[],
+    );
     // Peer.Ping.
-    let out = gdbus_call(env.address(), MANAGER_PATH, "org.freedesktop.DBus.Peer.Ping", &[]);
+    let out = gdbus_call(
+        env.address(),
+        MANAGER_PATH,
+        "org.freedesktop.DBus.Peer.Ping",
+        &[],
+    );
     out.assert_success();
     // Signals reach a Gio client (Completed), on a job it starts.
-    let w = copyd_tests::gio::WatchJob::spawn(env.address(), &osargs!["--recursive", &src, env.path("dst2")]);
+    let w = copyd_tests::gio::WatchJob::spawn(
+        env.address(),
+        &osargs!["--recursive", &src, env.path("dst2")],
+    );
     let r = w.wait(Duration::from_secs(120));
     assert_eq!(r.json["success"], true, "{:#}", r.json);
     assert_trees_equal(&src, &env.path("dst2"));
@@ -44,7 +60,12 @@ fn strict_policy_allows_the_contract() {
 #[test]
 fn strict_policy_denies_other_interfaces() {
     let env = TestEnv::start_with(Policy::Strict);
-    let out = gdbus_call(env.address(), MANAGER_PATH, "org.example.Copyd1.Secret.Backdoor", &[]);
+    let out = gdbus_call(
+        env.address(),
+        MANAGER_PATH,
+        "org.example.Copyd1.Secret.Backdoor",
+        &[],
+    );
     assert_eq!(
         gdbus_error_name(&out).as_deref(),
         Some("org.freedesktop.DBus.Error.AccessDenied"),
@@ -62,13 +83,45 @@ fn strict_policy_only_root_owns_the_name() {
     let env = TestEnv::start_with(Policy::Strict);
     // Let nobody reach the socket.
     fs::set_permissions(env.bus.dir(), fs::Permissions::from_mode(0o755)).unwrap();
-    let out = run(Command::new("setpriv").args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "gdbus", "call", "--address", env.address(), "--dest", "org.freedesktop.DBus", "--object-path", "/org/freedesktop/DBus", "--method", "org.freedesktop.DBus.RequestName", "org.example.Copyd1", "4"]));
+    let out = run(Command::new("setpriv").args([
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "gdbus",
+        "call",
+        "--address",
+        env.address(),
+        "--dest",
+        "org.freedesktop.DBus",
+        "--object-path",
+        "/org/freedesktop/DBus",
+        "--method",
+        "org.freedesktop.DBus.RequestName",
+        "org.example.Copyd1",
+        "4",
+    ]));
     assert_eq!(
         gdbus_error_name(&out).as_deref(),
         Some("org.freedesktop.DBus.Error.AccessDenied"),
         "nobody could ask for org.example.Copyd1:\n{out}"
     );
     // ...while nobody may still use copyd.
-    let out = run(Command::new("setpriv").args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "gdbus", "call", "--address", env.address(), "--dest", "org.example.Copyd1", "--object-path", MANAGER_PATH, "--method", "org.freedesktop.DBus.Properties.Get", MANAGER_IFACE, "Version"]));
+    let out = run(Command::new("setpriv").args([
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "gdbus",
+        "call",
+        "--address",
+        env.address(),
+        "--dest",
+        "org.example.Copyd1",
+        "--object-path",
+        MANAGER_PATH,
+        "--method",
+        "org.freedesktop.DBus.Properties.Get",
+        MANAGER_IFACE,
+        "Version",
+    ]));
     out.assert_success();
 }

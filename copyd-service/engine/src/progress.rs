@@ -110,6 +110,9 @@ pub enum RunState {
 #[derive(Debug)]
 pub struct Control {
     state: Mutex<RunState>,
+    /// Stopped to be carried on later (copyd shutting down), not cancelled
+    /// by a user: partial work stays for the resume.
+    interrupted: std::sync::atomic::AtomicBool,
     changed: Condvar,
     job_limit: RateLimiter,
     global_limit: Option<Arc<RateLimiter>>,
@@ -126,6 +129,7 @@ impl Control {
     pub fn new(state: RunState, global_limit: Option<Arc<RateLimiter>>) -> Self {
         Control {
             state: Mutex::new(state),
+            interrupted: std::sync::atomic::AtomicBool::new(false),
             changed: Condvar::new(),
             job_limit: RateLimiter::new(0),
             global_limit,
@@ -153,6 +157,17 @@ impl Control {
         *state = RunState::Cancelled;
         self.changed.notify_all();
         changed
+    }
+
+    /// Stops the transfer like cancel, but keeps its partial work (temporary
+    /// copies the journal knows of) for a later resume.
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+        self.cancel();
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
     }
 
     pub fn is_cancelled(&self) -> bool {

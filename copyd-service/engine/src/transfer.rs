@@ -215,8 +215,12 @@ impl Transfer<'_> {
             .build(item, index, tree, &temp, carry_on)
             .and_then(|()| fsutil::rename_into_place(&temp, &item.target, item.replace));
         if let Err(err) = built {
-            if let Err(cleanup) = fsutil::remove_all(&temp) {
-                tracing::warn!(%cleanup, "could not remove a temporary copy");
+            // An interrupted job keeps its partial copy for the resume; a
+            // failed or cancelled one leaves nothing behind.
+            if !self.control.is_interrupted() {
+                if let Err(cleanup) = fsutil::remove_all(&temp) {
+                    tracing::warn!(%cleanup, "could not remove a temporary copy");
+                }
             }
             return Err(err);
         }

@@ -58,8 +58,11 @@ pub async fn connect(
     let mut to_resume = Vec::new();
     for job in recovered {
         let events = job::publish(&connection, &jobs, &job).await?;
-        if job.state() == JobState::Interrupted && jobs.config.auto_resume {
-            to_resume.push((job, events));
+        match job.state() {
+            JobState::Interrupted if jobs.config.auto_resume => to_resume.push((job, events)),
+            // A paused job's runner waits, holding no slot, for Resume.
+            JobState::Paused => jobs.start(job, events),
+            _ => {}
         }
     }
     if is_bus {

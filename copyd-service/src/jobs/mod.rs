@@ -15,15 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use copyd_engine::{
-    Control, EngineError, EngineSet, ErrorKind, Operation, Progress, ProgressSnapshot, RateLimiter,
-    Request, Resolved, RunState,
+    Control, EngineError, EngineSet, ErrorKind, FileIdentity, Journal, Operation, Progress,
+    ProgressSnapshot, RateLimiter, Request, Resolved, ResumeState, RunState,
 };
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::caller::Caller;
 use crate::config::Config;
 use rate::RateWindow;
-use store::{CallerRecord, JobRecord, Store};
+use store::{CallerRecord, JobRecord, LogEntry, Store};
 
 /// How often a running job's progress is sampled and reported.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -101,6 +101,8 @@ pub struct Status {
     pub last_report: ProgressReport,
     pub error: Option<EngineError>,
     started: bool,
+    /// A runner task is carrying this job (from start until finish).
+    runner_active: bool,
 }
 
 pub struct Job {
@@ -117,6 +119,8 @@ pub struct Job {
     resolved: Resolved,
     /// Items finished, durable and under their final names.
     items_done: Mutex<BTreeSet<usize>>,
+    /// What an earlier run left durable, for the next run to carry on from.
+    resume: Mutex<ResumeState>,
     created_us: u64,
 }
 
@@ -134,6 +138,11 @@ impl Job {
 
     pub fn state(&self) -> JobState {
         self.status.lock().unwrap().state
+    }
+
+    /// Whether a runner task still carries this job.
+    pub fn is_being_run(&self) -> bool {
+        self.status.lock().unwrap().runner_active
     }
 
     fn set_state(&self, state: JobState, events: &mpsc::UnboundedSender<JobEvent>) {
@@ -252,6 +261,11 @@ impl JobManager {
         })
     }
 
+    /// Whether jobs are checkpointed (and so can be carried on later).
+    pub fn is_persistent(&self) -> bool {
+        matches!(self.persistence, Persistence::Enabled(_))
+    }
+
     /// "ok", or "degraded: why".
     pub fn health(&self) -> String {
         match &self.persistence {
@@ -279,6 +293,8 @@ impl JobManager {
             caller: CallerRecord {
                 uid: job.caller.uid,
                 pid: job.caller.pid,
+                gids: job.caller.gids.clone(),
+                privileged: job.caller.is_privileged(),
             },
             sources: request.sources.iter().map(|p| persist::bytes(p)).collect(),
             destination: persist::bytes(&request.destination),
@@ -336,10 +352,12 @@ impl JobManager {
                 last_report: ProgressReport::default(),
                 error: None,
                 started: false,
+                runner_active: false,
             }),
             wake: Notify::new(),
             resolved,
             items_done: Mutex::new(BTreeSet::new()),
+            resume: Mutex::new(ResumeState::default()),
             created_us,
         });
         self.jobs.lock().unwrap().insert(id_number, job.clone());
@@ -410,7 +428,12 @@ impl JobManager {
                 Some(state) if state.is_finished() || state == JobState::Paused => state,
                 _ => JobState::Interrupted,
             };
-            let caller = Caller::recovered(record.caller.uid, record.caller.pid);
+            let caller = Caller::recovered(
+                record.caller.uid,
+                record.caller.gids.clone(),
+                record.caller.pid,
+                record.caller.privileged,
+            );
             let job = self.new_job(record.id, resolved, caller, state, record.created_us);
             {
                 let mut status = job.status.lock().unwrap();
@@ -425,6 +448,7 @@ impl JobManager {
                 .lock()
                 .unwrap()
                 .extend(record.items_done.iter().copied());
+            *job.resume.lock().unwrap() = resume_state(&store.read_log(record.id));
             self.next_id.fetch_max(record.id + 1, Ordering::Relaxed);
             tracing::info!(job = record.id, state = state.name(), "recovered job");
             recovered.push(job);
@@ -480,6 +504,7 @@ impl JobManager {
     /// Runs `job` in the background: it waits for a slot, copies on a worker
     /// thread, and reports through `events` until `JobEvent::Finished`.
     pub fn start(self: &Arc<Self>, job: Arc<Job>, events: mpsc::UnboundedSender<JobEvent>) {
+        job.status.lock().unwrap().runner_active = true;
         let manager = self.clone();
         tokio::spawn(async move { manager.run(job, events).await });
     }
@@ -499,11 +524,24 @@ impl JobManager {
         let resolved = job.resolved_for_run();
         let worker = {
             let (engines, job) = (self.engines.clone(), job.clone());
+            let journal = JobJournal {
+                manager: self.clone(),
+                job: job.clone(),
+            };
+            let resume = std::mem::take(&mut *job.resume.lock().unwrap());
             // The whole run happens on a thread with the caller's rights
             // (or as copyd for a privileged job): see caller::Acting.
             tokio::task::spawn_blocking(move || {
                 job.caller.acting.run(|| {
-                    copyd_engine::run(&resolved, &engines, &job.id, &job.progress, &job.control)
+                    copyd_engine::run_resumable(
+                        &resolved,
+                        &engines,
+                        &job.id,
+                        &job.progress,
+                        &job.control,
+                        &resume,
+                        &journal,
+                    )
                 })
             })
         };
@@ -576,12 +614,34 @@ impl JobManager {
         }
     }
 
+    /// Ends a job's run: its final state, checkpoint and signals. Only then
+    /// does the job count as no longer being run (shutdown waits for that).
     fn finish(
         &self,
         job: &Job,
         result: Result<copyd_engine::Outcome, EngineError>,
         events: &mpsc::UnboundedSender<JobEvent>,
     ) {
+        self.record_end(job, result, events);
+        job.status.lock().unwrap().runner_active = false;
+    }
+
+    fn record_end(
+        &self,
+        job: &Job,
+        result: Result<copyd_engine::Outcome, EngineError>,
+        events: &mpsc::UnboundedSender<JobEvent>,
+    ) {
+        if job.control.is_interrupted() && result.is_err() {
+            // copyd is stopping: the job is to be carried on at the next
+            // start, so it ends nothing and announces nothing. A paused job
+            // stays paused.
+            if job.state() != JobState::Paused {
+                job.set_state(JobState::Interrupted, events);
+            }
+            self.persist(job);
+            return;
+        }
         let final_state = match &result {
             Ok(_) => JobState::Completed,
             Err(err) if err.kind == ErrorKind::Cancelled => JobState::Cancelled,
@@ -663,4 +723,93 @@ fn error_kind(name: &str) -> ErrorKind {
     .into_iter()
     .find(|kind| kind.name() == name)
     .unwrap_or(ErrorKind::Failed)
+}
+
+/// Rebuilds what an interrupted run left durable from its progress log. A
+/// `Started` entry voids what came before it for that item: the item's
+/// temporary copy was begun afresh then.
+fn resume_state(log: &[LogEntry]) -> ResumeState {
+    let mut state = ResumeState {
+        resuming: true,
+        ..ResumeState::default()
+    };
+    for entry in log {
+        match entry {
+            LogEntry::Started { item } => {
+                state.started.insert(*item);
+                state.durable_files.remove(item);
+                state.offsets.retain(|(index, _), _| index != item);
+            }
+            LogEntry::Durable { item, files } => {
+                let durable = state.durable_files.entry(*item).or_default();
+                durable.extend(files.iter().map(|f| persist::path(f)));
+            }
+            LogEntry::Offset {
+                item,
+                file,
+                identity,
+                offset,
+            } => {
+                state
+                    .offsets
+                    .insert((*item, persist::path(file)), (*identity, *offset));
+            }
+        }
+    }
+    state
+}
+
+/// Where a running job's engine reports durable progress: item-level news
+/// goes into the job's checkpoint, file-level news into its progress log.
+struct JobJournal {
+    manager: Arc<JobManager>,
+    job: Arc<Job>,
+}
+
+impl JobJournal {
+    fn append(&self, entry: LogEntry) {
+        if let Persistence::Enabled(store) = &self.manager.persistence {
+            let id = self.job.id.parse().expect("ids are numbers");
+            if let Err(err) = store.append(id, &entry) {
+                tracing::warn!(job = %self.job.id, %err, "could not append to the progress log");
+            }
+        }
+    }
+}
+
+impl Journal for JobJournal {
+    fn is_kept(&self) -> bool {
+        matches!(self.manager.persistence, Persistence::Enabled(_))
+    }
+
+    fn item_started(&self, index: usize) {
+        self.append(LogEntry::Started { item: index });
+    }
+
+    fn item_done(&self, index: usize) {
+        self.job.items_done.lock().unwrap().insert(index);
+        self.manager.persist(&self.job);
+    }
+
+    fn files_durable(&self, index: usize, relatives: &[std::path::PathBuf]) {
+        self.append(LogEntry::Durable {
+            item: index,
+            files: relatives.iter().map(|p| persist::bytes(p)).collect(),
+        });
+    }
+
+    fn file_offset(
+        &self,
+        index: usize,
+        relative: &std::path::Path,
+        identity: FileIdentity,
+        offset: u64,
+    ) {
+        self.append(LogEntry::Offset {
+            item: index,
+            file: persist::bytes(relative),
+            identity,
+            offset,
+        });
+    }
 }

@@ -25,6 +25,12 @@ pub const VERSION: u32 = 1;
 pub struct CallerRecord {
     pub uid: u32,
     pub pid: Option<u32>,
+    /// The caller's groups, as the bus reported them.
+    #[serde(default)]
+    pub gids: Vec<u32>,
+    /// polkit allowed the job to run with copyd's own rights.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// One resolved source → target.
@@ -76,6 +82,24 @@ pub struct JobRecord {
 pub struct Rejected {
     pub file: PathBuf,
     pub reason: String,
+}
+
+/// One line of a job's progress log (`<id>.log`): what became durable
+/// inside items still being built. Appended, never rewritten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogEntry {
+    /// The item's building starts afresh: what the log said of it before no
+    /// longer holds.
+    Started { item: usize },
+    /// These files of the item are complete and durable in its temporary copy.
+    Durable { item: usize, files: Vec<Vec<u8>> },
+    /// This many leading bytes of a file of the item are durable.
+    Offset {
+        item: usize,
+        file: Vec<u8>,
+        identity: copyd_engine::FileIdentity,
+        offset: u64,
+    },
 }
 
 pub struct Store {
@@ -154,7 +178,51 @@ impl Store {
         File::open(&self.dir)?.sync_all()
     }
 
+    fn log_file(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id}.log"))
+    }
+
+    /// Appends `entry` to job `id`'s progress log and makes it durable. Each
+    /// line carries its own checksum, so a line torn by a crash is seen.
+    pub fn append(&self, id: u64, entry: &LogEntry) -> io::Result<()> {
+        let body = serde_json::to_vec(entry).expect("log entries serialize");
+        let mut line = format!("{:08x} ", crc32fast::hash(&body)).into_bytes();
+        line.extend_from_slice(&body);
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(self.log_file(id))?;
+        file.write_all(&line)?;
+        file.sync_data()
+    }
+
+    /// Job `id`'s progress log up to its first damaged line.
+    pub fn read_log(&self, id: u64) -> Vec<LogEntry> {
+        let Ok(bytes) = fs::read(self.log_file(id)) else {
+            return Vec::new();
+        };
+        let mut entries = Vec::new();
+        for line in bytes.split(|&b| b == b'\n') {
+            let parsed = (|| {
+                let (crc, body) = (line.get(..8)?, line.get(9..)?);
+                let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
+                (crc32fast::hash(body) == crc).then_some(())?;
+                serde_json::from_slice::<LogEntry>(body).ok()
+            })();
+            match parsed {
+                Some(entry) => entries.push(entry),
+                // The tail a crash tore (or the empty piece after the last
+                // newline): nothing after it was acknowledged.
+                None => break,
+            }
+        }
+        entries
+    }
+
     pub fn remove(&self, id: u64) -> io::Result<()> {
+        let _ = fs::remove_file(self.log_file(id));
         match fs::remove_file(self.file(id)) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
             _ => File::open(&self.dir)?.sync_all(),
@@ -230,6 +298,8 @@ mod tests {
             caller: CallerRecord {
                 uid: 1000,
                 pid: Some(42),
+                gids: vec![1000, 27],
+                privileged: false,
             },
             sources: vec![b"/src/caf\xe9".to_vec()],
             destination: b"/dst".to_vec(),
@@ -282,6 +352,29 @@ mod tests {
         );
         assert!(dir.path().join("jobs/rejected/2.job").exists());
         assert!(!file.exists());
+    }
+
+    #[test]
+    fn the_log_reads_back_to_its_first_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let entries = [
+            LogEntry::Started { item: 0 },
+            LogEntry::Durable {
+                item: 0,
+                files: vec![b"a".to_vec(), b"caf\xe9".to_vec()],
+            },
+        ];
+        for entry in &entries {
+            store.append(4, entry).unwrap();
+        }
+        // A crash in the middle of the third append.
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("jobs/4.log"))
+            .unwrap();
+        log.write_all(b"0badc0de {\"Started\":{\"it").unwrap();
+        assert_eq!(store.read_log(4), entries);
     }
 
     #[test]

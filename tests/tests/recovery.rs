@@ -1,0 +1,219 @@
+//! Jobs that survive: copyd is killed with SIGKILL at several points of a
+//! copy, started again on the same state directory, and must carry the job
+//! on by itself (auto_resume) to a result identical to the source, with no
+//! temporary file left behind and, for moves, no file lost on the way.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use copyd_tests::busctl::Busctl;
+use copyd_tests::tree::{
+    assert_files_equal, assert_trees_equal, copyd_temp_leftovers, make_big_file, make_tree,
+    reference_copy, snapshot,
+};
+use copyd_tests::{Daemon, Policy, TestBus};
+
+/// Waits until `done(bytes_done, files_done)` holds for the job, then kills
+/// copyd with SIGKILL. Returns false (and kills nothing) if the job ended first.
+fn kill_when(
+    daemon: &mut Option<Daemon>,
+    bus: &TestBus,
+    job: &str,
+    done: impl Fn(u64, u64) -> bool,
+) -> bool {
+    let busctl = Busctl::new(bus.address());
+    let start = Instant::now();
+    loop {
+        let state = busctl.job_state(job);
+        if matches!(state.as_str(), "completed" | "failed" | "cancelled") {
+            return false;
+        }
+        if done(
+            busctl.job_u64(job, "BytesDone"),
+            busctl.job_u64(job, "FilesDone"),
+        ) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "job {job} made no progress ({state})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = daemon.take().unwrap().kill9();
+    *daemon = Some(Daemon::start_in(bus, dir));
+    true
+}
+
+fn finish(bus: &TestBus, job: &str) {
+    let busctl = Busctl::new(bus.address());
+    let state = busctl.wait_job_end(job, Duration::from_secs(300));
+    assert_eq!(
+        state,
+        "completed",
+        "error: {:?}",
+        busctl.job_prop(job, "ErrorMessage")
+    );
+}
+
+fn opts_rate(rate: &'static str, recursive: bool) -> Vec<&'static str> {
+    let mut opts = vec!["rate-limit", "t", rate];
+    if recursive {
+        opts.extend(["recursive", "b", "true"]);
+    }
+    opts
+}
+
+fn no_temporaries(dir: &Path) {
+    let left = copyd_temp_leftovers(dir);
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+#[test]
+fn big_file_survives_kills_and_resumes_from_its_durable_offset() {
+    let bus = TestBus::start(Policy::Permissive);
+    let mut daemon = Some(Daemon::start(&bus));
+    let work = copyd_tests::scratch_dir("recovery-big");
+    let (source, target) = (work.path().join("big"), work.path().join("copy"));
+    make_big_file(&source, 1 << 30, 11);
+    // ~5 s at 200 MB/s: durable offsets advance every 2 s.
+    let job = Busctl::new(bus.address()).copy(&[&source], &target, &opts_rate("200000000", false));
+    let mut kills = 0;
+    for fraction in [0.45, 0.8] {
+        let at = ((1u64 << 30) as f64 * fraction) as u64;
+        if kill_when(&mut daemon, &bus, &job, |bytes, _| bytes >= at) {
+            kills += 1;
+            // The restarted copyd knows the job and carries it on.
+            let busctl = Busctl::new(bus.address());
+            let state = busctl.job_state(&job);
+            assert!(
+                ["queued", "running", "completed"].contains(&state.as_str()),
+                "after restart: {state}"
+            );
+        }
+    }
+    assert!(
+        kills >= 1,
+        "the copy finished before any kill: nothing was tested"
+    );
+    finish(&bus, &job);
+    assert_files_equal(&source, &target);
+    no_temporaries(work.path());
+    // It carried on rather than starting over: its progress log holds
+    // durable offsets of the file.
+    let state = daemon.as_ref().unwrap().state_dir();
+    let log = std::fs::read_to_string(state.join("jobs/1.log")).unwrap_or_default();
+    assert!(
+        log.contains("Offset"),
+        "no durable offset was ever recorded: {log}"
+    );
+}
+
+#[test]
+fn ten_thousand_files_survive_kills() {
+    let bus = TestBus::start(Policy::Permissive);
+    let mut daemon = Some(Daemon::start(&bus));
+    let work = copyd_tests::scratch_dir("recovery-tree");
+    let (source, target) = (work.path().join("src"), work.path().join("dst"));
+    let stats = make_tree(&source, 10_000, 7);
+    // Slow enough (~6 s) to be killed three times on the way.
+    let rate = (stats.bytes / 6).max(1 << 20).to_string();
+    let rate: &'static str = Box::leak(rate.into_boxed_str());
+    let job = Busctl::new(bus.address()).copy(&[&source], &target, &opts_rate(rate, true));
+    let total = stats.files as u64;
+    let mut kills = 0;
+    for fraction in [0.2, 0.5, 0.8] {
+        let at = (total as f64 * fraction) as u64;
+        if kill_when(&mut daemon, &bus, &job, |_, files| files >= at) {
+            kills += 1;
+        }
+    }
+    assert!(
+        kills >= 2,
+        "only {kills} kills landed before the copy finished"
+    );
+    finish(&bus, &job);
+    assert_trees_equal(&source, &target);
+    no_temporaries(work.path());
+}
+
+#[test]
+fn cross_filesystem_move_loses_nothing_when_killed() {
+    let bus = TestBus::start(Policy::Permissive);
+    let mut daemon = Some(Daemon::start(&bus));
+    // Source on a tmpfs of its own, destination on /tmp's file system: not
+    // a rename.
+    let shm = TmpfsMount::new();
+    let work = copyd_tests::scratch_dir("recovery-move");
+    let (source, target, reference) = (
+        shm.dir.path().join("src"),
+        work.path().join("dst"),
+        work.path().join("ref"),
+    );
+    let stats = make_tree(&source, 2_000, 3);
+    make_big_file(&source.join("big"), 256 << 20, 5);
+    reference_copy(&source, &reference);
+    let rate = ((stats.bytes + (256 << 20)) / 5).to_string();
+    let rate: &'static str = Box::leak(rate.into_boxed_str());
+    let busctl = Busctl::new(bus.address());
+    let mut opts = opts_rate(rate, false);
+    opts.extend(["recursive", "b", "true"]);
+    let out = busctl.start(
+        "Move",
+        &[copyd_tests::busctl::path_bytes(&source)],
+        copyd_tests::busctl::path_bytes(&target),
+        &opts,
+    );
+    out.assert_success();
+    let job = copyd_tests::busctl::parse_busctl_object_path(&out.stdout_str());
+    let mut kills = 0;
+    for fraction in [0.3, 0.7] {
+        let at = ((stats.bytes + (256 << 20)) as f64 * fraction) as u64;
+        if kill_when(&mut daemon, &bus, &job, |bytes, _| bytes >= at) {
+            kills += 1;
+            // Every file is whole at the source or at the destination.
+            let (src_now, dst_now, want) =
+                (snapshot(&source), snapshot(&target), snapshot(&reference));
+            for (path, entry) in &want {
+                assert!(
+                    src_now.get(path) == Some(entry) || dst_now.get(path) == Some(entry),
+                    "{} is whole in neither place after a kill",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(kills >= 1, "the move finished before any kill");
+    finish(&bus, &job);
+    assert!(!source.exists(), "the moved source must be gone");
+    assert_trees_equal(&reference, &target);
+    no_temporaries(work.path());
+}
+
+/// A tmpfs mounted on a temporary directory (the tests run as root), so a
+/// move from it crosses file systems. Unmounted on drop.
+struct TmpfsMount {
+    dir: tempfile::TempDir,
+}
+
+impl TmpfsMount {
+    fn new() -> TmpfsMount {
+        let dir = copyd_tests::scratch_dir("tmpfs");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1g", "copyd-test"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+        TmpfsMount { dir }
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
