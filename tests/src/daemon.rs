@@ -70,11 +70,15 @@ impl Daemon {
         let state = dir.path().join("state");
         let conf = dir.path().join("copyd.toml");
         let log = dir.path().join("copyd.log");
-        let child = Command::new(crate::bins::copyd())
+        // The test's own state directory, unless its config names one.
+        let config_names_state = fs::read_to_string(&conf).is_ok_and(|c| c.contains("state_dir"));
+        let mut command = Command::new(crate::bins::copyd());
+        if !config_names_state {
+            command.arg("--state-dir").arg(&state);
+        }
+        let child = command
             .arg("--address")
             .arg(bus.address())
-            .arg("--state-dir")
-            .arg(&state)
             .arg("--config")
             .arg(&conf)
             .env("RUST_LOG", "debug")

@@ -62,6 +62,9 @@ pub struct EngineError {
     pub message: String,
     /// The OS error behind it, when there was one.
     pub os_error: Option<i32>,
+    /// It concerns one source file only (vanished, unreadable): the transfer
+    /// goes on without that file and reports it at the end.
+    pub per_file: bool,
 }
 
 impl EngineError {
@@ -70,6 +73,7 @@ impl EngineError {
             kind,
             message: message.into(),
             os_error: None,
+            per_file: false,
         }
     }
 
@@ -90,6 +94,13 @@ impl EngineError {
                 format!("cannot {what} {}: {err}", path.display()),
             )
         }
+    }
+
+    /// Marks the error as one of a single source file, when it is of a kind
+    /// that allows going on with the others (the file is gone or unreadable).
+    pub fn of_one_source_file(mut self) -> Self {
+        self.per_file = matches!(self.kind, ErrorKind::NotFound | ErrorKind::PermissionDenied);
+        self
     }
 
     /// Whether the OS error behind this one was `errno`.

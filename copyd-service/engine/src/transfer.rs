@@ -28,6 +28,9 @@ pub struct Outcome {
     pub renamed: usize,
     /// Items left alone because their target existed (on-conflict skip).
     pub skipped: usize,
+    /// Source files that could not be copied (vanished, unreadable) while
+    /// the rest went on. A moved item with any of these keeps its source.
+    pub failures: Vec<(std::path::PathBuf, EngineError)>,
 }
 
 /// Everything the steps of one transfer share.
@@ -43,6 +46,7 @@ struct Transfer<'a> {
     operation: Operation,
     resume: &'a ResumeState,
     journal: &'a dyn Journal,
+    failures: std::sync::Mutex<Vec<(std::path::PathBuf, EngineError)>>,
 }
 
 /// How much of a large file is copied between chances to advance its
@@ -93,6 +97,7 @@ pub fn run_resumable(
         operation: resolved.request.operation,
         resume,
         journal,
+        failures: std::sync::Mutex::new(Vec::new()),
     };
     control.set_rate_limit(options.rate_limit);
     control.checkpoint()?;
@@ -127,14 +132,17 @@ pub fn run_resumable(
     }
 
     for ((index, item), tree) in to_copy.into_iter().zip(trees) {
+        let failures_before = transfer.failures.lock().unwrap().len();
         transfer.copy_item(item, index, &tree)?;
-        if resolved.request.operation == Operation::Move {
+        let whole = transfer.failures.lock().unwrap().len() == failures_before;
+        if resolved.request.operation == Operation::Move && whole {
             // The copy is durable (copy_item synced it): now the source may go.
             remove_moved_source(item)?;
         }
         journal.item_done(index);
         outcome.copied += 1;
     }
+    outcome.failures = transfer.failures.into_inner().unwrap();
     Ok(outcome)
 }
 
@@ -293,7 +301,15 @@ impl Transfer<'_> {
                 return Ok(());
             }
             self.progress.set_current_path(&source);
-            self.copy_file(&source, &copy, entry, single_file, index, carry_on)?;
+            match self.copy_file(&source, &copy, entry, single_file, index, carry_on) {
+                Err(err) if err.per_file && !single_file => {
+                    // Go on without it; nothing of it stays in the copy.
+                    fsutil::remove_all(&copy)?;
+                    self.progress.add_bytes_uncopied(entry.metadata.len());
+                    self.failures.lock().unwrap().push((source, err));
+                }
+                result => result?,
+            }
             self.progress.add_files_done(1);
             if !single_file && self.journal.is_kept() {
                 group.finished(entry.relative.clone(), || {
@@ -320,8 +336,18 @@ impl Transfer<'_> {
             self.control.checkpoint()?;
             let (source, copy) = paths(entry);
             self.progress.set_current_path(&source);
-            let link = fs::read_link(&source)
-                .map_err(|err| EngineError::io("read symlink", &source, &err))?;
+            let link = match fs::read_link(&source) {
+                Ok(link) => link,
+                Err(err) => {
+                    let err = EngineError::io("read symlink", &source, &err).of_one_source_file();
+                    if !err.per_file {
+                        return Err(err);
+                    }
+                    self.failures.lock().unwrap().push((source, err));
+                    self.progress.add_files_done(1);
+                    continue;
+                }
+            };
             clear(&copy)?;
             std::os::unix::fs::symlink(&link, &copy)
                 .map_err(|err| EngineError::io("create symlink", &copy, &err))?;
@@ -356,7 +382,8 @@ impl Transfer<'_> {
         index: usize,
         carry_on: bool,
     ) -> Result<()> {
-        let src = open_nofollow(source).map_err(|err| EngineError::io("open", source, &err))?;
+        let src = open_nofollow(source)
+            .map_err(|err| EngineError::io("open", source, &err).of_one_source_file())?;
         let identity = FileIdentity::of(
             &src.metadata()
                 .map_err(|err| EngineError::io("inspect", source, &err))?,

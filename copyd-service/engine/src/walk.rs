@@ -97,8 +97,12 @@ pub fn walk(root: &Path, control: &Control) -> Result<Tree> {
         for child in children {
             let relative = relative_dir.join(child.file_name());
             let path = child.path();
-            let metadata = fs::symlink_metadata(&path)
-                .map_err(|err| EngineError::io("inspect", &path, &err))?;
+            let metadata = match fs::symlink_metadata(&path) {
+                Ok(metadata) => metadata,
+                // Gone between listing and looking: nothing to copy.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(EngineError::io("inspect", &path, &err)),
+            };
             if tree.push(relative.clone(), metadata)? == EntryKind::Directory {
                 subdirs.push(relative);
             }

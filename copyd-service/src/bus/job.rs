@@ -273,6 +273,11 @@ impl JobObject {
             .unwrap_or_default()
     }
 
+    #[zbus(property, name = "FailedFiles")]
+    fn failed_files(&self) -> Vec<(Vec<u8>, String)> {
+        failed_files(&self.job.status().failures)
+    }
+
     #[zbus(property, name = "ErrorMessage")]
     fn error_message(&self) -> String {
         self.job
@@ -377,6 +382,7 @@ pub async fn forward_events(
                         ("EndTime", Variant::U64(status.end_time)),
                         ("ErrorName", Variant::from(name.clone())),
                         ("ErrorMessage", Variant::from(message.clone())),
+                        ("FailedFiles", Variant::from(failed_files(&status.failures))),
                     ]),
                 )
                 .await;
@@ -398,4 +404,11 @@ pub async fn forward_events(
     }
     jobs.remove(&job.id);
     ManagerObject::job_counts_changed(&connection).await;
+}
+
+fn failed_files(failures: &[(std::path::PathBuf, String)]) -> Vec<(Vec<u8>, String)> {
+    failures
+        .iter()
+        .map(|(path, message)| (paths::encode(path), message.clone()))
+        .collect()
 }

@@ -100,6 +100,8 @@ pub struct Status {
     pub end_time: u64,
     pub last_report: ProgressReport,
     pub error: Option<EngineError>,
+    /// Source files that could not be copied, with why.
+    pub failures: Vec<(PathBuf, String)>,
     started: bool,
     /// A runner task is carrying this job (from start until finish).
     runner_active: bool,
@@ -351,6 +353,7 @@ impl JobManager {
                 end_time: 0,
                 last_report: ProgressReport::default(),
                 error: None,
+                failures: Vec::new(),
                 started: false,
                 runner_active: false,
             }),
@@ -642,6 +645,31 @@ impl JobManager {
             self.persist(job);
             return;
         }
+        // Files that could not be copied while the rest went on make the
+        // job a failure that lists them.
+        let (result, failures) = match result {
+            Ok(outcome) if !outcome.failures.is_empty() => {
+                let failures: Vec<_> = outcome
+                    .failures
+                    .into_iter()
+                    .map(|(path, err)| (path, err.message))
+                    .collect();
+                let listed: Vec<_> = failures.iter().take(5).map(|(_, m)| m.as_str()).collect();
+                let more = failures.len().saturating_sub(listed.len());
+                let message = format!(
+                    "{} file(s) could not be copied (see FailedFiles): {}{}",
+                    failures.len(),
+                    listed.join("; "),
+                    if more > 0 {
+                        format!("; and {more} more")
+                    } else {
+                        String::new()
+                    }
+                );
+                (Err(EngineError::new(ErrorKind::Failed, message)), failures)
+            }
+            other => (other, Vec::new()),
+        };
         let final_state = match &result {
             Ok(_) => JobState::Completed,
             Err(err) if err.kind == ErrorKind::Cancelled => JobState::Cancelled,
@@ -652,6 +680,7 @@ impl JobManager {
             let mut status = job.status.lock().unwrap();
             status.end_time = now_us();
             status.error = result.err();
+            status.failures = failures;
             status.last_report = ProgressReport {
                 counts: job.progress.snapshot(),
                 rate: 0,

@@ -1,0 +1,128 @@
+//! Job behaviour beyond a plain copy: a source that vanishes mid-job, the
+//! rate limit's accuracy, and a state directory copyd cannot write.
+
+use std::fs;
+use std::time::Duration;
+
+use copyd_tests::busctl::Busctl;
+use copyd_tests::tree::{assert_trees_equal, make_big_file};
+use copyd_tests::{Daemon, Policy, TestBus, TestEnv, MANAGER_IFACE, MANAGER_PATH};
+
+#[test]
+fn vanished_source_files_fail_alone_and_are_listed() {
+    let env = TestEnv::start();
+    let source = env.path("src");
+    fs::create_dir_all(source.join("big")).unwrap();
+    fs::create_dir_all(source.join("small")).unwrap();
+    for i in 0..8 {
+        make_big_file(&source.join(format!("big/{i}")), 8 << 20, i);
+    }
+    for i in 0..20 {
+        fs::write(
+            source.join(format!("small/{i:02}")),
+            format!("small file {i}"),
+        )
+        .unwrap();
+    }
+    let target = env.path("dst");
+    // Slow, and largest files first: the small ones are copied last.
+    let b = env.busctl();
+    let job = b.copy(
+        &[&source],
+        &target,
+        &["recursive", "b", "true", "rate-limit", "t", "16000000"],
+    );
+    b.wait_job_state(&job, Duration::from_secs(30), |_| {
+        b.job_u64(&job, "BytesDone") > 0
+    });
+    for i in 0..5 {
+        fs::remove_file(source.join(format!("small/{i:02}"))).unwrap();
+    }
+    let state = b.wait_job_end(&job, Duration::from_secs(60));
+    assert_eq!(state, "failed");
+    let failed = b.job_prop(&job, "FailedFiles").to_string();
+    for i in 0..5 {
+        assert!(
+            failed.contains(&format!("small/{i:02}")),
+            "small/{i:02} not listed: {failed}"
+        );
+    }
+    let message = b.job_prop(&job, "ErrorMessage").to_string();
+    assert!(
+        message.contains("5 file(s) could not be copied"),
+        "{message}"
+    );
+    // Everything else was copied, and the copy is in place.
+    assert_trees_equal(&source, &target);
+}
+
+#[test]
+fn rate_limit_holds_within_five_percent() {
+    let env = TestEnv::start();
+    let source = env.path("big");
+    let size: u64 = 200_000_000;
+    make_big_file(&source, size, 1);
+    let b = env.busctl();
+    // 20 MB/s: 10 s.
+    let job = b.copy(
+        &[&source],
+        &env.path("copy"),
+        &["rate-limit", "t", "20000000"],
+    );
+    assert_eq!(b.wait_job_end(&job, Duration::from_secs(60)), "completed");
+    let elapsed_us = b.job_u64(&job, "EndTime") - b.job_u64(&job, "StartTime");
+    let rate = size as f64 / (elapsed_us as f64 / 1e6);
+    eprintln!(
+        "rate-limited copy: {:.2} MB/s over {:.2} s",
+        rate / 1e6,
+        elapsed_us as f64 / 1e6
+    );
+    assert!(
+        (rate / 20e6 - 1.0).abs() <= 0.05,
+        "average {:.2} MB/s is not within 5% of 20 MB/s",
+        rate / 1e6
+    );
+}
+
+#[test]
+fn an_unwritable_state_directory_degrades_health_and_refuses_jobs() {
+    let bus = TestBus::start(Policy::Permissive);
+    // A state directory below a regular file can never be created.
+    let dir = copyd_tests::scratch_dir("state");
+    let blocker = dir.path().join("not-a-directory");
+    fs::write(&blocker, b"").unwrap();
+    let config = format!("state_dir = \"{}/state\"\n", blocker.display());
+    let daemon = Daemon::start_with_config(&bus, Some(&config));
+    let b = Busctl::new(bus.address());
+    let health = b
+        .get_property(MANAGER_PATH, MANAGER_IFACE, "Health")
+        .unwrap()
+        .to_string();
+    assert!(
+        health.contains("degraded") && health.contains("not writable"),
+        "{health}"
+    );
+    let src = dir.path().join("file");
+    fs::write(&src, b"data").unwrap();
+    let out = b.start(
+        "Copy",
+        &[copyd_tests::busctl::path_bytes(&src)],
+        copyd_tests::busctl::path_bytes(&dir.path().join("copy")),
+        &[],
+    );
+    out.assert_failure();
+    assert!(
+        out.stderr_str().contains("run_without_checkpoints"),
+        "{}",
+        out.stderr_str()
+    );
+    assert!(!dir.path().join("copy").exists());
+    drop(daemon);
+
+    // With run_without_checkpoints, the same copy runs.
+    let config = format!("{config}run_without_checkpoints = true\n");
+    let _daemon = Daemon::start_with_config(&bus, Some(&config));
+    let job = b.copy(&[&src], &dir.path().join("copy"), &[]);
+    assert_eq!(b.wait_job_end(&job, Duration::from_secs(30)), "completed");
+    assert_eq!(fs::read(dir.path().join("copy")).unwrap(), b"data");
+}
