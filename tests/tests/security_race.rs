@@ -46,7 +46,9 @@ fn chown_tree(root: &Path, ids: copyd_tests::polkit::Ids) {
 }
 
 fn race(scenario: Scenario, target_mode: u32) {
-    let Some(env) = SecureEnv::start() else { return };
+    let Some(env) = SecureEnv::start() else {
+        return;
+    };
     let user = ensure_user(USER);
     // The root-owned place the user must never write to.
     let target = env.path("root-target");
@@ -148,7 +150,10 @@ fn race(scenario: Scenario, target_mode: u32) {
         swaps.load(Ordering::Relaxed)
     );
     assert!(rounds >= 10, "too few rounds to mean anything: {rounds}");
-    assert!(failed > 0, "the race never hit: every round found the real directory");
+    assert!(
+        failed > 0,
+        "the race never hit: every round found the real directory"
+    );
     let mut env = env;
     assert!(env.daemon.is_running());
 }
