@@ -1,0 +1,374 @@
+#!/usr/bin/env bash
+# copyd end-to-end benchmark: `copyctl copy -r` through a running release
+# copyd (checkpoints and durability on, as users get it) against
+# `cp -r --preserve=mode,timestamps`, and xcp / cpz when installed.
+#
+# Not part of `cargo test`. Run from anywhere, as root (cold-cache runs drop
+# the page cache):
+#
+#   benches/bench.sh                     # everything, 3 runs each
+#   RUNS=5 SETS="small" TARGETS=ext4 benches/bench.sh
+#
+# Knobs (environment):
+#   RUNS=3            timed runs per tool (pairs alternate the tool order)
+#   SETS="file2g small tree sparse"
+#   TARGETS="ext4 tmpfs"
+#   COLD=1            also run file2g ext4 -> ext4 with a cold cache (root)
+#   BENCH_DIR=/tmp/copyd-bench           sources and ext4 destinations
+#   TMPFS_DIR=$BENCH_DIR/tmpfs           tmpfs destinations: a tmpfs is
+#                     mounted there (root) unless one already is; copyd's
+#                     default security.system_paths refuse /dev/shm
+#   FILE_MIB=2048  SMALL_FILES=40000  SMALL_DIRS=200
+#   SPARSE_GIB=8  SPARSE_DATA_MIB=64
+#   TREE_SRC=~/.cargo/registry/src       the "real source tree"
+#   TOOLS="copyd cp xcp cpz"             those not installed are left out
+#   NO_BUILD=1        use the release binaries already in target/release
+#
+# Output: a table on stdout (markdown), raw times in $BENCH_DIR/times.tsv.
+# Ratios are the median of per-pair ratios copyd/cp. "cp+sync" is cp's time
+# plus a syncfs of the destination right after it: what cp costs when its
+# copy must be on disk, as copyd's always is.
+
+set -euo pipefail
+
+RUNS=${RUNS:-3}
+SETS=${SETS:-"file2g small tree sparse"}
+TARGETS=${TARGETS:-"ext4 tmpfs"}
+COLD=${COLD:-1}
+BENCH_DIR=${BENCH_DIR:-/tmp/copyd-bench}
+TMPFS_DIR=${TMPFS_DIR:-$BENCH_DIR/tmpfs}
+FILE_MIB=${FILE_MIB:-2048}
+SMALL_FILES=${SMALL_FILES:-40000}
+SMALL_DIRS=${SMALL_DIRS:-200}
+SPARSE_GIB=${SPARSE_GIB:-8}
+SPARSE_DATA_MIB=${SPARSE_DATA_MIB:-64}
+TREE_SRC=${TREE_SRC:-$HOME/.cargo/registry/src}
+TOOLS=${TOOLS:-"copyd cp xcp cpz"}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SRC=$BENCH_DIR/src
+RUNDIR=$BENCH_DIR/run
+TIMES=$BENCH_DIR/times.tsv
+TABLE=$BENCH_DIR/table.md
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "bench: $*"; exit 1; }
+
+# --- tools ------------------------------------------------------------------
+
+if [[ -z ${NO_BUILD:-} ]]; then
+    say "building release binaries"
+    (cd "$REPO" && cargo build --release -q -p copyd-service -p copyctl)
+fi
+TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+COPYD=$TARGET_DIR/release/copyd
+COPYCTL=$TARGET_DIR/release/copyctl
+[[ -x $COPYD && -x $COPYCTL ]] || die "no release copyd/copyctl in $TARGET_DIR/release"
+command -v dbus-daemon >/dev/null || die "dbus-daemon is not installed (apt-get install dbus-daemon)"
+
+tools=()
+for tool in $TOOLS; do
+    case $tool in
+        copyd | cp) tools+=("$tool") ;;
+        *) if command -v "$tool" >/dev/null; then tools+=("$tool"); else say "note: $tool is not installed; left out (cargo install $tool)"; fi ;;
+    esac
+done
+
+# --- space --------------------------------------------------------------------
+
+mkdir -p "$BENCH_DIR" "$TMPFS_DIR"
+avail_mib() { df --output=avail -BM "$1" | tail -n 1 | tr -dc 0-9; }
+tree_mib=$(du -sm "$TREE_SRC" 2>/dev/null | cut -f1 || echo 0)
+small_mib=$((SMALL_FILES * 13 / 1024)) # 8.5 KiB average in 4 KiB blocks, plus directories
+# Sources; copies of the tree sets stay until their group ends (every tool,
+# every run); one copy of the large file at a time; 1 GiB to spare.
+keep=$(((small_mib + tree_mib) * (1 + RUNS * ${#tools[@]})))
+need=$((FILE_MIB * 2 + keep + SPARSE_DATA_MIB * 2 + 1024))
+have=$(avail_mib "$BENCH_DIR")
+if ((have < need)); then
+    FILE_MIB=$(((have - keep - SPARSE_DATA_MIB * 2 - 1024) / 2))
+    ((FILE_MIB >= 256)) || die "only $have MiB free in $BENCH_DIR; need about $need MiB"
+    say "bench: only $have MiB free in $BENCH_DIR (need about $need MiB): the large file is scaled down to $FILE_MIB MiB"
+fi
+MOUNTED_TMPFS=
+if [[ $TARGETS == *tmpfs* ]]; then
+    mem_have=$(($(awk '/MemAvailable/ {print $2}' /proc/meminfo) / 1024))
+    if ((mem_have < FILE_MIB * 2 + 1024)); then
+        say "bench: only $mem_have MiB of memory available: tmpfs target left out"
+        TARGETS=${TARGETS//tmpfs/}
+    elif [[ $(stat -f -c %T "$TMPFS_DIR") == tmpfs ]]; then
+        (($(avail_mib "$TMPFS_DIR") >= FILE_MIB + 512)) || die "tmpfs $TMPFS_DIR too small for $FILE_MIB MiB"
+    elif [[ $(id -u) == 0 ]] && mount -t tmpfs -o size=$((FILE_MIB + 1024))m copyd-bench "$TMPFS_DIR"; then
+        MOUNTED_TMPFS=1
+    else
+        say "bench: cannot mount a tmpfs on $TMPFS_DIR (needs root): tmpfs target left out"
+        TARGETS=${TARGETS//tmpfs/}
+    fi
+fi
+
+# --- data sets ----------------------------------------------------------------
+
+make_sets() {
+    mkdir -p "$SRC"
+    if [[ $SETS == *file2g* && $(stat -c %s "$SRC/file2g" 2>/dev/null || echo 0) != $((FILE_MIB << 20)) ]]; then
+        say "making a $FILE_MIB MiB file"
+        head -c "${FILE_MIB}M" /dev/urandom >"$SRC/file2g.part" && mv "$SRC/file2g.part" "$SRC/file2g"
+    fi
+    if [[ $SETS == *small* && ! -e $SRC/small.done-$SMALL_FILES ]]; then
+        say "making $SMALL_FILES files of 1-16 KiB in $SMALL_DIRS directories"
+        rm -rf "$SRC/small" "$SRC"/small.done-*
+        python3 - "$SRC/small" "$SMALL_FILES" "$SMALL_DIRS" <<'EOF'
+import os, random, sys
+root, files, dirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(5)
+blob = os.urandom(16 << 10)
+for d in range(dirs):
+    os.makedirs(f"{root}/d{d:03}")
+for i in range(files):
+    size = rng.randint(1 << 10, 16 << 10)
+    start = rng.randint(0, (16 << 10) - size)
+    with open(f"{root}/d{i % dirs:03}/f{i:05}.dat", "wb") as f:
+        f.write(blob[start:start + size])
+EOF
+        touch "$SRC/small.done-$SMALL_FILES"
+    fi
+    if [[ $SETS == *tree* && ! -e $SRC/tree.done ]]; then
+        [[ -d $TREE_SRC ]] || TREE_SRC=/usr/include
+        say "copying $TREE_SRC as the source tree"
+        rm -rf "$SRC/tree"
+        cp -a "$TREE_SRC" "$SRC/tree"
+        touch "$SRC/tree.done"
+    fi
+    if [[ $SETS == *sparse* && ! -e $SRC/sparse.done-$SPARSE_GIB-$SPARSE_DATA_MIB ]]; then
+        say "making a $SPARSE_GIB GiB sparse file with $SPARSE_DATA_MIB MiB of data"
+        rm -f "$SRC/sparse" "$SRC"/sparse.done-*
+        truncate -s "${SPARSE_GIB}G" "$SRC/sparse"
+        # 1 MiB of data every SPARSE_GIB GiB / SPARSE_DATA_MIB.
+        local step=$(((SPARSE_GIB << 10) / SPARSE_DATA_MIB)) i
+        for ((i = 0; i < SPARSE_DATA_MIB; i++)); do
+            dd if=/dev/urandom of="$SRC/sparse" bs=1M count=1 seek=$((i * step)) conv=notrunc status=none
+        done
+        touch "$SRC/sparse.done-$SPARSE_GIB-$SPARSE_DATA_MIB"
+    fi
+    sync
+}
+
+# --- the bus and copyd ------------------------------------------------------------
+
+BUS_PID=
+COPYD_PID=
+cleanup() {
+    [[ -n $COPYD_PID ]] && kill "$COPYD_PID" 2>/dev/null && wait "$COPYD_PID" 2>/dev/null
+    [[ -n $BUS_PID ]] && kill "$BUS_PID" 2>/dev/null && wait "$BUS_PID" 2>/dev/null
+    rm -rf "$RUNDIR" "$TMPFS_DIR/dst"
+    [[ -n $MOUNTED_TMPFS ]] && umount "$TMPFS_DIR"
+    true
+}
+trap cleanup EXIT
+
+start_bus() {
+    rm -rf "$RUNDIR"
+    mkdir -p "$RUNDIR/services"
+    local policy='  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_destination="*"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+  </policy>'
+    python3 - "$REPO/tests/data/system-bus.conf.in" "$RUNDIR" "$policy" >"$RUNDIR/bus.conf" <<'EOF'
+import sys
+template, rundir, policy = sys.argv[1], sys.argv[2], sys.argv[3]
+text = open(template).read()
+for key, value in {"@SOCKET@": f"{rundir}/bus", "@SERVICEDIR@": f"{rundir}/services",
+                   "@POLICY@": policy, "@INCLUDE_COPYD_POLICY@": "", "@COPYD_POLICY@": ""}.items():
+    text = text.replace(key, value)
+print(text)
+EOF
+    dbus-daemon --config-file="$RUNDIR/bus.conf" --nofork --print-address=3 3>"$RUNDIR/address" 2>"$RUNDIR/bus.log" &
+    BUS_PID=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $RUNDIR/address ]] && break
+        sleep 0.05
+    done
+    [[ -s $RUNDIR/address ]] || die "dbus-daemon did not start: $(cat "$RUNDIR/bus.log")"
+    export COPYD_ADDRESS
+    COPYD_ADDRESS=$(head -n 1 "$RUNDIR/address")
+}
+
+# A fresh copyd (fresh state directory), so its peak RSS is this group's.
+start_copyd() {
+    stop_copyd
+    rm -rf "$RUNDIR/state"
+    mkdir -p "$RUNDIR/state"
+    printf 'max_concurrent_jobs = 4\nstate_dir = "%s"\nrate_limit = 0\n' "$RUNDIR/state" >"$RUNDIR/copyd.toml"
+    RUST_LOG=warn "$COPYD" --address "$COPYD_ADDRESS" --config "$RUNDIR/copyd.toml" \
+        --state-dir "$RUNDIR/state" </dev/null >>"$RUNDIR/copyd.log" 2>&1 &
+    COPYD_PID=$!
+    local i
+    for ((i = 0; i < 200; i++)); do
+        if dbus-send --bus="$COPYD_ADDRESS" --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+            org.freedesktop.DBus.NameHasOwner string:org.example.Copyd1 2>/dev/null | grep -q true; then
+            return
+        fi
+        sleep 0.05
+    done
+    die "copyd did not come up: $(tail -n 20 "$RUNDIR/copyd.log")"
+}
+
+stop_copyd() {
+    if [[ -n $COPYD_PID ]]; then
+        kill "$COPYD_PID" 2>/dev/null || true
+        wait "$COPYD_PID" 2>/dev/null || true
+        COPYD_PID=
+    fi
+}
+
+copyd_hwm_mib() {
+    awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$COPYD_PID/status"
+}
+
+# --- timing -------------------------------------------------------------------
+
+run_tool() { # tool src dst
+    case $1 in
+        copyd) "$COPYCTL" copy -r "$2" "$3" >/dev/null ;;
+        cp) cp -r --preserve=mode,timestamps "$2" "$3" ;;
+        xcp) xcp -r "$2" "$3" >/dev/null 2>&1 ;;
+        cpz) cpz -r "$2" "$3" >/dev/null 2>&1 ;;
+    esac
+}
+
+elapsed() { # start end
+    awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'
+}
+
+median() { # numbers on stdin
+    sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) printf "%.3f\n", v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+warm() { # read every file of $1 once
+    if [[ -d $1 ]]; then
+        find "$1" -type f -print0 | xargs -0 cat >/dev/null
+    else
+        cat "$1" >/dev/null
+    fi
+}
+
+verify() { # src copy
+    if [[ -d $1 ]]; then
+        diff -r "$1" "$2" >/dev/null || die "copy $2 differs from $1"
+    else
+        cmp -s "$1" "$2" || die "copy $2 differs from $1"
+    fi
+}
+
+# One group: a data set, a target, a cache state. RUNS rounds; round r runs
+# every tool once, in an order rotated by r, so none always goes first.
+group() { # set target cache
+    local set=$1 target=$2 cache=$3
+    local src=$SRC/$set dst_root
+    case $target in
+        ext4) dst_root=$BENCH_DIR/dst ;;
+        tmpfs) dst_root=$TMPFS_DIR/dst ;;
+    esac
+    rm -rf "$dst_root"
+    mkdir -p "$dst_root"
+    sync
+    sleep 1
+    start_copyd
+    [[ $cache == warm ]] && warm "$src"
+    local r t i n=${#tools[@]} tool dst t0 t1 secs sync_secs du_note=""
+    declare -A took=()
+    for ((r = 0; r < RUNS; r++)); do
+        for ((i = 0; i < n; i++)); do
+            tool=${tools[(i + r) % n]}
+            dst=$dst_root/$tool-$r
+            sync
+            if [[ $cache == cold ]]; then
+                echo 3 >/proc/sys/vm/drop_caches
+            fi
+            t0=$EPOCHREALTIME
+            run_tool "$tool" "$src" "$dst" || die "$tool failed on $set -> $target"
+            t1=$EPOCHREALTIME
+            secs=$(elapsed "$t0" "$t1")
+            t0=$EPOCHREALTIME
+            sync -f "$dst"
+            t1=$EPOCHREALTIME
+            sync_secs=$(elapsed "$t0" "$t1")
+            took[$tool,$r]=$secs
+            took[$tool+sync,$r]=$(awk -v a="$secs" -v b="$sync_secs" 'BEGIN {printf "%.3f", a + b}')
+            printf '%s\t%s\t%s\t%s\t%d\t%s\t%s\n' "$(date -Is)" "$set" "$target" "$cache" "$r" "$tool" "$secs" >>"$TIMES"
+            say "  $set $target $cache round $r: $tool ${secs}s (+sync ${sync_secs}s)"
+            if ((r == 0)); then
+                [[ $tool == copyd ]] && verify "$src" "$dst"
+                if [[ $set == sparse ]]; then
+                    du_note+="$tool $(du -sm "$dst" | cut -f1) MiB, "
+                fi
+            fi
+            # Keep copies of small sets (no mass delete right before the next
+            # mass create); remove large ones at once.
+            if [[ $set == file2g || $set == sparse || $target == tmpfs ]]; then
+                rm -rf "$dst"
+            fi
+        done
+    done
+    local hwm
+    hwm=$(copyd_hwm_mib)
+    stop_copyd
+    rm -rf "$dst_root"
+    local med_copyd med_cp med_ratio med_cpsync med_xcp=- med_cpz=-
+    med_copyd=$(for ((r = 0; r < RUNS; r++)); do echo "${took[copyd,$r]}"; done | median)
+    med_cp=$(for ((r = 0; r < RUNS; r++)); do echo "${took[cp,$r]}"; done | median)
+    med_cpsync=$(for ((r = 0; r < RUNS; r++)); do echo "${took[cp+sync,$r]}"; done | median)
+    med_ratio=$(for ((r = 0; r < RUNS; r++)); do awk -v a="${took[copyd,$r]}" -v b="${took[cp,$r]}" 'BEGIN {printf "%.3f\n", a / b}'; done | median)
+    [[ -n ${took[xcp,0]:-} ]] && med_xcp=$(for ((r = 0; r < RUNS; r++)); do echo "${took[xcp,$r]}"; done | median)
+    [[ -n ${took[cpz,0]:-} ]] && med_cpz=$(for ((r = 0; r < RUNS; r++)); do echo "${took[cpz,$r]}"; done | median)
+    if [[ $set == sparse ]]; then
+        du_note="source $(du -sm "$src" | cut -f1) MiB; copies: ${du_note%, }"
+    fi
+    printf '| %s | %s | %s | %s | %s | %.2f× | %s | %s | %s | %s | %s |\n' \
+        "$(set_label "$set")" "ext4 → $target" "$cache" "$med_copyd" "$med_cp" "$med_ratio" \
+        "$med_cpsync" "$med_xcp" "$med_cpz" "$hwm" "$du_note" | tee -a "$TABLE"
+}
+
+set_label() {
+    case $1 in
+        file2g) echo "$FILE_MIB MiB file" ;;
+        small) echo "$SMALL_FILES files 1–16 KiB, $SMALL_DIRS dirs" ;;
+        tree) echo "source tree ($(find "$SRC/tree" -type f | wc -l) files, $(du -sm "$SRC/tree" | cut -f1) MiB)" ;;
+        sparse) echo "$SPARSE_GIB GiB sparse, $SPARSE_DATA_MIB MiB data" ;;
+    esac
+}
+
+# --- main ---------------------------------------------------------------------
+
+make_sets
+start_bus
+: >"$TABLE"
+say "tools: ${tools[*]}; $RUNS runs each; raw times in $TIMES"
+{
+    echo "| data set | target | cache | copyd s | cp s | copyd/cp | cp+sync s | xcp s | cpz s | copyd peak RSS MiB | notes |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+} | tee "$TABLE"
+for set in $SETS; do
+    for target in $TARGETS; do
+        group "$set" "$target" warm
+        if [[ $set == file2g && $target == ext4 && $COLD == 1 ]]; then
+            if [[ $(id -u) == 0 ]]; then
+                group "$set" "$target" cold
+            else
+                say "note: cold-cache runs need root; skipped"
+            fi
+        fi
+    done
+done
+say "table in $TABLE"
