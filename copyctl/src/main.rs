@@ -52,8 +52,14 @@ enum Command {
     Cancel { id: String },
     /// Pause a job.
     Pause { id: String },
-    /// Resume a paused job.
+    /// Resume a paused or interrupted job.
     Resume { id: String },
+    /// Change a running job's rate limit (e.g. 50MB/s; 0 for none).
+    SetRate {
+        id: String,
+        #[arg(value_parser = units::parse_rate)]
+        rate: u64,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print copyctl's manual page (roff).
@@ -99,6 +105,12 @@ struct TransferArgs {
     /// Create the job paused (resume it with `copyctl resume ID`).
     #[arg(long)]
     start_paused: bool,
+    /// Place in copyd's queue: higher starts first (default 0).
+    #[arg(long, allow_negative_numbers = true)]
+    priority: Option<i32>,
+    /// Copy holes of sparse files as data (by default they stay holes).
+    #[arg(long)]
+    no_sparse: bool,
     /// SOURCE... DEST
     #[arg(required = true, num_args = 2.., value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -182,6 +194,12 @@ impl TransferArgs {
         }
         if self.start_paused {
             options.insert("start-paused", Variant::Bool(true));
+        }
+        if let Some(priority) = self.priority {
+            options.insert("priority", Variant::I32(priority));
+        }
+        if self.no_sparse {
+            options.insert("sparse", Variant::Bool(false));
         }
         options
     }
@@ -384,6 +402,10 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
                 .await?
                 .resume(HashMap::new())
                 .await?;
+            Ok(true)
+        }
+        Command::SetRate { id, rate } => {
+            job_proxy(&service, id).await?.set_rate_limit(*rate).await?;
             Ok(true)
         }
         Command::PrivateCopyd | Command::Completions { .. } | Command::Man => {

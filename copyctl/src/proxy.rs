@@ -50,6 +50,7 @@ pub trait Job {
     fn cancel(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<()>;
     fn pause(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<()>;
     fn resume(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<()>;
+    fn set_rate_limit(&self, bytes_per_second: u64) -> zbus::Result<()>;
 
     #[zbus(signal)]
     fn progress(

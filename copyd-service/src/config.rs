@@ -24,6 +24,10 @@ pub struct Config {
     pub rate_limit: u64,
     /// Resume interrupted jobs on start.
     pub auto_resume: bool,
+    /// Run one job at a time per physical disk (jobs on different disks
+    /// still run side by side): concurrent copies on one disk mostly make
+    /// each other seek.
+    pub serialize_per_disk: bool,
     /// Run jobs even when their checkpoints cannot be written (the state
     /// directory is not writable); they then cannot resume after a crash.
     pub run_without_checkpoints: bool,
@@ -41,6 +45,7 @@ impl Default for Config {
             state_dir: None,
             rate_limit: 0,
             auto_resume: true,
+            serialize_per_disk: true,
             run_without_checkpoints: false,
         }
     }

@@ -14,6 +14,8 @@ use crate::error::Error;
 pub struct JobOptions {
     pub engine: Options,
     pub start_paused: bool,
+    /// Place in the queue: higher runs first (default 0).
+    pub priority: i32,
     /// Run as root rather than as the caller: needs the polkit action
     /// org.example.copyd1.copy-privileged.
     pub privileged: bool,
@@ -27,6 +29,8 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("preserve", "as"),
     ("rate-limit", "t"),
     ("start-paused", "b"),
+    ("priority", "i"),
+    ("sparse", "b"),
     ("privileged", "b"),
 ];
 
@@ -59,6 +63,11 @@ pub fn parse(options: &HashMap<String, OwnedVariant>) -> Result<JobOptions, Erro
         match key.as_str() {
             "recursive" => parsed.engine.recursive = boolean(key, value)?,
             "start-paused" => parsed.start_paused = boolean(key, value)?,
+            "priority" => match value {
+                Variant::I32(priority) => parsed.priority = *priority,
+                _ => return Err(wrong_type(key)),
+            },
+            "sparse" => parsed.engine.sparse = boolean(key, value)?,
             "privileged" => parsed.privileged = boolean(key, value)?,
             "on-conflict" => {
                 let name = string(key, value)?;

@@ -202,7 +202,7 @@ impl ManagerObject {
         let job = tokio::task::spawn_blocking(move || -> Result<_> {
             let rules = &jobs.config.security;
             vet(rules, &caller, &method_name, &request, parsed.privileged)?;
-            Ok(jobs.create(request, caller, parsed.start_paused)?)
+            Ok(jobs.create(request, caller, parsed.start_paused, parsed.priority)?)
         })
         .await
         .map_err(|err| Error::Failed(err.to_string()))??;

@@ -6,6 +6,7 @@
 
 mod persist;
 mod rate;
+pub mod scheduler;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,11 +19,12 @@ use copyd_engine::{
     Control, EngineError, EngineSet, ErrorKind, FileIdentity, Journal, Operation, Progress,
     ProgressSnapshot, RateLimiter, Request, Resolved, ResumeState, RunState,
 };
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify};
 
 use crate::caller::Caller;
 use crate::config::Config;
 use rate::RateWindow;
+use scheduler::{Scheduler, Slot, Ticket};
 use store::{CallerRecord, JobRecord, LogEntry, Store};
 
 /// How often a running job's progress is sampled and reported.
@@ -119,6 +121,11 @@ pub struct Job {
     /// Wakes the runner of a job waiting in the queue.
     wake: Notify,
     resolved: Resolved,
+    /// Higher runs first.
+    pub priority: i32,
+    ticket: Ticket,
+    /// The disks the job reads and writes (see scheduler).
+    disks: Vec<String>,
     /// Items finished, durable and under their final names.
     items_done: Mutex<BTreeSet<usize>>,
     /// What an earlier run left durable, for the next run to carry on from.
@@ -181,14 +188,15 @@ impl Job {
             self.set_state(JobState::Queued, events);
             return Ok(true);
         }
-        if self.control.resume() {
+        if self.state() == JobState::Paused {
             let started = self.status.lock().unwrap().started;
-            let state = if started {
-                JobState::Running
-            } else {
-                JobState::Queued
-            };
-            self.set_state(state, events);
+            if !started {
+                // Its runner waits in the queue and takes it from here.
+                self.control.resume();
+            }
+            // A started job's runner first gets a slot again, then lets its
+            // worker go on (see sample_until_done).
+            self.set_state(JobState::Queued, events);
             self.wake.notify_one();
         }
         Ok(false)
@@ -246,14 +254,17 @@ pub struct JobManager {
     persistence: Persistence,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
     next_id: AtomicU64,
-    slots: Arc<Semaphore>,
+    scheduler: Scheduler,
     global_limit: Arc<RateLimiter>,
 }
 
 impl JobManager {
     pub fn new(config: Config, engines: EngineSet, persistence: Persistence) -> Arc<Self> {
         Arc::new(JobManager {
-            slots: Arc::new(Semaphore::new(config.max_concurrent_jobs as usize)),
+            scheduler: Scheduler::new(
+                config.max_concurrent_jobs as usize,
+                config.serialize_per_disk,
+            ),
             global_limit: Arc::new(RateLimiter::new(config.rate_limit)),
             config,
             engines: Arc::new(engines),
@@ -304,6 +315,7 @@ impl JobManager {
             items: persist::items_record(&job.resolved.items),
             state: status.state.name().to_owned(),
             items_done: job.items_done.lock().unwrap().iter().copied().collect(),
+            priority: job.priority,
             created_us: job.created_us,
             start_time_us: status.start_time,
             end_time_us: status.end_time,
@@ -333,7 +345,22 @@ impl JobManager {
         caller: Caller,
         state: JobState,
         created_us: u64,
+        priority: i32,
     ) -> Arc<Job> {
+        let mut disks: Vec<String> = resolved
+            .items
+            .iter()
+            .flat_map(|item| {
+                let target_dir = item.target.parent().unwrap_or(std::path::Path::new("/"));
+                [
+                    scheduler::disk_of(&item.source),
+                    scheduler::disk_of(target_dir),
+                ]
+            })
+            .flatten()
+            .collect();
+        disks.sort();
+        disks.dedup();
         let run_state = match state {
             JobState::Paused => RunState::Paused,
             s if s.is_finished() => RunState::Cancelled,
@@ -359,6 +386,9 @@ impl JobManager {
             }),
             wake: Notify::new(),
             resolved,
+            priority,
+            ticket: Ticket::new(priority, id_number),
+            disks,
             items_done: Mutex::new(BTreeSet::new()),
             resume: Mutex::new(ResumeState::default()),
             created_us,
@@ -374,6 +404,7 @@ impl JobManager {
         request: Request,
         caller: Caller,
         start_paused: bool,
+        priority: i32,
     ) -> Result<Arc<Job>, EngineError> {
         if let Persistence::Unavailable(why) = &self.persistence {
             if !self.config.run_without_checkpoints {
@@ -396,7 +427,7 @@ impl JobManager {
         } else {
             JobState::Queued
         };
-        let job = self.new_job(id_number, resolved, caller, state, now_us());
+        let job = self.new_job(id_number, resolved, caller, state, now_us(), priority);
         self.persist(&job);
         Ok(job)
     }
@@ -437,7 +468,14 @@ impl JobManager {
                 record.caller.pid,
                 record.caller.privileged,
             );
-            let job = self.new_job(record.id, resolved, caller, state, record.created_us);
+            let job = self.new_job(
+                record.id,
+                resolved,
+                caller,
+                state,
+                record.created_us,
+                record.priority,
+            );
             {
                 let mut status = job.status.lock().unwrap();
                 status.start_time = record.start_time_us;
@@ -513,7 +551,7 @@ impl JobManager {
     }
 
     async fn run(self: Arc<Self>, job: Arc<Job>, events: mpsc::UnboundedSender<JobEvent>) {
-        let Some(_slot) = self.wait_for_slot(&job).await else {
+        let Some(slot) = self.wait_for_slot(&job).await else {
             self.finish(&job, Err(EngineError::cancelled()), &events);
             return;
         };
@@ -548,25 +586,32 @@ impl JobManager {
                 })
             })
         };
-        let result = self.sample_until_done(&job, worker, &events).await;
+        let result = self.sample_until_done(&job, worker, slot, &events).await;
         self.finish(&job, result, &events);
     }
 
-    /// Waits in the queue; a paused job waits without taking a slot. None if
-    /// the job was cancelled while it waited.
-    async fn wait_for_slot(&self, job: &Job) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// Waits in the queue; a paused job leaves the queue and waits without
+    /// taking a slot. None if the job was cancelled while it waited.
+    async fn wait_for_slot(&self, job: &Job) -> Option<Slot<'_>> {
         loop {
             match job.control.state() {
-                RunState::Cancelled => return None,
-                RunState::Paused => job.wake.notified().await,
+                RunState::Cancelled => {
+                    self.scheduler.leave(job.ticket);
+                    return None;
+                }
+                RunState::Paused => {
+                    self.scheduler.leave(job.ticket);
+                    job.wake.notified().await;
+                }
                 RunState::Running => {
+                    let changed = self.scheduler.changed();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    if let Some(slot) = self.scheduler.try_start(job.ticket, &job.disks) {
+                        return Some(slot);
+                    }
                     tokio::select! {
-                        permit = self.slots.clone().acquire_owned() => {
-                            let permit = permit.expect("the slots are never closed");
-                            if job.control.state() == RunState::Running {
-                                return Some(permit);
-                            }
-                        }
+                        _ = changed => {}
                         _ = job.wake.notified() => {}
                     }
                 }
@@ -574,12 +619,17 @@ impl JobManager {
         }
     }
 
-    async fn sample_until_done(
-        &self,
+    /// Reports progress while the worker runs. A paused job gives its slot
+    /// back (its worker thread stays parked, costing nothing but the thread)
+    /// and, on Resume, queues for one again before its worker may go on.
+    async fn sample_until_done<'s>(
+        &'s self,
         job: &Job,
         mut worker: tokio::task::JoinHandle<Result<copyd_engine::Outcome, EngineError>>,
+        slot: Slot<'s>,
         events: &mpsc::UnboundedSender<JobEvent>,
     ) -> Result<copyd_engine::Outcome, EngineError> {
+        let mut slot = Some(slot);
         let mut window = RateWindow::new();
         let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -591,6 +641,19 @@ impl JobManager {
                     });
                 }
                 _ = ticker.tick() => self.report(job, &mut window, events),
+                _ = job.wake.notified() => {}
+            }
+            match job.state() {
+                // Dropping the slot frees it (and its disks) for others.
+                JobState::Paused if slot.is_some() => slot = None,
+                JobState::Queued if slot.is_none() => {
+                    if let Some(again) = self.scheduler.try_start(job.ticket, &job.disks) {
+                        slot = Some(again);
+                        job.control.resume();
+                        job.set_state(JobState::Running, events);
+                    }
+                }
+                _ => {}
             }
         }
     }

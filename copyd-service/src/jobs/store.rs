@@ -70,6 +70,9 @@ pub struct JobRecord {
     pub state: String,
     /// Indexes of items that are finished (in place, durable).
     pub items_done: Vec<usize>,
+    /// The job's priority in the queue (higher first).
+    #[serde(default)]
+    pub priority: i32,
     pub created_us: u64,
     pub start_time_us: u64,
     pub end_time_us: u64,
@@ -319,6 +322,7 @@ mod tests {
             }],
             state: "running".into(),
             items_done: vec![],
+            priority: 0,
             created_us: 1,
             start_time_us: 2,
             end_time_us: 0,
