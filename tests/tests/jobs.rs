@@ -126,3 +126,33 @@ fn an_unwritable_state_directory_degrades_health_and_refuses_jobs() {
     assert_eq!(b.wait_job_end(&job, Duration::from_secs(30)), "completed");
     assert_eq!(fs::read(dir.path().join("copy")).unwrap(), b"data");
 }
+
+#[test]
+fn finished_jobs_leave_the_bus_after_their_retention() {
+    let bus = TestBus::start(Policy::Permissive);
+    let dir = copyd_tests::scratch_dir("retention");
+    let config = format!(
+        "job_retention_seconds = 1\nstate_dir = \"{}\"\n",
+        dir.path().join("state").display()
+    );
+    let _daemon = Daemon::start_with_config(&bus, Some(&config));
+    let b = Busctl::new(bus.address());
+    let src = dir.path().join("file");
+    fs::write(&src, b"data").unwrap();
+    let job = b.copy(&[&src], &dir.path().join("copy"), &[]);
+    assert_eq!(b.wait_job_end(&job, Duration::from_secs(10)), "completed");
+    let id = job.rsplit('/').next().unwrap().to_string();
+    let managed = || {
+        b.call_json(MANAGER_PATH, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", "", &[])
+            .to_string()
+    };
+    assert!(managed().contains(&job), "a finished job stays listed for a while");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!managed().contains(&job), "the job is still listed after its retention");
+    let out = b.call(MANAGER_PATH, MANAGER_IFACE, "GetJob", "s", &[id]);
+    out.assert_failure();
+    // Its checkpoint went with it.
+    assert_eq!(fs::read_dir(dir.path().join("state/jobs")).unwrap().filter(|e| {
+        e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".job")
+    }).count(), 0);
+}
