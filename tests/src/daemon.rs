@@ -64,6 +64,25 @@ impl Daemon {
         std::mem::replace(&mut self.dir, empty)
     }
 
+    /// Kills copyd with SIGKILL and starts it again in place, on the same
+    /// bus, state directory and config.
+    pub fn crash_and_restart(&mut self, bus: &TestBus) {
+        let crashed = std::mem::replace(self, Daemon::placeholder(bus));
+        *self = Daemon::start_in(bus, crashed.kill9());
+    }
+
+    /// A Daemon with no process, to stand in while the real one restarts.
+    fn placeholder(bus: &TestBus) -> Daemon {
+        let dir = crate::scratch_dir("copyd-placeholder");
+        let log = dir.path().join("copyd.log");
+        Daemon {
+            child: None,
+            address: bus.address().to_string(),
+            dir,
+            log,
+        }
+    }
+
     /// Starts copyd again on the directory of an earlier one (see kill9):
     /// same state directory and config, the log appended to.
     pub fn start_in(bus: &TestBus, dir: tempfile::TempDir) -> Daemon {

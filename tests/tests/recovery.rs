@@ -217,3 +217,53 @@ impl Drop for TmpfsMount {
             .status();
     }
 }
+
+/// A job copyd runs as an unprivileged caller (not as root) also survives a
+/// kill: its checkpoints are written with copyd's rights, and after the
+/// restart it runs as the same user again.
+#[test]
+fn a_users_job_survives_a_kill_and_resumes_as_that_user() {
+    use copyd_tests::polkit::{ensure_user, SecureEnv, USER};
+    use std::os::unix::fs::MetadataExt;
+    let Some(mut env) = SecureEnv::start() else {
+        return;
+    };
+    let ids = ensure_user(USER);
+    let home = env.user_dir(USER, "user-files");
+    let source = home.join("big");
+    make_big_file(&source, 512 << 20, 21);
+    copyd_tests::polkit::chown(&source, ids);
+    let target = home.join("copy");
+    let out = env.start_as(
+        USER,
+        "Copy",
+        &[&source],
+        &target,
+        &["rate-limit", "t", "150000000"],
+    );
+    out.assert_success();
+    let job = copyd_tests::busctl::parse_busctl_object_path(&out.stdout_str());
+    let busctl = Busctl::new(env.address());
+    busctl.wait_job_state(&job, Duration::from_secs(30), |_| {
+        busctl.job_u64(&job, "BytesDone") > 400 << 20
+    });
+    env.daemon.crash_and_restart(&env.bus);
+    finish(&env.bus, &job);
+    assert_files_equal(&source, &target);
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().uid(),
+        ids.uid,
+        "the copy belongs to the user"
+    );
+    assert!(
+        !env.daemon.log_text().contains("could not append"),
+        "checkpoint writes failed:\n{}",
+        env.daemon.log_text()
+    );
+    let log =
+        std::fs::read_to_string(env.daemon.state_dir().join("jobs/1.log")).unwrap_or_default();
+    assert!(
+        log.contains("Offset"),
+        "no durable offset recorded for the user's job: {log}"
+    );
+}

@@ -568,6 +568,7 @@ impl JobManager {
             let journal = JobJournal {
                 manager: self.clone(),
                 job: job.clone(),
+                writer: CheckpointWriter::start(),
             };
             let resume = std::mem::take(&mut *job.resume.lock().unwrap());
             // The whole run happens on a thread with the caller's rights
@@ -853,19 +854,63 @@ fn resume_state(log: &[LogEntry]) -> ResumeState {
 
 /// Where a running job's engine reports durable progress: item-level news
 /// goes into the job's checkpoint, file-level news into its progress log.
+///
+/// The engine calls it on threads that act as the job's caller, who may not
+/// write copyd's state directory. So the writes happen on a thread of
+/// copyd's own ([`CheckpointWriter`]), and each report waits for its write:
+/// what the engine reports is durable before the engine goes on.
 struct JobJournal {
     manager: Arc<JobManager>,
     job: Arc<Job>,
+    writer: CheckpointWriter,
+}
+
+type WriteTask = Box<dyn FnOnce() + Send>;
+
+/// A thread with copyd's own credentials that carries out checkpoint writes
+/// for a job's run; it ends when the run's journal is dropped.
+struct CheckpointWriter {
+    tasks: std::sync::mpsc::Sender<(WriteTask, std::sync::mpsc::SyncSender<()>)>,
+}
+
+impl CheckpointWriter {
+    /// Must be called from a thread with copyd's own rights (the async
+    /// runtime's): the writer inherits them.
+    fn start() -> Self {
+        let (tasks, inbox) =
+            std::sync::mpsc::channel::<(WriteTask, std::sync::mpsc::SyncSender<()>)>();
+        std::thread::Builder::new()
+            .name("copyd-checkpoint".into())
+            .spawn(move || {
+                for (task, done) in inbox {
+                    task();
+                    let _ = done.send(());
+                }
+            })
+            .expect("a checkpoint writer thread");
+        CheckpointWriter { tasks }
+    }
+
+    /// Runs `task` on the writer thread and waits for it.
+    fn run(&self, task: impl FnOnce() + Send + 'static) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if self.tasks.send((Box::new(task), done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
 }
 
 impl JobJournal {
     fn append(&self, entry: LogEntry) {
-        if let Persistence::Enabled(store) = &self.manager.persistence {
-            let id = self.job.id.parse().expect("ids are numbers");
-            if let Err(err) = store.append(id, &entry) {
-                tracing::warn!(job = %self.job.id, %err, "could not append to the progress log");
+        let (manager, job) = (self.manager.clone(), self.job.clone());
+        self.writer.run(move || {
+            if let Persistence::Enabled(store) = &manager.persistence {
+                let id = job.id.parse().expect("ids are numbers");
+                if let Err(err) = store.append(id, &entry) {
+                    tracing::warn!(job = %job.id, %err, "could not append to the progress log");
+                }
             }
-        }
+        });
     }
 }
 
@@ -880,7 +925,8 @@ impl Journal for JobJournal {
 
     fn item_done(&self, index: usize) {
         self.job.items_done.lock().unwrap().insert(index);
-        self.manager.persist(&self.job);
+        let (manager, job) = (self.manager.clone(), self.job.clone());
+        self.writer.run(move || manager.persist(&job));
     }
 
     fn files_durable(&self, index: usize, relatives: &[std::path::PathBuf]) {
