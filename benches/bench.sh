@@ -243,7 +243,7 @@ run_tool() { # tool src dst
         copyd) "$COPYCTL" copy -r "$2" "$3" >/dev/null ;;
         cp) cp -r --preserve=mode,timestamps "$2" "$3" ;;
         xcp) xcp -r "$2" "$3" >/dev/null 2>&1 ;;
-        cpz) cpz -r "$2" "$3" >/dev/null 2>&1 ;;
+        cpz) cpz "$2" "$3" >/dev/null 2>&1 ;; # always recursive
     esac
 }
 
@@ -252,7 +252,7 @@ elapsed() { # start end
 }
 
 median() { # numbers on stdin
-    sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) printf "%.3f\n", v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+    grep -v '^$' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) printf "%.3f\n", v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
 warm() { # read every file of $1 once
@@ -297,7 +297,14 @@ group() { # set target cache
                 echo 3 >/proc/sys/vm/drop_caches
             fi
             t0=$EPOCHREALTIME
-            run_tool "$tool" "$src" "$dst" || die "$tool failed on $set -> $target"
+            if ! run_tool "$tool" "$src" "$dst"; then
+                # copyd and cp must work; another tool's failure is noted.
+                [[ $tool == copyd || $tool == cp ]] && die "$tool failed on $set -> $target"
+                say "  $set $target $cache round $r: $tool FAILED"
+                [[ $du_note == *"$tool failed"* ]] || du_note+="$tool failed, "
+                rm -rf "$dst"
+                continue
+            fi
             t1=$EPOCHREALTIME
             secs=$(elapsed "$t0" "$t1")
             t0=$EPOCHREALTIME
@@ -330,11 +337,12 @@ group() { # set target cache
     med_cp=$(for ((r = 0; r < RUNS; r++)); do echo "${took[cp,$r]}"; done | median)
     med_cpsync=$(for ((r = 0; r < RUNS; r++)); do echo "${took[cp+sync,$r]}"; done | median)
     med_ratio=$(for ((r = 0; r < RUNS; r++)); do awk -v a="${took[copyd,$r]}" -v b="${took[cp,$r]}" 'BEGIN {printf "%.3f\n", a / b}'; done | median)
-    [[ -n ${took[xcp,0]:-} ]] && med_xcp=$(for ((r = 0; r < RUNS; r++)); do echo "${took[xcp,$r]}"; done | median)
-    [[ -n ${took[cpz,0]:-} ]] && med_cpz=$(for ((r = 0; r < RUNS; r++)); do echo "${took[cpz,$r]}"; done | median)
+    [[ " ${tools[*]} " == *" xcp "* ]] && med_xcp=$(for ((r = 0; r < RUNS; r++)); do echo "${took[xcp,$r]:-}"; done | median)
+    [[ " ${tools[*]} " == *" cpz "* ]] && med_cpz=$(for ((r = 0; r < RUNS; r++)); do echo "${took[cpz,$r]:-}"; done | median)
     if [[ $set == sparse ]]; then
-        du_note="source $(du -sm "$src" | cut -f1) MiB; copies: ${du_note%, }"
+        du_note="du: source $(du -sm "$src" | cut -f1) MiB; copies: ${du_note%, }"
     fi
+    du_note=${du_note%, }
     printf '| %s | %s | %s | %s | %s | %.2f× | %s | %s | %s | %s | %s |\n' \
         "$(set_label "$set")" "ext4 → $target" "$cache" "$med_copyd" "$med_cp" "$med_ratio" \
         "$med_cpsync" "$med_xcp" "$med_cpz" "$hwm" "$du_note" | tee -a "$TABLE"
