@@ -143,16 +143,81 @@ fn finished_jobs_leave_the_bus_after_their_retention() {
     assert_eq!(b.wait_job_end(&job, Duration::from_secs(10)), "completed");
     let id = job.rsplit('/').next().unwrap().to_string();
     let managed = || {
-        b.call_json(MANAGER_PATH, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", "", &[])
-            .to_string()
+        b.call_json(
+            MANAGER_PATH,
+            "org.freedesktop.DBus.ObjectManager",
+            "GetManagedObjects",
+            "",
+            &[],
+        )
+        .to_string()
     };
-    assert!(managed().contains(&job), "a finished job stays listed for a while");
+    assert!(
+        managed().contains(&job),
+        "a finished job stays listed for a while"
+    );
     std::thread::sleep(Duration::from_millis(2500));
-    assert!(!managed().contains(&job), "the job is still listed after its retention");
+    assert!(
+        !managed().contains(&job),
+        "the job is still listed after its retention"
+    );
     let out = b.call(MANAGER_PATH, MANAGER_IFACE, "GetJob", "s", &[id]);
     out.assert_failure();
     // Its checkpoint went with it.
-    assert_eq!(fs::read_dir(dir.path().join("state/jobs")).unwrap().filter(|e| {
-        e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".job")
-    }).count(), 0);
+    assert_eq!(
+        fs::read_dir(dir.path().join("state/jobs"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".job")
+            })
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn the_global_rate_limit_changes_live_for_those_polkit_lets_configure() {
+    use copyd_tests::polkit::{SecureEnv, USER};
+    let Some(env) = SecureEnv::start() else {
+        return;
+    };
+    let b = Busctl::new(env.address());
+    let rate = || {
+        b.get_property(MANAGER_PATH, MANAGER_IFACE, "RateLimit")
+            .unwrap()
+    };
+    assert_eq!(rate(), 0);
+    // An ordinary user: configure is auth_admin, so polkit answers with a
+    // challenge, and nothing changes.
+    let out = env.call_as(
+        USER,
+        MANAGER_PATH,
+        MANAGER_IFACE,
+        "SetRateLimit",
+        "t",
+        &["1000".into()],
+    );
+    out.assert_failure();
+    assert_eq!(rate(), 0);
+    // Root may.
+    let out = b.call(
+        MANAGER_PATH,
+        MANAGER_IFACE,
+        "SetRateLimit",
+        "t",
+        &["5000000".into()],
+    );
+    out.assert_success();
+    assert_eq!(rate(), 5_000_000);
+    let denials = env.audit_events();
+    assert!(
+        denials
+            .iter()
+            .any(|e| e.to_string().contains("org.example.copyd1.configure")),
+        "the refused configure is not in the audit log: {denials:?}"
+    );
 }

@@ -13,7 +13,7 @@ pub enum Action {
     CopyPrivileged,
     /// Pause, resume, cancel (or otherwise steer) another user's job.
     ManageOtherJobs,
-    /// Change the running service's settings (no method needs it yet).
+    /// Change the running service's settings (the global rate limit).
     Configure,
 }
 
@@ -37,6 +37,8 @@ pub enum Rule {
     Copy,
     /// Nothing for the job's owner; `manage-other-jobs` for anyone else.
     OwnerOr(Action),
+    /// This action, whoever calls.
+    Always(Action),
 }
 
 impl Rule {
@@ -48,6 +50,7 @@ impl Rule {
             Rule::Copy => Some(Action::Copy),
             Rule::OwnerOr(_) if is_owner => None,
             Rule::OwnerOr(action) => Some(action),
+            Rule::Always(action) => Some(action),
         }
     }
 
@@ -61,6 +64,7 @@ impl Rule {
                 Action::CopyPrivileged.id()
             ),
             Rule::OwnerOr(action) => format!("none for the owner, else {}", action.id()),
+            Rule::Always(action) => action.id().to_owned(),
         }
     }
 }
@@ -76,6 +80,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
     (MANAGER_INTERFACE, "Plan", Rule::Copy),
     (MANAGER_INTERFACE, "ListJobs", Rule::None),
     (MANAGER_INTERFACE, "GetJob", Rule::None),
+    (
+        MANAGER_INTERFACE,
+        "SetRateLimit",
+        Rule::Always(Action::Configure),
+    ),
     (
         JOB_INTERFACE,
         "Cancel",

@@ -386,9 +386,34 @@ impl ManagerObject {
         self.jobs.health()
     }
 
-    #[zbus(property(emits_changed_signal = "const"), name = "RateLimit")]
+    /// Sets the global rate limit over all jobs (0: none) until copyd
+    /// restarts; needs the polkit action org.example.copyd1.configure.
+    async fn set_rate_limit(
+        &self,
+        bytes_per_second: u64,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+        #[zbus(signal_emitter)] emitter: zbus::object_server::SignalEmitter<'_>,
+    ) -> Result<()> {
+        let caller = match caller::identify(connection, &header).await {
+            Ok(caller) => caller,
+            Err(err) => {
+                auth::record_denial("SetRateLimit", &err, &header);
+                return Err(err);
+            }
+        };
+        let action = actions::rule(actions::MANAGER_INTERFACE, "SetRateLimit")
+            .and_then(|rule| rule.action(false, false))
+            .ok_or_else(|| Error::NotAuthorized("SetRateLimit has no authorization rule".into()))?;
+        auth::authorize(connection, &header, &caller, action, &[]).await?;
+        self.jobs.set_global_rate_limit(bytes_per_second);
+        let _ = self.rate_limit_changed(&emitter).await;
+        Ok(())
+    }
+
+    #[zbus(property, name = "RateLimit")]
     fn rate_limit(&self) -> u64 {
-        self.jobs.config.rate_limit
+        self.jobs.global_rate_limit()
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "MaxConcurrentJobs")]

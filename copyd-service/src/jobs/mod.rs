@@ -274,6 +274,15 @@ impl JobManager {
         })
     }
 
+    /// The limit over all jobs, in bytes per second (0: none).
+    pub fn global_rate_limit(&self) -> u64 {
+        self.global_limit.rate()
+    }
+
+    pub fn set_global_rate_limit(&self, bytes_per_second: u64) {
+        self.global_limit.set_rate(bytes_per_second);
+    }
+
     /// Whether jobs are checkpointed (and so can be carried on later).
     pub fn is_persistent(&self) -> bool {
         matches!(self.persistence, Persistence::Enabled(_))
