@@ -1,5 +1,8 @@
 //! `copyctl`: the command-line client of copyd.
 
+// unsafe code lives only in the engine's io_uring module.
+#![forbid(unsafe_code)]
+
 mod connect;
 mod proxy;
 mod units;

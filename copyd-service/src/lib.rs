@@ -9,6 +9,9 @@
 //! - [`auth`]: the action each method needs and asking polkit for it;
 //!   [`security`]: the [security] rules; [`audit`]: the audit trail.
 
+// unsafe code lives only in the engine's io_uring module.
+#![forbid(unsafe_code)]
+
 pub mod audit;
 pub mod auth;
 pub mod bus;

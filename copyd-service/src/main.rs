@@ -1,5 +1,8 @@
 //! `copyd`: the copy service daemon.
 
+// unsafe code lives only in the engine's io_uring module.
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Parser;
