@@ -121,20 +121,31 @@ impl<'a> GroupCommit<'a> {
 
     /// Notes a finished file; once the interval has passed, syncs the file
     /// system with `sync` and reports every file noted so far.
+    ///
+    /// The sync runs outside the lock: the other workers go on finishing
+    /// (and noting) files meanwhile, into the next group. Every file of a
+    /// group was finished before its sync began, so the report stays true.
     pub fn finished(
         &self,
         relative: PathBuf,
         sync: impl FnOnce() -> crate::error::Result<()>,
     ) -> crate::error::Result<()> {
-        let mut state = self.state.lock().unwrap();
-        state.0.push(relative);
-        if state.1.elapsed() < GROUP_COMMIT_INTERVAL {
-            return Ok(());
+        let group = {
+            let mut state = self.state.lock().unwrap();
+            state.0.push(relative);
+            if state.1.elapsed() < GROUP_COMMIT_INTERVAL {
+                return Ok(());
+            }
+            state.1 = Instant::now();
+            std::mem::take(&mut state.0)
+        };
+        if let Err(err) = sync() {
+            // Not durable after all: back into the next group (the transfer
+            // fails on this error anyway).
+            self.state.lock().unwrap().0.extend(group);
+            return Err(err);
         }
-        sync()?;
-        self.journal.files_durable(self.index, &state.0);
-        state.0.clear();
-        state.1 = Instant::now();
+        self.journal.files_durable(self.index, &group);
         Ok(())
     }
 }
