@@ -96,12 +96,14 @@ pub fn walk(root: &Path, control: &Control) -> Result<Tree> {
         let mut subdirs = Vec::new();
         for child in children {
             let relative = relative_dir.join(child.file_name());
-            let path = child.path();
-            let metadata = match fs::symlink_metadata(&path) {
+            // Looked up relative to the open directory (fstatat/statx with
+            // its descriptor), not by the whole path again; symlinks are
+            // not followed.
+            let metadata = match child.metadata() {
                 Ok(metadata) => metadata,
                 // Gone between listing and looking: nothing to copy.
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(EngineError::io("inspect", &path, &err)),
+                Err(err) => return Err(EngineError::io("inspect", &child.path(), &err)),
             };
             if tree.push(relative.clone(), metadata)? == EntryKind::Directory {
                 subdirs.push(relative);
