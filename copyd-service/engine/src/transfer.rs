@@ -4,12 +4,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use rustix::io::Errno;
 
-use crate::copier::{try_chain, CopyContext, EngineSet, FileCopier};
+use crate::copier::{try_chain, CopyContext, EngineSet, FileCopier, StandardCopier};
 use crate::error::{EngineError, Result};
 use crate::journal::{
     FileIdentity, GroupCommit, Journal, NoJournal, ResumeState, OFFSET_COMMIT_INTERVAL,
@@ -52,6 +52,17 @@ struct Transfer<'a> {
 /// How much of a large file is copied between chances to advance its
 /// durable offset.
 const SEGMENT: u64 = 256 << 20;
+
+/// Files of this size or more are copied first, largest first, one per
+/// worker at a time.
+const LARGE_FILE: u64 = 1 << 20;
+
+/// Files with at most this many bytes to copy go by read and write when
+/// copy_file_range cannot take them.
+const SMALL_DATA: u64 = 64 << 10;
+
+/// How many consecutive small files of a tree a worker takes at once.
+const SMALL_FILE_RUN: usize = 16;
 
 /// Runs `resolved` to the end. `tag` makes the temporary names unique to this
 /// job. On error or cancel, nothing partial is left under a final name and no
@@ -283,16 +294,21 @@ impl Transfer<'_> {
             self.progress.add_files_done(1);
         }
 
-        // Largest first, so one big file does not start last and run alone.
-        let mut files: Vec<&Entry> = entries
+        // Large files first, largest first, so one big file does not start
+        // last and run alone; then the small ones in walk order, handed out
+        // in runs of consecutive files (mostly of one directory).
+        let (mut files, small): (Vec<&Entry>, Vec<&Entry>) = entries
             .iter()
             .zip(&link_of)
             .filter(|(e, link)| e.kind == EntryKind::File && link.is_none())
             .map(|(e, _)| e)
-            .collect();
+            .partition(|e| e.metadata.len() >= LARGE_FILE);
         files.sort_by_key(|e| std::cmp::Reverse(e.metadata.len()));
+        let large = files.len();
+        files.extend(small);
         let workers = parallel::worker_count(self.workers, files.len());
-        parallel::for_each(workers, &files, |entry| {
+        let known = KnownUnsupported::default();
+        parallel::for_each_chunked(workers, &files, large, SMALL_FILE_RUN, |entry| {
             self.control.checkpoint()?;
             let (source, copy) = paths(entry);
             if carry_on && self.resume.is_durable(index, &entry.relative) {
@@ -301,7 +317,7 @@ impl Transfer<'_> {
                 return Ok(());
             }
             self.progress.set_current_path(&source);
-            match self.copy_file(&source, &copy, entry, single_file, index, carry_on) {
+            match self.copy_file(&source, &copy, entry, single_file, index, carry_on, &known) {
                 Err(err) if err.per_file && !single_file => {
                     // Go on without it; nothing of it stays in the copy.
                     fsutil::remove_all(&copy)?;
@@ -373,6 +389,7 @@ impl Transfer<'_> {
     /// Copies one file to `copy`. On carrying on, a partial copy whose
     /// source is unchanged continues from its durable offset; anything else
     /// at `copy` is replaced.
+    #[allow(clippy::too_many_arguments)]
     fn copy_file(
         &self,
         source: &Path,
@@ -381,6 +398,7 @@ impl Transfer<'_> {
         sync: bool,
         index: usize,
         carry_on: bool,
+        known: &KnownUnsupported,
     ) -> Result<()> {
         let src = open_nofollow(source)
             .map_err(|err| EngineError::io("open", source, &err).of_one_source_file())?;
@@ -435,7 +453,13 @@ impl Transfer<'_> {
             self.progress.add_bytes_uncopied(start);
         }
         if len > start {
-            self.copy_data(&src, &dst, start, len, &ctx, &offsets)?;
+            let file = FileFacts {
+                device: entry.metadata.dev(),
+                // Fewer blocks than bytes: maybe holes (or inline data), so
+                // look for them; else the whole file is data (as cp judges).
+                maybe_sparse: entry.metadata.blocks() * 512 < len,
+            };
+            self.copy_data(&src, &dst, start, len, &ctx, &offsets, file, known)?;
         }
         fsutil::carry_file_metadata(Some(&src), &dst, copy, &entry.metadata, &self.preserve)?;
         if sync {
@@ -448,6 +472,7 @@ impl Transfer<'_> {
     /// Copies a file's `len` bytes: whole by an engine that shares extents,
     /// if one can here; otherwise data extent by data extent (with sparse),
     /// leaving holes as holes and counting them as done.
+    #[allow(clippy::too_many_arguments)]
     fn copy_data(
         &self,
         src: &File,
@@ -456,29 +481,55 @@ impl Transfer<'_> {
         len: u64,
         ctx: &CopyContext<'_>,
         offsets: &OffsetCommits<'_>,
+        file: FileFacts,
+        known: &KnownUnsupported,
     ) -> Result<()> {
         let (cloners, movers): (Vec<&dyn FileCopier>, Vec<&dyn FileCopier>) = self
             .chain
             .iter()
             .partition(|engine| engine.shares_extents());
+        let skip = known.get(file.device);
         // Sharing extents is all or nothing: only for a copy from the start.
-        if !cloners.is_empty() && start == 0 {
+        // (Known not to work here, it is not tried, unless nothing else is.)
+        let try_clone = !skip.no_clone || movers.is_empty();
+        if try_clone && start == 0 && !cloners.is_empty() {
             match try_chain(&cloners, src, dst, 0, len, ctx)? {
                 Ok(_) => return Ok(()),
                 Err(unsupported) if movers.is_empty() => {
                     return Err(unsupported.into_error(ctx.source))
                 }
-                Err(_) => {}
+                Err(unsupported) => {
+                    if is_unsupported_by_file_system(&unsupported.error) {
+                        known.no_clone(file.device);
+                    }
+                }
             }
         }
-        let extents = if self.sparse {
+        let extents = if self.sparse && file.maybe_sparse {
             sparse::data_extents(src, len)
         } else {
             std::iter::once(0..len).collect()
         };
         // An engine that could not copy one extent of this pair of files
-        // cannot copy the next either: start each try where the last worked.
-        let mut chain = &movers[..];
+        // cannot copy the next either, nor one of the next file from the
+        // same file system: start each try where the last worked.
+        let mut chain = &movers[skip.movers.min(movers.len().saturating_sub(1))..];
+        // A small file's bytes are moved cheapest by one read and one write:
+        // splice pays for a pipe (six calls), io_uring for submitting. (Not
+        // remembered: the next file may be large.)
+        let standard = chain.iter().position(|e| e.name() == StandardCopier.name());
+        let small_path = match standard {
+            Some(at) if len - start <= SMALL_DATA => {
+                let faster_for_small = chain[..at]
+                    .iter()
+                    .all(|e| matches!(e.name(), "splice" | "io_uring"));
+                if faster_for_small {
+                    chain = &chain[at..];
+                }
+                faster_for_small
+            }
+            _ => false,
+        };
         let mut copied = start;
         for extent in extents {
             // What an earlier run made durable is not copied again; large
@@ -494,6 +545,9 @@ impl Transfer<'_> {
                 copied += segment;
                 offsets.maybe_commit(dst, position, ctx.source)?;
             }
+        }
+        if !small_path {
+            known.movers_skipped(file.device, movers.len() - chain.len());
         }
         if copied < len {
             ctx.progress.add_bytes_uncopied(len - copied);
@@ -514,6 +568,72 @@ fn under(root: &Path, relative: &Path) -> std::path::PathBuf {
     } else {
         root.join(relative)
     }
+}
+
+/// What `copy_data` needs to know of a file beyond its open descriptors.
+#[derive(Clone, Copy)]
+struct FileFacts {
+    /// The source's device (from the walk).
+    device: u64,
+    /// Whether the source may have holes worth looking for.
+    maybe_sparse: bool,
+}
+
+/// What the engines found unsupported while copying one item, by source
+/// device (the copy's device is the item's, one for all its files): "not
+/// supported here" belongs to the pair of file systems, so a tree of many
+/// files asks once instead of once per file. Only a cost: a skipped engine
+/// would only have said no again.
+#[derive(Default)]
+struct KnownUnsupported {
+    by_device: std::sync::Mutex<std::collections::HashMap<u64, Skips>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Skips {
+    /// Sharing extents failed as unsupported by the file systems.
+    no_clone: bool,
+    /// The first this many byte movers could not copy here.
+    movers: usize,
+}
+
+impl KnownUnsupported {
+    fn get(&self, device: u64) -> Skips {
+        self.by_device
+            .lock()
+            .unwrap()
+            .get(&device)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn no_clone(&self, device: u64) {
+        self.by_device
+            .lock()
+            .unwrap()
+            .entry(device)
+            .or_default()
+            .no_clone = true;
+    }
+
+    fn movers_skipped(&self, device: u64, skipped: usize) {
+        if skipped == 0 {
+            return;
+        }
+        let mut known = self.by_device.lock().unwrap();
+        let skips = known.entry(device).or_default();
+        skips.movers = skips.movers.max(skipped);
+    }
+}
+
+/// Whether a clone's "unsupported" speaks for the file systems rather than
+/// this pair of files (btrfs says EINVAL to cloning between files of
+/// different checksum settings, for one).
+fn is_unsupported_by_file_system(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error().map(Errno::from_raw_os_error),
+        Some(Errno::XDEV | Errno::OPNOTSUPP | Errno::NOSYS | Errno::NOTTY)
+    )
 }
 
 fn is_cross_device(err: &EngineError) -> bool {
