@@ -17,6 +17,9 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 case $TARGET_DIR in /*) ;; *) TARGET_DIR=$REPO/$TARGET_DIR ;; esac
 OUT_DIR=${OUT_DIR:-$TARGET_DIR/packaging}
+# Which build to package: release, unless PROFILE says otherwise (the test
+# suite packages its debug build to check the recipes).
+PROFILE=${PROFILE:-release}
 # The workspace version: the first `version = "..."` in Cargo.toml
 # ([workspace.package]).
 VERSION=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$REPO/Cargo.toml" | head -n 1)
@@ -24,8 +27,8 @@ VERSION=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$REPO/Cargo.toml" | head -
 
 need_binaries() {
     for b in copyd copyctl; do
-        if [ ! -x "$TARGET_DIR/release/$b" ]; then
-            echo "$0: $TARGET_DIR/release/$b is missing: run \`cargo build --release\` first" >&2
+        if [ ! -x "$TARGET_DIR/$PROFILE/$b" ]; then
+            echo "$0: $TARGET_DIR/$PROFILE/$b is missing: run \`cargo build --release\` first" >&2
             exit 1
         fi
     done
@@ -34,8 +37,8 @@ need_binaries() {
 # stage_tree DESTDIR UNITDIR: install everything under DESTDIR.
 stage_tree() {
     d=$1 unitdir=$2
-    install -D -m 0755 "$TARGET_DIR/release/copyctl" "$d/usr/bin/copyctl"
-    install -D -m 0755 "$TARGET_DIR/release/copyd" "$d/usr/libexec/copyd/copyd"
+    install -D -m 0755 "$TARGET_DIR/$PROFILE/copyctl" "$d/usr/bin/copyctl"
+    install -D -m 0755 "$TARGET_DIR/$PROFILE/copyd" "$d/usr/libexec/copyd/copyd"
     install -D -m 0644 "$REPO/dbus/org.example.Copyd1.conf" \
         "$d/usr/share/dbus-1/system.d/org.example.Copyd1.conf"
     install -D -m 0644 "$REPO/dbus/org.example.Copyd1.service" \

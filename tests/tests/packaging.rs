@@ -1,0 +1,108 @@
+//! The files copyd ships beside its binaries, checked by the tools that read
+//! them: the bus policy and activation file on a real dbus-daemon (a
+//! call from `nobody` activates copyd), the polkit policy and rules on a real
+//! polkitd, the systemd unit with systemd-analyze, and the .deb, .rpm and
+//! tarball recipes, built from this build's binaries and inspected.
+
+use std::path::Path;
+use std::process::Command;
+
+use copyd_tests::cmd::run_timeout;
+use copyd_tests::{bins, repo_root};
+
+fn script(path: &str) -> Command {
+    let mut command = Command::new("bash");
+    command.arg(repo_root().join(path));
+    command
+}
+
+fn profile_of(binary: &Path) -> String {
+    binary
+        .parent()
+        .and_then(Path::file_name)
+        .map(|name| name.to_string_lossy().into_owned())
+        .expect("binaries live in target/<profile>/")
+}
+
+#[test]
+fn bus_policy_and_activation_work_on_a_real_bus() {
+    let out = run_timeout(
+        script("dbus/check-policy.sh").env("COPYD_BIN", bins::copyd()),
+        std::time::Duration::from_secs(120),
+    );
+    out.assert_success();
+    assert!(
+        out.stdout_str().contains("activated the real copyd"),
+        "{}",
+        out.stdout_str()
+    );
+}
+
+#[test]
+fn polkit_policy_and_rules_load_in_polkitd() {
+    let out = run_timeout(
+        &mut script("polkit/check-polkit.sh"),
+        std::time::Duration::from_secs(120),
+    );
+    out.assert_success();
+    assert!(!out.stdout_str().contains("not ok"), "{}", out.stdout_str());
+}
+
+#[test]
+fn systemd_unit_verifies_and_is_hardened() {
+    // verify wants ExecStart's binary to exist: point a copy of the unit at
+    // this build's copyd.
+    let dir = copyd_tests::scratch_dir("unit");
+    let unit = std::fs::read_to_string(repo_root().join("systemd/copyd.service")).unwrap();
+    let unit = unit.replace(
+        "/usr/libexec/copyd/copyd",
+        &bins::copyd().display().to_string(),
+    );
+    let path = dir.path().join("copyd.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = run_timeout(
+        Command::new("systemd-analyze").arg("verify").arg(&path),
+        std::time::Duration::from_secs(60),
+    );
+    out.assert_success();
+    assert!(
+        out.stderr_str().trim().is_empty(),
+        "verify complained:\n{}",
+        out.stderr_str()
+    );
+
+    let out = run_timeout(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(repo_root().join("systemd/copyd.service")),
+        std::time::Duration::from_secs(60),
+    );
+    let text = out.stdout_str();
+    let score: f64 = text
+        .lines()
+        .find_map(|line| {
+            line.split("Overall exposure level for copyd.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
+    eprintln!("systemd-analyze security: exposure {score}");
+    assert!(
+        score <= 3.0,
+        "the unit's exposure rose to {score} (it was 2.2)"
+    );
+}
+
+#[test]
+fn deb_rpm_and_tarball_recipes_build_and_hold_the_right_files() {
+    let out_dir = copyd_tests::scratch_dir("packages");
+    let out = run_timeout(
+        script("packaging/check.sh")
+            .env("PROFILE", profile_of(&bins::copyd()))
+            .env("OUT_DIR", out_dir.path()),
+        std::time::Duration::from_secs(600),
+    );
+    out.assert_success();
+    assert!(!out.stdout_str().contains("not ok"), "{}", out.stdout_str());
+}
