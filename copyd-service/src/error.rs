@@ -47,3 +47,19 @@ impl From<EngineError> for Error {
 pub fn error_name(kind: ErrorKind) -> String {
     format!("{ERROR_PREFIX}{}", kind.name())
 }
+
+/// What went wrong, in words for people and without any path: what copyd
+/// says of a failure to those who may not see the job's paths (the
+/// broadcast Completed signal, non-owners reading ErrorMessage).
+pub fn summary(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidArgument => "the request was not valid",
+        ErrorKind::NotFound => "a file or directory was not found",
+        ErrorKind::AlreadyExists => "the destination already exists",
+        ErrorKind::NoSpace => "the destination file system is full",
+        ErrorKind::PermissionDenied => "permission was denied",
+        ErrorKind::NotSupported => "something was not supported here",
+        ErrorKind::Cancelled => "the job was cancelled",
+        ErrorKind::Failed => "the job failed",
+    }
+}

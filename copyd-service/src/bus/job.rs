@@ -15,7 +15,7 @@ use super::job_path;
 use super::manager::ManagerObject;
 use crate::auth::{self, actions};
 use crate::caller::{self, Caller};
-use crate::error::{error_name, Error, Result};
+use crate::error::{error_name, summary, Error, Result};
 use crate::jobs::{Job, JobEvent, JobManager, JobState, ProgressReport};
 use crate::paths;
 
@@ -62,6 +62,19 @@ fn refuse_options(options: &HashMap<String, OwnedVariant>) -> Result<()> {
 }
 
 impl JobObject {
+    /// Whether the sender of a property read may see the job's paths: its
+    /// owner and root may; anyone else (and a read with no sender, such as
+    /// the ObjectManager's InterfacesAdded) sees them empty.
+    async fn may_see_paths(&self, connection: &Connection, header: Option<&Header<'_>>) -> bool {
+        let Some(header) = header else {
+            return false;
+        };
+        match caller::identify(connection, header).await {
+            Ok(caller) => caller.uid == self.job.caller.uid || caller.uid == 0,
+            Err(_) => false,
+        }
+    }
+
     /// The job's owner may steer it; anyone else needs what the action
     /// table says for the method (manage-other-jobs), from polkit. Root
     /// goes through the same rule (and polkit says yes to root).
@@ -181,12 +194,26 @@ impl JobObject {
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "Sources")]
-    fn sources(&self) -> Vec<Vec<u8>> {
+    async fn sources(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Vec<Vec<u8>> {
+        if !self.may_see_paths(connection, header.as_ref()).await {
+            return Vec::new();
+        }
         self.job.sources.iter().map(|p| paths::encode(p)).collect()
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "Destination")]
-    fn destination(&self) -> Vec<u8> {
+    async fn destination(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Vec<u8> {
+        if !self.may_see_paths(connection, header.as_ref()).await {
+            return Vec::new();
+        }
         paths::encode(&self.job.destination)
     }
 
@@ -250,7 +277,14 @@ impl JobObject {
     }
 
     #[zbus(property, name = "CurrentPath")]
-    fn current_path(&self) -> Vec<u8> {
+    async fn current_path(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Vec<u8> {
+        if !self.may_see_paths(connection, header.as_ref()).await {
+            return Vec::new();
+        }
         paths::encode(&self.job.progress.current_path())
     }
 
@@ -274,18 +308,48 @@ impl JobObject {
     }
 
     #[zbus(property, name = "FailedFiles")]
-    fn failed_files(&self) -> Vec<(Vec<u8>, String)> {
+    async fn failed_files(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Vec<(Vec<u8>, String)> {
+        if !self.may_see_paths(connection, header.as_ref()).await {
+            return Vec::new();
+        }
         failed_files(&self.job.status().failures)
     }
 
     #[zbus(property, name = "ErrorMessage")]
-    fn error_message(&self) -> String {
-        self.job
-            .status()
-            .error
-            .map(|err| err.message)
-            .unwrap_or_default()
+    async fn error_message(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> String {
+        let Some(err) = self.job.status().error else {
+            return String::new();
+        };
+        if self.may_see_paths(connection, header.as_ref()).await {
+            err.message
+        } else {
+            summary(err.kind).to_owned()
+        }
     }
+}
+
+/// Where the job's owner listens: its unique bus name, when the job was
+/// created in this run of copyd through a bus; on a private connection, the
+/// one peer. None when nobody can be told (a recovered job).
+fn owner_emitter<'a>(
+    emitter: &SignalEmitter<'a>,
+    connection: &Connection,
+    job: &Job,
+) -> Option<SignalEmitter<'a>> {
+    if !connection.is_bus() {
+        return Some(emitter.clone());
+    }
+    let name = job.caller.bus_name.as_deref()?;
+    let name = zbus::names::BusName::try_from(name.to_owned()).ok()?;
+    Some(emitter.clone().set_destination(name))
 }
 
 /// Sends one PropertiesChanged for several properties of the job.
@@ -315,9 +379,21 @@ fn progress_properties(
             "Engine",
             Variant::from(job.progress.main_engine().unwrap_or_default().to_owned()),
         ),
+    ])
+}
+
+/// The properties that carry paths: sent only to the job's owner.
+fn path_properties(job: &Job) -> HashMap<&'static str, Variant<'static>> {
+    let status = job.status();
+    HashMap::from([
         (
             "CurrentPath",
             Variant::from(paths::encode(&job.progress.current_path())),
+        ),
+        ("FailedFiles", Variant::from(failed_files(&status.failures))),
+        (
+            "ErrorMessage",
+            Variant::from(status.error.map(|e| e.message).unwrap_or_default()),
         ),
     ])
 }
@@ -332,6 +408,8 @@ pub async fn forward_events(
 ) {
     let path = job_path(&job.id);
     let emitter = SignalEmitter::new(&connection, path.clone()).expect("job paths are valid");
+    // Paths reach only the job's owner (see path_properties).
+    let owner = owner_emitter(&emitter, &connection, &job);
     // A job recovered as finished sends nothing more.
     let mut finished = job.state().is_finished();
     while !finished {
@@ -355,6 +433,9 @@ pub async fn forward_events(
                     tracing::debug!(%err, "could not send Progress");
                 }
                 properties_changed(&emitter, progress_properties(&job, &report)).await;
+                if let Some(owner) = &owner {
+                    properties_changed(owner, path_properties(&job)).await;
+                }
             }
             JobEvent::State(state) => {
                 let status = job.status();
@@ -371,21 +452,25 @@ pub async fn forward_events(
             }
             JobEvent::Finished => {
                 let status = job.status();
+                // Completed is for every listener: its message says what
+                // kind of failure it was, without paths (ErrorMessage has
+                // the whole story, for the owner).
                 let (name, message) = status
                     .error
                     .as_ref()
-                    .map(|err| (error_name(err.kind), err.message.clone()))
+                    .map(|err| (error_name(err.kind), summary(err.kind).to_owned()))
                     .unwrap_or_default();
                 properties_changed(
                     &emitter,
                     HashMap::from([
                         ("EndTime", Variant::U64(status.end_time)),
                         ("ErrorName", Variant::from(name.clone())),
-                        ("ErrorMessage", Variant::from(message.clone())),
-                        ("FailedFiles", Variant::from(failed_files(&status.failures))),
                     ]),
                 )
                 .await;
+                if let Some(owner) = &owner {
+                    properties_changed(owner, path_properties(&job)).await;
+                }
                 let success = status.state == JobState::Completed;
                 if let Err(err) = emitter.completed(success, &name, &message).await {
                     tracing::debug!(%err, "could not send Completed");
