@@ -51,7 +51,7 @@ struct Transfer<'a> {
 
 /// How much of a large file is copied between chances to advance its
 /// durable offset.
-const SEGMENT: u64 = 256 << 20;
+const SEGMENT: u64 = 32 << 20;
 
 /// Files of this size or more are copied first, largest first, one per
 /// worker at a time.
@@ -454,6 +454,7 @@ impl Transfer<'_> {
         }
         if len > start {
             let file = FileFacts {
+                synced: sync || self.journal.is_kept(),
                 device: entry.metadata.dev(),
                 // Fewer blocks than bytes: maybe holes (or inline data), so
                 // look for them; else the whole file is data (as cp judges).
@@ -530,21 +531,37 @@ impl Transfer<'_> {
             }
             _ => false,
         };
-        let mut copied = start;
-        for extent in extents {
-            // What an earlier run made durable is not copied again; large
-            // extents go in segments, so the durable offset can advance.
-            let mut position = extent.start.max(start);
-            while position < extent.end {
-                let segment = (extent.end - position).min(SEGMENT);
-                match try_chain(chain, src, dst, position, segment, ctx)? {
-                    Ok(used) => chain = &chain[used..],
-                    Err(unsupported) => return Err(unsupported.into_error(ctx.source)),
-                }
-                position += segment;
-                copied += segment;
-                offsets.maybe_commit(dst, position, ctx.source)?;
+        // What an earlier run made durable is not copied again; large
+        // extents go in segments, so the durable offset can advance.
+        let pieces = pieces_of(&extents, start, SEGMENT);
+        let copied = start + pieces.iter().map(|p| p.end - p.start).sum::<u64>();
+        if chain.is_empty() && !pieces.is_empty() {
+            // Only an extent-sharing engine was asked for, and it shares
+            // whole files: it cannot carry on a partial copy.
+            return Err(EngineError::new(
+                crate::error::ErrorKind::NotSupported,
+                format!(
+                    "cannot carry on the partial copy of {} with the engines asked for",
+                    ctx.source.display()
+                ),
+            ));
+        }
+        let written_back = |piece: &std::ops::Range<u64>| {
+            if file.synced && len >= LARGE_FILE {
+                start_writeback(dst, piece);
             }
+        };
+        if len >= LARGE_FILE {
+            // Read ahead further, as cp does.
+            let _ = rustix::fs::fadvise(src, start, None, rustix::fs::Advice::Sequential);
+        }
+        for piece in &pieces {
+            match try_chain(chain, src, dst, piece.start, piece.end - piece.start, ctx)? {
+                Ok(used) => chain = &chain[used..],
+                Err(unsupported) => return Err(unsupported.into_error(ctx.source)),
+            }
+            written_back(piece);
+            offsets.maybe_commit(dst, piece.end, ctx.source)?;
         }
         if !small_path {
             known.movers_skipped(file.device, movers.len() - chain.len());
@@ -570,9 +587,36 @@ fn under(root: &Path, relative: &Path) -> std::path::PathBuf {
     }
 }
 
+/// `extents` from `start` on, cut into pieces of at most `size` bytes.
+fn pieces_of(extents: &[std::ops::Range<u64>], start: u64, size: u64) -> Vec<std::ops::Range<u64>> {
+    let mut pieces = Vec::new();
+    for extent in extents {
+        let mut position = extent.start.max(start);
+        while position < extent.end {
+            let end = extent.end.min(position + size);
+            pieces.push(position..end);
+            position = end;
+        }
+    }
+    pieces
+}
+
+/// Starts writing `range` of `copy` back to its device without waiting,
+/// so the closing fdatasync or syncfs finds little left to write: the disk
+/// works while the copy goes on. (POSIX_FADV_DONTNEED starts writeback of
+/// dirty pages and drops the clean ones: a copy's pages are not wanted in
+/// the cache. A no-op where there is no writeback, as on tmpfs.)
+fn start_writeback(copy: &File, range: &std::ops::Range<u64>) {
+    if let Some(len) = std::num::NonZeroU64::new(range.end - range.start) {
+        let _ = rustix::fs::fadvise(copy, range.start, Some(len), rustix::fs::Advice::DontNeed);
+    }
+}
+
 /// What `copy_data` needs to know of a file beyond its open descriptors.
 #[derive(Clone, Copy)]
 struct FileFacts {
+    /// Its copy will be synced to disk once complete.
+    synced: bool,
     /// The source's device (from the walk).
     device: u64,
     /// Whether the source may have holes worth looking for.
