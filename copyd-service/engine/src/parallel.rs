@@ -26,43 +26,29 @@ pub fn for_each<T: Sync>(
     items: &[T],
     work: impl Fn(&T) -> Result<()> + Sync,
 ) -> Result<()> {
-    for_each_chunked(workers, items, items.len(), 1, work)
+    let runs: Vec<_> = (0..items.len()).map(|i| i..i + 1).collect();
+    for_each_run(workers, items, &runs, work)
 }
 
-/// Like [`for_each`], but a worker takes the first `singles` items one at a
-/// time and the rest `chunk` consecutive items at a time. A tree's small
-/// files, in walk order, go in chunks: a worker then creates a run of files
-/// in one directory while another works in the next, instead of both taking
-/// turns in the same directories (contended directory locks, scattered
-/// inode allocation).
-pub fn for_each_chunked<T: Sync>(
+/// Like [`for_each`], but a worker takes a whole run of items at a time:
+/// `runs` are consecutive ranges of `items` covering them all, in the order
+/// they are to be started. A tree's small files go in runs of one
+/// directory each: a worker creates a directory's files while another works
+/// in the next, instead of both taking turns in the same directory (whose
+/// lock every creation takes) and scattering inode allocation.
+pub fn for_each_run<T: Sync>(
     workers: usize,
     items: &[T],
-    singles: usize,
-    chunk: usize,
+    runs: &[std::ops::Range<usize>],
     work: impl Fn(&T) -> Result<()> + Sync,
 ) -> Result<()> {
     if workers <= 1 {
         return items.iter().try_for_each(work);
     }
-    let chunk = chunk.max(1);
     let next = AtomicUsize::new(0);
     let claim = || {
-        let mut start = next.load(Ordering::Relaxed);
-        loop {
-            if start >= items.len() {
-                return None;
-            }
-            let end = if start < singles {
-                start + 1
-            } else {
-                (start + chunk).min(items.len())
-            };
-            match next.compare_exchange_weak(start, end, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return Some(&items[start..end]),
-                Err(now) => start = now,
-            }
-        }
+        runs.get(next.fetch_add(1, Ordering::Relaxed))
+            .map(|run| &items[run.clone()])
     };
     let failed = AtomicBool::new(false);
     let first_error = Mutex::new(None);
@@ -123,18 +109,17 @@ mod tests {
     }
 
     #[test]
-    fn chunks_cover_every_item_once() {
+    fn runs_cover_every_item_once() {
         let items: Vec<u32> = (0..1000).collect();
-        for (singles, chunk) in [(0, 16), (10, 7), (1000, 16), (0, 1), (3, 5000)] {
-            let seen = Mutex::new(Vec::new());
-            for_each_chunked(3, &items, singles, chunk, |i| {
-                seen.lock().unwrap().push(*i);
-                Ok(())
-            })
-            .unwrap();
-            let mut seen = seen.into_inner().unwrap();
-            seen.sort();
-            assert_eq!(seen, items, "singles {singles}, chunk {chunk}");
-        }
+        let runs = [0..1, 1..500, 500..501, 501..1000];
+        let seen = Mutex::new(Vec::new());
+        for_each_run(3, &items, &runs, |i| {
+            seen.lock().unwrap().push(*i);
+            Ok(())
+        })
+        .unwrap();
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        assert_eq!(seen, items);
     }
 }

@@ -61,8 +61,8 @@ const LARGE_FILE: u64 = 1 << 20;
 /// copy_file_range cannot take them.
 const SMALL_DATA: u64 = 64 << 10;
 
-/// How many consecutive small files of a tree a worker takes at once.
-const SMALL_FILE_RUN: usize = 16;
+/// At most how many small files of one directory a worker takes at once.
+const SMALL_FILE_RUN: usize = 1024;
 
 /// Runs `resolved` to the end. `tag` makes the temporary names unique to this
 /// job. On error or cancel, nothing partial is left under a final name and no
@@ -296,7 +296,7 @@ impl Transfer<'_> {
 
         // Large files first, largest first, so one big file does not start
         // last and run alone; then the small ones in walk order, handed out
-        // in runs of consecutive files (mostly of one directory).
+        // in runs of one directory's files.
         let (mut files, small): (Vec<&Entry>, Vec<&Entry>) = entries
             .iter()
             .zip(&link_of)
@@ -304,11 +304,27 @@ impl Transfer<'_> {
             .map(|(e, _)| e)
             .partition(|e| e.metadata.len() >= LARGE_FILE);
         files.sort_by_key(|e| std::cmp::Reverse(e.metadata.len()));
+        // Each large file is a run of its own; small ones go in runs of one
+        // directory's files (at most SMALL_FILE_RUN of them).
         let large = files.len();
-        files.extend(small);
+        let mut runs: Vec<_> = (0..large).map(|i| i..i + 1).collect();
+        for entry in small {
+            let next = files.len();
+            match runs.last_mut() {
+                Some(run)
+                    if run.start >= large
+                        && run.len() < SMALL_FILE_RUN
+                        && files[run.start].relative.parent() == entry.relative.parent() =>
+                {
+                    run.end = next + 1
+                }
+                _ => runs.push(next..next + 1),
+            }
+            files.push(entry);
+        }
         let workers = parallel::worker_count(self.workers, files.len());
         let known = KnownUnsupported::default();
-        parallel::for_each_chunked(workers, &files, large, SMALL_FILE_RUN, |entry| {
+        parallel::for_each_run(workers, &files, &runs, |entry| {
             self.control.checkpoint()?;
             let (source, copy) = paths(entry);
             if carry_on && self.resume.is_durable(index, &entry.relative) {
