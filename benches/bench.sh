@@ -81,7 +81,7 @@ mkdir -p "$BENCH_DIR" "$TMPFS_DIR"
 avail_mib() { df --output=avail -BM "$1" | tail -n 1 | tr -dc 0-9; }
 tree_mib=$(du -sm "$TREE_SRC" 2>/dev/null | cut -f1 || echo 0)
 small_mib=$((SMALL_FILES * 13 / 1024)) # 8.5 KiB average in 4 KiB blocks, plus directories
-# Sources; copies of the tree sets stay until their group ends (every tool,
+# Sources; copies of the tree sets on ext4 stay until the end (every tool,
 # every run); one copy of the large file at a time; 1 GiB to spare.
 keep=$(((small_mib + tree_mib) * (1 + RUNS * ${#tools[@]})))
 need=$((FILE_MIB * 2 + keep + SPARSE_DATA_MIB * 2 + 1024))
@@ -161,7 +161,8 @@ COPYD_PID=
 cleanup() {
     [[ -n $COPYD_PID ]] && kill "$COPYD_PID" 2>/dev/null && wait "$COPYD_PID" 2>/dev/null
     [[ -n $BUS_PID ]] && kill "$BUS_PID" 2>/dev/null && wait "$BUS_PID" 2>/dev/null
-    rm -rf "$RUNDIR" "$TMPFS_DIR/dst"
+    say "removing the copies"
+    rm -rf "$RUNDIR" "$TMPFS_DIR/dst" "$BENCH_DIR/dst"
     [[ -n $MOUNTED_TMPFS ]] && umount "$TMPFS_DIR"
     true
 }
@@ -252,7 +253,7 @@ elapsed() { # start end
 }
 
 median() { # numbers on stdin
-    grep -v '^$' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) printf "%.3f\n", v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+    { grep -v '^$' || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) printf "%.3f\n", v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
 warm() { # read every file of $1 once
@@ -277,7 +278,7 @@ group() { # set target cache
     local set=$1 target=$2 cache=$3
     local src=$SRC/$set dst_root
     case $target in
-        ext4) dst_root=$BENCH_DIR/dst ;;
+        ext4) dst_root=$BENCH_DIR/dst/$set-$cache ;;
         tmpfs) dst_root=$TMPFS_DIR/dst ;;
     esac
     rm -rf "$dst_root"
@@ -321,8 +322,8 @@ group() { # set target cache
                     du_note+="$tool $(du -sm "$dst" | cut -f1) MiB, "
                 fi
             fi
-            # Keep copies of small sets (no mass delete right before the next
-            # mass create); remove large ones at once.
+            # Keep copies of the tree sets on ext4 until the end (a mass
+            # delete slows the next mass create); remove the others at once.
             if [[ $set == file2g || $set == sparse || $target == tmpfs ]]; then
                 rm -rf "$dst"
             fi
@@ -331,7 +332,7 @@ group() { # set target cache
     local hwm
     hwm=$(copyd_hwm_mib)
     stop_copyd
-    rm -rf "$dst_root"
+    [[ $target == tmpfs ]] && rm -rf "$dst_root"
     local med_copyd med_cp med_ratio med_cpsync med_xcp=- med_cpz=-
     med_copyd=$(for ((r = 0; r < RUNS; r++)); do echo "${took[copyd,$r]}"; done | median)
     med_cp=$(for ((r = 0; r < RUNS; r++)); do echo "${took[cp,$r]}"; done | median)
