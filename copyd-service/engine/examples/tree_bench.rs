@@ -2,7 +2,7 @@
 //! group commits happen), without D-Bus: how long the walk takes and how
 //! long the whole transfer, to tell engine time from daemon overhead.
 //!
-//! cargo run --release -p copyd-engine --example tree_bench -- SRC DST_PREFIX [runs] [workers]
+//! cargo run --release -p copyd-engine --example tree_bench -- SRC DST_PREFIX [runs] [workers] [nojournal]
 //!
 //! Copies SRC to DST_PREFIX.0, DST_PREFIX.1, … (fresh names, nothing is
 //! deleted: deleting many files right before creating many slows ext4's
@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use copyd_engine::{
-    resolve, Control, EngineSet, FileIdentity, Journal, Operation, Options, Progress, Request,
-    ResumeState,
+    resolve, Control, EngineSet, FileIdentity, Journal, NoJournal, Operation, Options, Progress,
+    Request, ResumeState,
 };
 
 /// Keeps nothing, but says it does: the transfer then syncs as it does
@@ -30,12 +30,17 @@ impl Journal for CountingJournal {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: tree_bench SRC DST_PREFIX [runs] [workers]");
+        eprintln!("usage: tree_bench SRC DST_PREFIX [runs] [workers] [nojournal]");
         std::process::exit(2);
     }
     let runs: usize = args.get(3).map_or(3, |s| s.parse().expect("runs"));
     let workers: usize = args.get(4).map_or(0, |s| s.parse().expect("workers"));
     let source = PathBuf::from(&args[1]);
+    // "nojournal": a transfer nobody will resume (no group commits).
+    let journal: &dyn Journal = match args.get(5).map(String::as_str) {
+        Some("nojournal") => &NoJournal,
+        _ => &CountingJournal,
+    };
     let engines = EngineSet::probe();
     for run in 0..runs {
         let destination = PathBuf::from(format!("{}.{run}", args[2]));
@@ -62,7 +67,7 @@ fn main() {
             &progress,
             &control,
             &ResumeState::default(),
-            &CountingJournal,
+            journal,
         )
         .unwrap();
         println!(
