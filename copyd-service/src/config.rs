@@ -108,7 +108,8 @@ pub struct SecurityConfig {
     /// Largest single file copied, in bytes; 0 for no limit.
     pub max_file_size: u64,
     /// Longest path (source, destination, or any file's target) in bytes;
-    /// 0 for no limit.
+    /// 0 (the default) for no limit beyond the kernel's own PATH_MAX. A
+    /// limit makes every job walk its sources once more before it starts.
     pub max_path_length: u64,
     /// If not empty, only files with one of these extensions (without the
     /// dot, case-insensitive) may be copied.
@@ -129,7 +130,7 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         SecurityConfig {
             max_file_size: 0,
-            max_path_length: 4096,
+            max_path_length: 0,
             allowed_extensions: Vec::new(),
             blocked_extensions: Vec::new(),
             system_paths: ["/proc", "/sys", "/dev"].map(PathBuf::from).to_vec(),
@@ -163,7 +164,7 @@ mod tests {
         .unwrap();
         let config = Config::load(Some(&file)).unwrap();
         assert_eq!(config.security.blocked_extensions, vec!["exe".to_string()]);
-        assert_eq!(config.security.max_path_length, 4096);
+        assert_eq!(config.security.max_path_length, 0);
         assert!(config.security.require_privilege_for_system);
         assert_eq!(config.audit_log, Some(PathBuf::from("/tmp/a.log")));
         std::fs::write(&file, "[security]\nmax_file_sise = 3\n").unwrap();
