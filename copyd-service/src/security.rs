@@ -204,6 +204,7 @@ mod tests {
         SecurityConfig {
             blocked_extensions: vec!["EXE".into()],
             max_file_size: 10,
+            max_path_length: 4096,
             ..SecurityConfig::default()
         }
     }

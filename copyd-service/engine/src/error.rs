@@ -49,6 +49,8 @@ impl ErrorKind {
             Errno::NOSPC | Errno::DQUOT | Errno::FBIG => ErrorKind::NoSpace,
             Errno::ACCESS | Errno::PERM | Errno::ROFS => ErrorKind::PermissionDenied,
             Errno::OPNOTSUPP | Errno::NOSYS => ErrorKind::NotSupported,
+            // A name or path longer than the kernel takes is bad input.
+            Errno::NAMETOOLONG => ErrorKind::InvalidArgument,
             _ => ErrorKind::Failed,
         }
     }
