@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, Metadata};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{EngineError, ErrorKind, Result};
@@ -402,9 +402,4 @@ pub fn plan(mut request: Request) -> Result<PlanReport> {
         .map_err(|errno| EngineError::io("inspect", &parent, &errno.into()))?;
     report.destination_free_bytes = vfs.f_bavail.saturating_mul(vfs.f_frsize);
     Ok(report)
-}
-
-/// Whether two paths are on the same file system (device).
-pub fn same_device(a: &Metadata, b: &Metadata) -> bool {
-    a.dev() == b.dev()
 }
