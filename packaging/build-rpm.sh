@@ -1,5 +1,6 @@
 #!/bin/sh
 # Build copyd-<version>-1.<arch>.rpm with rpmbuild from `cargo build --release`
+# (or the build PROFILE names)
 # output (copyd.spec --with prebuilt). Source0 is made from this working tree.
 # Writes to $OUT_DIR (default target/packaging/).
 #   packaging/build-rpm.sh
@@ -20,7 +21,7 @@ sed "s/^Version: .*/Version:        $VERSION/" "$REPO/packaging/copyd.spec" > "$
 # empty on a Debian build host.
 rpmbuild -bb --nodeps --with prebuilt \
     --define "_topdir $top" \
-    --define "copyd_bindir $TARGET_DIR/release" \
+    --define "copyd_bindir $TARGET_DIR/$PROFILE" \
     "$top/SPECS/copyd.spec" >"$top/rpmbuild.log" 2>&1 || { cat "$top/rpmbuild.log" >&2; exit 1; }
 mkdir -p "$OUT_DIR"
 for r in "$top"/RPMS/*/*.rpm; do cp "$r" "$OUT_DIR/"; echo "$OUT_DIR/$(basename "$r")"; done
