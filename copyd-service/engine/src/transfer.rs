@@ -222,17 +222,24 @@ impl Transfer<'_> {
     /// Builds `item` under its temporary name, makes it durable and renames it
     /// into place. On failure the temporary is removed.
     fn copy_item(&self, item: &Item, index: usize, tree: &Tree) -> Result<()> {
-        let temp = fsutil::temp_path(&item.target, self.tag, index);
+        let parent = item.target.parent().unwrap_or(Path::new("/"));
+        // The target's directory is looked up once, now; everything after
+        // goes through that open directory, so a symlink swapped into the
+        // destination's path meanwhile changes nothing.
+        let anchor = AnchoredDir::open(parent)?;
+        let temp_name = fsutil::temp_path(&item.target, self.tag, index);
+        let temp = anchor.join(temp_name.file_name().expect("temp names have a name"));
+        let target = anchor.join(item.target.file_name().unwrap_or(item.target.as_os_str()));
         let carry_on = self.resume.started.contains(&index) && temp_exists(&temp);
         if !carry_on {
             // A leftover can only be this very job's, from an interrupted run
             // whose journal did not get to say so.
-            fsutil::remove_all(&temp)?;
+            fsutil::remove_all(&temp).map_err(|err| anchor.explain(err))?;
             self.journal.item_started(index);
         }
         let built = self
             .build(item, index, tree, &temp, carry_on)
-            .and_then(|()| fsutil::rename_into_place(&temp, &item.target, item.replace));
+            .and_then(|()| fsutil::rename_into_place(&temp, &target, item.replace));
         if let Err(err) = built {
             // An interrupted job keeps its partial copy for the resume; a
             // failed or cancelled one leaves nothing behind.
@@ -241,9 +248,9 @@ impl Transfer<'_> {
                     tracing::warn!(%cleanup, "could not remove a temporary copy");
                 }
             }
-            return Err(err);
+            return Err(anchor.explain(err));
         }
-        fsutil::fsync_dir(item.target.parent().unwrap_or(Path::new("/")))
+        anchor.sync()
     }
 
     /// Builds the copy of `tree` at `temp`, in phases: directories (walk
@@ -733,5 +740,57 @@ impl OffsetCommits<'_> {
             .file_offset(self.index, self.relative, self.identity, offset);
         self.last.set(std::time::Instant::now());
         Ok(())
+    }
+}
+
+/// A directory opened once and then reached through its descriptor: paths
+/// below `/proc/self/fd/N` name entries of exactly that directory, whatever
+/// happens to the path it was opened by. (The thread group may always look
+/// at its own descriptors, whatever credentials a worker thread acts with.)
+/// Without /proc, the plain path is used.
+struct AnchoredDir {
+    dir: File,
+    path: std::path::PathBuf,
+    via: std::path::PathBuf,
+}
+
+impl AnchoredDir {
+    fn open(path: &Path) -> Result<Self> {
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
+            .open(path)
+            .map_err(|err| EngineError::io("open directory", path, &err))?;
+        let magic = Path::new("/proc/self/fd").join(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string());
+        let via = if fs::metadata(&magic).is_ok_and(|m| m.is_dir()) {
+            magic
+        } else {
+            path.to_path_buf()
+        };
+        Ok(AnchoredDir {
+            dir,
+            path: path.to_path_buf(),
+            via,
+        })
+    }
+
+    fn join(&self, name: &std::ffi::OsStr) -> std::path::PathBuf {
+        self.via.join(name)
+    }
+
+    /// Makes the directory's entries durable.
+    fn sync(&self) -> Result<()> {
+        self.dir
+            .sync_all()
+            .map_err(|err| EngineError::io("sync directory", &self.path, &err))
+    }
+
+    /// Speaks of the directory by the path people gave, not by descriptor.
+    fn explain(&self, mut err: EngineError) -> EngineError {
+        if self.via != self.path {
+            let via = self.via.display().to_string();
+            err.message = err.message.replace(&via, &self.path.display().to_string());
+        }
+        err
     }
 }
