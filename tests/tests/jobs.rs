@@ -239,13 +239,23 @@ fn a_destination_swapped_mid_copy_does_not_redirect_a_root_job() {
     fs::create_dir_all(&victim).unwrap();
     let b = env.busctl();
     // ~4 s at 8 MB/s.
-    let job = b.copy(&[&source], &parent.join("out"), &["recursive", "b", "true", "rate-limit", "t", "8000000"]);
-    b.wait_job_state(&job, Duration::from_secs(30), |_| b.job_u64(&job, "BytesDone") > (4 << 20));
+    let job = b.copy(
+        &[&source],
+        &parent.join("out"),
+        &["recursive", "b", "true", "rate-limit", "t", "8000000"],
+    );
+    b.wait_job_state(&job, Duration::from_secs(30), |_| {
+        b.job_u64(&job, "BytesDone") > (4 << 20)
+    });
     // Swap: the real directory moves away, a symlink to the victim takes its name.
     let moved = env.path("parent-moved");
     fs::rename(&parent, &moved).unwrap();
     std::os::unix::fs::symlink(&victim, &parent).unwrap();
     assert_eq!(b.wait_job_end(&job, Duration::from_secs(60)), "completed");
-    assert_eq!(fs::read_dir(&victim).unwrap().count(), 0, "the job wrote through the swapped symlink");
+    assert_eq!(
+        fs::read_dir(&victim).unwrap().count(),
+        0,
+        "the job wrote through the swapped symlink"
+    );
     assert_trees_equal(&source, &moved.join("out"));
 }

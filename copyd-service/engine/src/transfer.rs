@@ -761,7 +761,8 @@ impl AnchoredDir {
             .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
             .open(path)
             .map_err(|err| EngineError::io("open directory", path, &err))?;
-        let magic = Path::new("/proc/self/fd").join(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string());
+        let magic =
+            Path::new("/proc/self/fd").join(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string());
         let via = if fs::metadata(&magic).is_ok_and(|m| m.is_dir()) {
             magic
         } else {
