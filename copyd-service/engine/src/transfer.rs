@@ -144,17 +144,29 @@ pub fn run_resumable(
 
     for ((index, item), tree) in to_copy.into_iter().zip(trees) {
         let failures_before = transfer.failures.lock().unwrap().len();
+        // A moved source is deleted in the directory the copy read it from,
+        // even if its path names another one by then.
+        let source_dir = match resolved.request.operation {
+            Operation::Move => Some(AnchoredDir::open(parent_of(&item.source))?),
+            Operation::Copy => None,
+        };
         transfer.copy_item(item, index, &tree)?;
         let whole = transfer.failures.lock().unwrap().len() == failures_before;
-        if resolved.request.operation == Operation::Move && whole {
+        if let (Some(source_dir), true) = (&source_dir, whole) {
             // The copy is durable (copy_item synced it): now the source may go.
-            remove_moved_source(item)?;
+            let name = item.source.file_name().unwrap_or(item.source.as_os_str());
+            fsutil::remove_all(&source_dir.join(name)).map_err(|err| source_dir.explain(err))?;
+            source_dir.sync()?;
         }
         journal.item_done(index);
         outcome.copied += 1;
     }
     outcome.failures = transfer.failures.into_inner().unwrap();
     Ok(outcome)
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("/"))
 }
 
 fn remove_moved_source(item: &Item) -> Result<()> {
@@ -222,7 +234,7 @@ impl Transfer<'_> {
     /// Builds `item` under its temporary name, makes it durable and renames it
     /// into place. On failure the temporary is removed.
     fn copy_item(&self, item: &Item, index: usize, tree: &Tree) -> Result<()> {
-        let parent = item.target.parent().unwrap_or(Path::new("/"));
+        let parent = parent_of(&item.target);
         // The target's directory is looked up once, now; everything after
         // goes through that open directory, so a symlink swapped into the
         // destination's path meanwhile changes nothing.
