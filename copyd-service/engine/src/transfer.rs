@@ -437,10 +437,17 @@ impl Transfer<'_> {
     ) -> Result<()> {
         let src = open_nofollow(source)
             .map_err(|err| EngineError::io("open", source, &err).of_one_source_file())?;
-        let identity = FileIdentity::of(
-            &src.metadata()
-                .map_err(|err| EngineError::io("inspect", source, &err))?,
-        );
+        // A journal ties durable offsets to the very inode opened (it may
+        // differ from the walk's if the path changed since); without one,
+        // the walk's facts serve and the fstat is saved.
+        let identity = if self.journal.is_kept() {
+            FileIdentity::of(
+                &src.metadata()
+                    .map_err(|err| EngineError::io("inspect", source, &err))?,
+            )
+        } else {
+            FileIdentity::of(&entry.metadata)
+        };
         let resume_at = if carry_on {
             self.resume.offset(index, &entry.relative, identity)
         } else {
