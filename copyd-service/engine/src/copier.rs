@@ -88,6 +88,12 @@ pub trait FileCopier: Send + Sync {
     fn shares_extents(&self) -> bool {
         false
     }
+
+    /// Rings that copy many small files in one go, for an engine that can
+    /// (io_uring); see [`crate::engines::io_uring::BatchRings`].
+    fn small_file_batches(&self) -> Option<&crate::engines::io_uring::BatchRings> {
+        None
+    }
 }
 
 /// The engines usable here, in the order `auto` tries them.

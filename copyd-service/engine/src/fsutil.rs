@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, Metadata};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -94,6 +95,31 @@ pub fn copy_mode_owned(source: &Metadata, owner_kept: bool) -> u32 {
     } else {
         copy_mode(source)
     }
+}
+
+/// The process's umask, which the kernel applies to every file it creates
+/// (read once, from /proc; the daemon never changes it). Unknown, it is
+/// taken as 0o777: then no created mode is trusted to be exact.
+pub fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+            })
+            .unwrap_or(0o777)
+    })
+}
+
+/// Whether files created in the open directory `dir` get their mode from a
+/// default ACL (instead of the umask). Unsure, it says yes.
+pub fn has_default_acl(dir: BorrowedFd<'_>) -> bool {
+    !matches!(
+        rustix::fs::fgetxattr(dir, "system.posix_acl_default", &mut [0u8; 0][..]),
+        Err(Errno::NODATA | Errno::OPNOTSUPP)
+    )
 }
 
 /// Gives `chown` the source's owner and group. Like `cp -p` as a normal
@@ -188,10 +214,24 @@ pub fn carry_path_metadata(
     source: &Metadata,
     preserve: &Preserve,
 ) -> Result<()> {
+    carry_metadata_at(CWD, path, path, source_path, source, preserve)
+}
+
+/// [`carry_path_metadata`] for the entry `name` of the open directory `dir`
+/// (one lookup of one name, not of a whole path); `path` is the entry's
+/// path, for extended attributes and messages.
+pub fn carry_metadata_at(
+    dir: BorrowedFd<'_>,
+    name: &Path,
+    path: &Path,
+    source_path: Option<&Path>,
+    source: &Metadata,
+    preserve: &Preserve,
+) -> Result<()> {
     let is_symlink = source.file_type().is_symlink();
     let owner_kept = if preserve.ownership {
         give_owner(path, source, |uid, gid| {
-            rustix::fs::chownat(CWD, path, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+            rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
         })?
     } else {
         false
@@ -200,14 +240,12 @@ pub fn carry_path_metadata(
         xattr::copy_path(source_path, path)?;
     }
     if preserve.mode && !is_symlink {
-        fs::set_permissions(
-            path,
-            fs::Permissions::from_mode(copy_mode_owned(source, owner_kept)),
-        )
-        .map_err(|err| EngineError::io("set the mode of", path, &err))?;
+        let mode = rustix::fs::Mode::from_raw_mode(copy_mode_owned(source, owner_kept));
+        rustix::fs::chmodat(dir, name, mode, AtFlags::empty())
+            .map_err(|errno| EngineError::io("set the mode of", path, &errno.into()))?;
     }
     if preserve.timestamps {
-        rustix::fs::utimensat(CWD, path, &timestamps_of(source), AtFlags::SYMLINK_NOFOLLOW)
+        rustix::fs::utimensat(dir, name, &timestamps_of(source), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|errno| EngineError::io("set the times of", path, &errno.into()))?;
     }
     Ok(())

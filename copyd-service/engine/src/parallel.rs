@@ -42,8 +42,30 @@ pub fn for_each_run<T: Sync>(
     runs: &[std::ops::Range<usize>],
     work: impl Fn(&T) -> Result<()> + Sync,
 ) -> Result<()> {
+    for_each_whole_run(workers, items, runs, |run, stopped| {
+        for item in run {
+            if stopped() {
+                break;
+            }
+            work(item)?;
+        }
+        Ok(())
+    })
+}
+
+/// Like [`for_each_run`], handing `work` each run whole (to copy its items
+/// together), with a `stopped` check that turns true once any run failed:
+/// `work` should then end early.
+pub fn for_each_whole_run<T: Sync>(
+    workers: usize,
+    items: &[T],
+    runs: &[std::ops::Range<usize>],
+    work: impl Fn(&[T], &dyn Fn() -> bool) -> Result<()> + Sync,
+) -> Result<()> {
     if workers <= 1 {
-        return items.iter().try_for_each(work);
+        return runs
+            .iter()
+            .try_for_each(|run| work(&items[run.clone()], &|| false));
     }
     let next = AtomicUsize::new(0);
     let claim = || {
@@ -51,19 +73,18 @@ pub fn for_each_run<T: Sync>(
             .map(|run| &items[run.clone()])
     };
     let failed = AtomicBool::new(false);
+    let stopped = || failed.load(Ordering::Relaxed);
     let first_error = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 while let Some(claimed) = claim() {
-                    for item in claimed {
-                        if failed.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        if let Err(err) = work(item) {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error.lock().unwrap().get_or_insert(err);
-                        }
+                    if stopped() {
+                        return;
+                    }
+                    if let Err(err) = work(claimed, &stopped) {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error.lock().unwrap().get_or_insert(err);
                     }
                 }
             });

@@ -10,6 +10,7 @@ use std::path::Path;
 use rustix::io::Errno;
 
 use crate::copier::{try_chain, CopyContext, EngineSet, FileCopier, StandardCopier};
+use crate::engines::io_uring::{BatchRings, SmallFile, SmallFileResult, BATCH_FILE_MAX};
 use crate::error::{EngineError, Result};
 use crate::journal::{
     FileIdentity, GroupCommit, Journal, NoJournal, ResumeState, OFFSET_COMMIT_INTERVAL,
@@ -56,6 +57,10 @@ const SEGMENT: u64 = 32 << 20;
 /// Files of this size or more are copied first, largest first, one per
 /// worker at a time.
 const LARGE_FILE: u64 = 1 << 20;
+
+/// Whether `auto` batches a tree's small files through io_uring where
+/// extents cannot be shared (see `small_file_batches`).
+const BATCH_SMALL_FILES_IN_AUTO: bool = true;
 
 /// Files with at most this many bytes to copy go by read and write when
 /// copy_file_range cannot take them.
@@ -343,7 +348,17 @@ impl Transfer<'_> {
         }
         let workers = parallel::worker_count(self.workers, files.len());
         let known = KnownUnsupported::default();
-        parallel::for_each_run(workers, &files, &runs, |entry| {
+        // What follows every file's copy, however it was made.
+        let finished = |entry: &Entry| -> Result<()> {
+            self.progress.add_files_done(1);
+            if !single_file && self.journal.is_kept() {
+                group.finished(entry.relative.clone(), || {
+                    fsutil::sync_filesystem(temp_parent)
+                })?;
+            }
+            Ok(())
+        };
+        let one_file = |entry: &Entry| -> Result<()> {
             self.control.checkpoint()?;
             let (source, copy) = paths(entry);
             if carry_on && self.resume.is_durable(index, &entry.relative) {
@@ -361,11 +376,20 @@ impl Transfer<'_> {
                 }
                 result => result?,
             }
-            self.progress.add_files_done(1);
-            if !single_file && self.journal.is_kept() {
-                group.finished(entry.relative.clone(), || {
-                    fsutil::sync_filesystem(temp_parent)
-                })?;
+            finished(entry)
+        };
+        parallel::for_each_whole_run(workers, &files, &runs, |run, stopped| {
+            // A fresh build's small files may go through a ring in batches;
+            // whatever a batch does not copy goes the ordinary way.
+            let rest = match self.small_file_batches(run, &known, carry_on || single_file) {
+                Some(rings) => self.copy_in_batches(rings, run, &item.source, temp, &finished)?,
+                None => run.to_vec(),
+            };
+            for entry in rest {
+                if stopped() {
+                    break;
+                }
+                one_file(entry)?;
             }
             Ok(())
         })?;
@@ -419,6 +443,143 @@ impl Transfer<'_> {
             fsutil::sync_filesystem(temp.parent().unwrap_or(Path::new("/")))?;
         }
         Ok(())
+    }
+
+    /// The rings to copy `run`'s small files with, when batching is the
+    /// way here: the io_uring engine is the one to use (asked for, or in
+    /// `auto`, when extents cannot be shared between these file systems and
+    /// BATCH_SMALL_FILES_IN_AUTO says so), the run holds several files
+    /// small enough, and this is a fresh build (`fresh`): carrying on an
+    /// interrupted one goes file by file, by the journal.
+    fn small_file_batches(
+        &self,
+        run: &[&Entry],
+        known: &KnownUnsupported,
+        not_fresh: bool,
+    ) -> Option<&BatchRings> {
+        if not_fresh || run.len() < 2 {
+            return None;
+        }
+        let engine = self
+            .chain
+            .iter()
+            .find(|e| e.small_file_batches().is_some())?;
+        let forced = self.chain.len() == 1;
+        if !forced {
+            let skips = known.get(run[0].metadata.dev());
+            if !(BATCH_SMALL_FILES_IN_AUTO && skips.no_clone) {
+                return None;
+            }
+        }
+        engine.small_file_batches()
+    }
+
+    /// Copies the files of `run` that suit a batch (small whole files of
+    /// one directory) through `rings`, with their metadata, calling
+    /// `finished` for each; returns the entries left for the ordinary way:
+    /// those that do not suit, and those a batch could not copy (their
+    /// partial copies removed), whose errors the ordinary way reports.
+    fn copy_in_batches<'e>(
+        &self,
+        rings: &BatchRings,
+        run: &[&'e Entry],
+        source_root: &Path,
+        copy_root: &Path,
+        finished: &dyn Fn(&Entry) -> Result<()>,
+    ) -> Result<Vec<&'e Entry>> {
+        let Some(parent) = run[0].relative.parent() else {
+            return Ok(run.to_vec());
+        };
+        let (batch, mut rest): (Vec<&Entry>, Vec<&Entry>) = run.iter().partition(|entry| {
+            entry.kind == EntryKind::File
+                && entry.metadata.len() <= BATCH_FILE_MAX
+                && !maybe_sparse(&entry.metadata)
+                && entry.relative.parent() == Some(parent)
+        });
+        let (source_dir, copy_dir) = (under(source_root, parent), under(copy_root, parent));
+        use std::os::fd::AsFd;
+        let (Ok(source_fd), Ok(copy_fd)) = (open_directory(&source_dir), open_directory(&copy_dir))
+        else {
+            return Ok(run.to_vec());
+        };
+        let names: Vec<(&Path, std::ffi::CString)> = batch
+            .iter()
+            .map(|entry| {
+                let name = Path::new(entry.relative.file_name().unwrap_or_default());
+                let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str());
+                (
+                    name,
+                    std::ffi::CString::new(bytes).expect("file names hold no NUL"),
+                )
+            })
+            .collect();
+        // A copy is created with its final mode when the kernel will give it
+        // exactly that (no umask bits to clear, no default ACL to apply, no
+        // chown to come that would clear bits): its chmod is saved. It is
+        // still private until complete: the tree is built in directories
+        // of mode 0700 that get their own modes only at the end.
+        let exact_modes = self.preserve.mode
+            && !self.preserve.ownership
+            && !self.preserve.xattr
+            && !fsutil::has_default_acl(copy_fd.as_fd());
+        let umask = fsutil::process_umask();
+        let created_mode = |entry: &Entry| {
+            let mode = fsutil::copy_mode(&entry.metadata);
+            if exact_modes && mode & umask == 0 {
+                Some(mode)
+            } else {
+                None
+            }
+        };
+        let files: Vec<SmallFile<'_>> = batch
+            .iter()
+            .zip(&names)
+            .map(|(entry, (_, name))| SmallFile {
+                source: name,
+                copy: name,
+                len: entry.metadata.len(),
+                // Else private until complete; the final mode comes last.
+                mode: created_mode(entry).unwrap_or(0o600),
+            })
+            .collect();
+        self.control.checkpoint()?;
+        self.progress.set_current_path(&source_dir);
+        rings.copy(source_fd.as_fd(), copy_fd.as_fd(), &files, |i, outcome| {
+            let (entry, name) = (batch[i], names[i].0);
+            match outcome {
+                SmallFileResult::Copied => {
+                    let preserve = Preserve {
+                        mode: self.preserve.mode && created_mode(entry).is_none(),
+                        ..self.preserve
+                    };
+                    fsutil::carry_metadata_at(
+                        copy_fd.as_fd(),
+                        name,
+                        &copy_dir.join(name),
+                        Some(&source_dir.join(name)),
+                        &entry.metadata,
+                        &preserve,
+                    )?;
+                    self.progress.add_bytes("io_uring", entry.metadata.len());
+                    self.control.throttle(entry.metadata.len())?;
+                    finished(entry)
+                }
+                SmallFileResult::Failed { error, created } => {
+                    tracing::debug!(%error, file = %source_dir.join(name).display(), "batched copy failed; copying it alone");
+                    if created {
+                        match rustix::fs::unlinkat(copy_fd.as_fd(), name, rustix::fs::AtFlags::empty()) {
+                            Ok(()) | Err(Errno::NOENT) => {}
+                            Err(errno) => {
+                                return Err(EngineError::io("remove", &copy_dir.join(name), &errno.into()))
+                            }
+                        }
+                    }
+                    rest.push(entry);
+                    Ok(())
+                }
+            }
+        })?;
+        Ok(rest)
     }
 
     /// Copies one file to `copy`. On carrying on, a partial copy whose
@@ -500,7 +661,7 @@ impl Transfer<'_> {
                 device: entry.metadata.dev(),
                 // Fewer blocks than bytes: maybe holes (or inline data), so
                 // look for them; else the whole file is data (as cp judges).
-                maybe_sparse: entry.metadata.blocks() * 512 < len,
+                maybe_sparse: maybe_sparse(&entry.metadata),
             };
             self.copy_data(&src, &dst, start, len, &ctx, &offsets, file, known)?;
         }
@@ -627,6 +788,20 @@ fn under(root: &Path, relative: &Path) -> std::path::PathBuf {
     } else {
         root.join(relative)
     }
+}
+
+/// Whether a file may have holes worth looking for: fewer blocks than bytes
+/// (or inline data); else the whole file is data, as cp judges.
+fn maybe_sparse(metadata: &fs::Metadata) -> bool {
+    metadata.blocks() * 512 < metadata.len()
+}
+
+/// Opens a directory to name entries relative to it.
+fn open_directory(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW).bits() as i32)
+        .open(path)
 }
 
 /// `extents` from `start` on, cut into pieces of at most `size` bytes.

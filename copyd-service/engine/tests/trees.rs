@@ -4,28 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{copy_with, write_file};
+use common::{copy_with, rsync_differences, write_file};
 use copyd_engine::{EngineSet, Options, Preserve};
-
-/// What `rsync -naHX --checksum --itemize-changes SRC/ DST/` would change:
-/// nothing, for an exact copy (contents, modes, owners, times, symlinks,
-/// hard links, xattrs).
-fn rsync_differences(source: &Path, target: &Path) -> String {
-    let out = Command::new("rsync")
-        .args(["-naHX", "--checksum", "--itemize-changes"])
-        .arg(format!("{}/", source.display()))
-        .arg(format!("{}/", target.display()))
-        .output()
-        .expect("rsync");
-    assert!(
-        out.status.success(),
-        "rsync: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn archive(source: &Path, target: &Path, workers: usize) -> copyd_engine::ProgressSnapshot {
     let options = Options {

@@ -61,6 +61,8 @@ impl IoUringConfig {
 /// The io_uring engine: a pool of rings, one per thread that copies at once.
 pub struct IoUringCopier {
     config: IoUringConfig,
+    /// Rings for many small files at once, where the kernel can.
+    batches: Option<BatchRings>,
     pool: Mutex<Vec<Ring>>,
     /// Rings kept for reuse at most; more are dropped after use. Enough for
     /// every worker thread of a transfer on this machine.
@@ -94,6 +96,7 @@ impl IoUringCopier {
             .max(2);
         Some(IoUringCopier {
             config,
+            batches: BatchRings::probe(pool_limit),
             pool: Mutex::new(vec![ring]),
             pool_limit,
         })
@@ -124,6 +127,10 @@ impl IoUringCopier {
 impl FileCopier for IoUringCopier {
     fn name(&self) -> &'static str {
         "io_uring"
+    }
+
+    fn small_file_batches(&self) -> Option<&BatchRings> {
+        self.batches.as_ref()
     }
 
     fn copy_range(
@@ -168,10 +175,16 @@ unsafe impl Send for Ring {}
 
 impl Ring {
     fn new(config: IoUringConfig) -> io::Result<Ring> {
+        Ring::with_layout(config.queue_depth, config.queue_depth, config.slot_bytes())
+    }
+
+    /// A ring with `entries` submission entries and `slots` buffers of
+    /// `slot_bytes` each.
+    fn with_layout(entries: u32, slots: u32, slot_bytes: usize) -> io::Result<Ring> {
         let mut raw: Box<MaybeUninit<sys::io_uring>> = Box::new(MaybeUninit::zeroed());
         // SAFETY: `raw` points to writable memory for one `io_uring`, which
         // io_uring_queue_init fills in completely when it returns 0.
-        let ret = unsafe { sys::io_uring_queue_init(config.queue_depth, raw.as_mut_ptr(), 0) };
+        let ret = unsafe { sys::io_uring_queue_init(entries, raw.as_mut_ptr(), 0) };
         if ret < 0 {
             return Err(io::Error::from_raw_os_error(-ret));
         }
@@ -179,8 +192,6 @@ impl Ring {
         // MaybeUninit<T> has the layout of T.
         let raw: Box<sys::io_uring> = unsafe { Box::from_raw(Box::into_raw(raw).cast()) };
 
-        let slot_bytes = config.slot_bytes();
-        let slots = config.queue_depth;
         // Zeroed memory from the allocator: large, so mmap'd, and its pages
         // are only touched when registration pins them or the kernel reads
         // into them.
@@ -225,19 +236,7 @@ impl Ring {
     }
 
     fn supports_fixed_read_write(&mut self) -> bool {
-        // SAFETY: the ring is initialised; the probe returned is freed below.
-        let probe = unsafe { sys::io_uring_get_probe_ring(&mut *self.raw) };
-        if probe.is_null() {
-            return false;
-        }
-        // SAFETY: `probe` is a valid probe from liburing until freed.
-        let supported = unsafe {
-            sys::io_uring_opcode_supported(probe, sys::IORING_OP_READ_FIXED as i32) != 0
-                && sys::io_uring_opcode_supported(probe, sys::IORING_OP_WRITE_FIXED as i32) != 0
-        };
-        // SAFETY: allocated by io_uring_get_probe_ring, freed once.
-        unsafe { sys::io_uring_free_probe(probe) };
-        supported
+        self.supports(&[sys::IORING_OP_READ_FIXED, sys::IORING_OP_WRITE_FIXED])
     }
 
     /// Queues a read (`write == false`) or write of `len` bytes at file
@@ -305,19 +304,7 @@ impl Ring {
 
     /// The next completion, if one is ready: (slot, result).
     fn reap(&mut self) -> Option<(u32, i32)> {
-        let mut cqe: *mut sys::io_uring_cqe = std::ptr::null_mut();
-        // SAFETY: the ring is initialised; `cqe` is an out pointer.
-        let ret = unsafe { sys::io_uring_peek_cqe(&mut *self.raw, &mut cqe) };
-        if ret < 0 || cqe.is_null() {
-            return None;
-        }
-        // SAFETY: peek_cqe returned a valid completion, which we read once
-        // and then hand back to the ring with cqe_seen.
-        unsafe {
-            let completion = ((*cqe).user_data as u32, (*cqe).res);
-            sys::io_uring_cqe_seen(&mut *self.raw, cqe);
-            Some(completion)
-        }
+        self.reap_data().map(|(data, res)| (data as u32, res))
     }
 }
 
@@ -510,5 +497,380 @@ impl<'r> Pipeline<'r> {
         };
         self.queue(slot)
             .map_err(|err| classify(err, self.wrote_any, "queue I/O for", ctx))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Many small files through one ring.
+//
+// For a tree of small files the cost is in the calls per file, not in the
+// bytes: a file copied by plain calls takes an open, a create, a read (or
+// copy_file_range), a write and two closes, each a trip into the kernel and,
+// by path, a lookup. A batch submits, for up to BATCH_FILES files of one
+// directory at once, a linked chain per file:
+//
+//   open the source (relative to its directory's descriptor) into a direct
+//   descriptor → create the copy (relative to the copy's directory) into
+//   another → read the whole file into the file's buffer → write it out
+//
+// in one io_uring_enter, and reaps them in one more. Direct descriptors
+// (the ring's own file table) let a read name a file whose open is still in
+// the queue; they never enter the process's descriptor table, and the next
+// chunk's opens replace them. Linked: a failed link cancels the rest of its
+// chain (a short read counts as failed), so a vanished, unreadable or
+// shrinking file creates nothing or stops before writing, and the caller
+// copies that one file again the ordinary way, which reports its error.
+//
+// Credentials: operations that the kernel hands to its io-wq workers (every
+// create does) run with the credentials of the thread that submitted them,
+// so a batch submitted by a worker acting as the caller opens and creates as
+// the caller (tests/batch.rs checks it).
+
+use std::ffi::CStr;
+use std::os::fd::BorrowedFd;
+
+/// Files a batch submits at once: four submission entries and two direct
+/// descriptors each.
+pub const BATCH_FILES: usize = 32;
+
+/// The largest file a batch copies: one buffer.
+pub const BATCH_FILE_MAX: u64 = 64 << 10;
+
+/// One small file to copy whole: its name in the source directory, its
+/// copy's name in the copy's directory, its length, and the mode its copy
+/// is created with.
+#[derive(Debug, Clone, Copy)]
+pub struct SmallFile<'a> {
+    pub source: &'a CStr,
+    pub copy: &'a CStr,
+    pub len: u64,
+    pub mode: u32,
+}
+
+/// How the batch left one file.
+#[derive(Debug)]
+pub enum SmallFileResult {
+    /// Copied whole.
+    Copied,
+    /// Not copied; `created` says whether a (partial) copy was created,
+    /// which the caller removes before copying the file again.
+    Failed { error: io::Error, created: bool },
+}
+
+/// The rings for batches, one per thread copying at once.
+pub struct BatchRings {
+    pool: Mutex<Vec<Ring>>,
+    pool_limit: usize,
+    fixed_buffers: bool,
+}
+
+impl BatchRings {
+    /// Rings that can open into direct descriptors (kernel 5.15 and later),
+    /// if this kernel offers them.
+    fn probe(pool_limit: usize) -> Option<Self> {
+        let mut ring = match Ring::for_batches() {
+            Ok(ring) => ring,
+            Err(err) => {
+                tracing::debug!(%err, "io_uring batches unavailable");
+                return None;
+            }
+        };
+        let fixed_buffers = ring.fixed;
+        if !ring.supports(&[
+            sys::IORING_OP_OPENAT,
+            sys::IORING_OP_READ,
+            sys::IORING_OP_WRITE,
+        ]) {
+            return None;
+        }
+        Some(BatchRings {
+            pool: Mutex::new(vec![ring]),
+            pool_limit,
+            fixed_buffers,
+        })
+    }
+
+    /// Copies `files` (from the directory `source_dir` to `copy_dir`),
+    /// calling `finished(i, result)` for each file `i` once its chain is
+    /// done, in chunks of BATCH_FILES. An `Err` return means the ring
+    /// itself failed: the files not yet reported were not attempted (or
+    /// are reported failed).
+    pub fn copy(
+        &self,
+        source_dir: BorrowedFd<'_>,
+        copy_dir: BorrowedFd<'_>,
+        files: &[SmallFile<'_>],
+        mut finished: impl FnMut(usize, SmallFileResult) -> crate::error::Result<()>,
+    ) -> crate::error::Result<()> {
+        let mut ring = match self.pool.lock().unwrap().pop() {
+            Some(ring) => ring,
+            None => Ring::for_batches().map_err(|err| {
+                crate::error::EngineError::new(
+                    crate::error::ErrorKind::Failed,
+                    format!("could not set up an io_uring: {err}"),
+                )
+            })?,
+        };
+        let mut result = Ok(());
+        for (chunk_index, chunk) in files.chunks(BATCH_FILES).enumerate() {
+            let outcomes = match ring.copy_chunk(source_dir, copy_dir, chunk) {
+                Ok(outcomes) => outcomes,
+                Err(err) => {
+                    // The ring is unusable; report the rest as failed so the
+                    // caller copies them the ordinary way.
+                    let start = chunk_index * BATCH_FILES;
+                    for i in start..files.len() {
+                        let error = io::Error::new(err.kind(), err.to_string());
+                        // Whether a chain of the failed chunk created its copy
+                        // is unknown: the caller removes any copy it finds.
+                        if let Err(err) = finished(
+                            i,
+                            SmallFileResult::Failed {
+                                error,
+                                created: true,
+                            },
+                        ) {
+                            result = Err(err);
+                            break;
+                        }
+                    }
+                    break;
+                }
+            };
+            for (offset, outcome) in outcomes.into_iter().enumerate() {
+                if let Err(err) = finished(chunk_index * BATCH_FILES + offset, outcome) {
+                    result = Err(err);
+                    break;
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        if !ring.poisoned && ring.release_files().is_ok() {
+            let mut pool = self.pool.lock().unwrap();
+            if pool.len() < self.pool_limit {
+                pool.push(ring);
+            }
+        }
+        result
+    }
+
+    /// Whether the batches read and write through registered buffers.
+    pub fn fixed_buffers(&self) -> bool {
+        self.fixed_buffers
+    }
+}
+
+/// What one chain of a batch has come to so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct Chain {
+    /// Completions still to come.
+    pending: u8,
+    created: bool,
+    /// The first failure (a short read counts), as an errno; 0 for none.
+    /// ECANCELED only if nothing failed before it.
+    errno: i32,
+    short: bool,
+}
+
+impl Ring {
+    /// A ring for batches: four entries per file, one buffer of
+    /// BATCH_FILE_MAX per file, a direct descriptor table of two per file.
+    fn for_batches() -> io::Result<Ring> {
+        let files = BATCH_FILES as u32;
+        let mut ring = Ring::with_layout(4 * files, files, BATCH_FILE_MAX as usize)?;
+        ring.register_file_slots()?;
+        Ok(ring)
+    }
+
+    fn supports(&mut self, opcodes: &[u32]) -> bool {
+        // SAFETY: the ring is initialised; the probe returned is freed below.
+        let probe = unsafe { sys::io_uring_get_probe_ring(&mut *self.raw) };
+        if probe.is_null() {
+            return false;
+        }
+        // SAFETY: `probe` is a valid probe from liburing until freed.
+        let supported = opcodes
+            .iter()
+            .all(|op| unsafe { sys::io_uring_opcode_supported(probe, *op as i32) } != 0);
+        // SAFETY: allocated by io_uring_get_probe_ring, freed once.
+        unsafe { sys::io_uring_free_probe(probe) };
+        supported
+    }
+
+    /// Sets up an empty direct descriptor table, two per file.
+    fn register_file_slots(&mut self) -> io::Result<()> {
+        // SAFETY: the ring is initialised; a sparse table takes no pointers.
+        let ret =
+            unsafe { sys::io_uring_register_files_sparse(&mut *self.raw, 2 * BATCH_FILES as u32) };
+        if ret < 0 {
+            return Err(io::Error::from_raw_os_error(-ret));
+        }
+        Ok(())
+    }
+
+    /// Closes every file the batches left in the direct descriptor table
+    /// (dropping the table and setting up an empty one), so no copy or
+    /// source stays open once its batch is over.
+    fn release_files(&mut self) -> io::Result<()> {
+        // SAFETY: the ring is initialised and no operation is in flight.
+        let ret = unsafe { sys::io_uring_unregister_files(&mut *self.raw) };
+        if ret < 0 {
+            self.poisoned = true;
+            return Err(io::Error::from_raw_os_error(-ret));
+        }
+        self.register_file_slots()
+            .inspect_err(|_| self.poisoned = true)
+    }
+
+    /// Copies up to BATCH_FILES files: queues every chain, submits them in
+    /// one call and reaps every completion before returning, so nothing is
+    /// in flight afterwards (or the ring is poisoned).
+    fn copy_chunk(
+        &mut self,
+        source_dir: BorrowedFd<'_>,
+        copy_dir: BorrowedFd<'_>,
+        files: &[SmallFile<'_>],
+    ) -> io::Result<Vec<SmallFileResult>> {
+        use std::os::fd::AsRawFd;
+        assert!(files.len() <= BATCH_FILES && files.len() <= self.slots as usize);
+        let mut chains = vec![Chain::default(); files.len()];
+        let mut in_flight = 0u32;
+        for (i, file) in files.iter().enumerate() {
+            assert!(file.len <= self.slot_bytes as u64);
+            let steps = if file.len > 0 { 4 } else { 2 };
+            for step in 0..steps {
+                let sqe = self.get_sqe();
+                if sqe.is_null() {
+                    // Sized for four entries per file: cannot happen, but
+                    // must not be written through.
+                    self.poisoned = in_flight > 0;
+                    return Err(io::Error::from(Errno::BUSY));
+                }
+                let (source_slot, copy_slot) = (2 * i as u32, 2 * i as u32 + 1);
+                // SAFETY (pointer arithmetic): buffer `i` lies within the
+                // ring's allocation (i < slots, by the assertion above).
+                let buf = unsafe { self.base().add(i * self.slot_bytes) };
+                let len = file.len as u32;
+                let last = step == steps - 1;
+                // SAFETY: `sqe` is a free entry of this ring. The names are
+                // copied by the kernel when the entries are submitted (in
+                // this function, below), before they can go away. `buf` is
+                // this Ring's memory for file `i`, kept until every
+                // completion of the chunk is reaped; with `fixed`, it lies
+                // in registered buffer `i`. The descriptor slots exist: the
+                // table has two per file.
+                unsafe {
+                    match step {
+                        0 => sys::io_uring_prep_openat_direct(
+                            sqe,
+                            source_dir.as_raw_fd(),
+                            file.source.as_ptr(),
+                            (rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW).bits()
+                                as i32,
+                            0,
+                            source_slot,
+                        ),
+                        1 => sys::io_uring_prep_openat_direct(
+                            sqe,
+                            copy_dir.as_raw_fd(),
+                            file.copy.as_ptr(),
+                            (rustix::fs::OFlags::WRONLY
+                                | rustix::fs::OFlags::CREATE
+                                | rustix::fs::OFlags::EXCL
+                                | rustix::fs::OFlags::NOFOLLOW)
+                                .bits() as i32,
+                            file.mode,
+                            copy_slot,
+                        ),
+                        2 if self.fixed => sys::io_uring_prep_read_fixed(
+                            sqe,
+                            source_slot as i32,
+                            buf.cast(),
+                            len,
+                            0,
+                            i as i32,
+                        ),
+                        2 => sys::io_uring_prep_read(sqe, source_slot as i32, buf.cast(), len, 0),
+                        _ if self.fixed => sys::io_uring_prep_write_fixed(
+                            sqe,
+                            copy_slot as i32,
+                            buf.cast(),
+                            len,
+                            0,
+                            i as i32,
+                        ),
+                        _ => sys::io_uring_prep_write(sqe, copy_slot as i32, buf.cast(), len, 0),
+                    }
+                    let mut flags = 0;
+                    if step >= 2 {
+                        flags |= 1 << sys::IOSQE_FIXED_FILE_BIT;
+                    }
+                    if !last {
+                        flags |= 1 << sys::IOSQE_IO_LINK_BIT;
+                    }
+                    sys::io_uring_sqe_set_flags(sqe, flags);
+                    sys::io_uring_sqe_set_data64(sqe, (i as u64) << 2 | step as u64);
+                }
+            }
+            chains[i].pending = steps as u8;
+            in_flight += steps as u32;
+        }
+        while in_flight > 0 {
+            if let Err(err) = self.submit(1) {
+                // Cannot wait for what is in flight: never reuse this ring.
+                self.poisoned = true;
+                return Err(err);
+            }
+            while let Some((data, res)) = self.reap_data() {
+                in_flight -= 1;
+                let (i, step) = ((data >> 2) as usize, data & 3);
+                let chain = &mut chains[i];
+                chain.pending -= 1;
+                if step == 1 && res >= 0 {
+                    chain.created = true;
+                }
+                let short = step == 2 && res >= 0 && (res as u64) < files[i].len;
+                let short_write = step == 3 && res >= 0 && (res as u64) < files[i].len;
+                if res < 0 && (chain.errno == 0 || chain.errno == Errno::CANCELED.raw_os_error()) {
+                    chain.errno = -res;
+                } else if (short || short_write) && chain.errno == 0 {
+                    chain.short = true;
+                    chain.errno = Errno::IO.raw_os_error();
+                }
+            }
+        }
+        Ok(chains
+            .into_iter()
+            .map(|chain| match (chain.errno, chain.short) {
+                (0, _) => SmallFileResult::Copied,
+                (_, true) => SmallFileResult::Failed {
+                    error: io::Error::other("the file changed size while being copied"),
+                    created: chain.created,
+                },
+                (errno, false) => SmallFileResult::Failed {
+                    error: io::Error::from_raw_os_error(errno),
+                    created: chain.created,
+                },
+            })
+            .collect())
+    }
+
+    /// The next completion, if one is ready: (user data, result).
+    fn reap_data(&mut self) -> Option<(u64, i32)> {
+        let mut cqe: *mut sys::io_uring_cqe = std::ptr::null_mut();
+        // SAFETY: the ring is initialised; `cqe` is an out pointer.
+        let ret = unsafe { sys::io_uring_peek_cqe(&mut *self.raw, &mut cqe) };
+        if ret < 0 || cqe.is_null() {
+            return None;
+        }
+        // SAFETY: peek_cqe returned a valid completion, which we read once
+        // and then hand back to the ring with cqe_seen.
+        unsafe {
+            let completion = ((*cqe).user_data, (*cqe).res);
+            sys::io_uring_cqe_seen(&mut *self.raw, cqe);
+            Some(completion)
+        }
     }
 }

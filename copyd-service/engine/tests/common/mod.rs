@@ -211,3 +211,21 @@ pub fn du_kib(path: &Path) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// What `rsync -naHX --checksum --itemize-changes SRC/ DST/` would change:
+/// nothing, for an exact copy (contents, modes, owners, times, symlinks,
+/// hard links, xattrs).
+pub fn rsync_differences(source: &Path, target: &Path) -> String {
+    let out = Command::new("rsync")
+        .args(["-naHX", "--checksum", "--itemize-changes"])
+        .arg(format!("{}/", source.display()))
+        .arg(format!("{}/", target.display()))
+        .output()
+        .expect("rsync");
+    assert!(
+        out.status.success(),
+        "rsync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
