@@ -70,6 +70,7 @@ pub fn options_record(options: &Options) -> OptionsRecord {
         engine: options.engine.clone(),
         preserve: preserve_names(&options.preserve),
         rate_limit: options.rate_limit,
+        sync: options.sync,
     }
 }
 
@@ -122,9 +123,27 @@ pub fn resolved(
                 engine: options.engine.clone(),
                 preserve,
                 rate_limit: options.rate_limit,
+                sync: options.sync,
                 ..Options::default()
             },
         },
         items,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_job_keeps_its_sync_option() {
+        for sync in [true, false] {
+            let options = Options {
+                sync,
+                ..Options::default()
+            };
+            let resolved = resolved("copy", &[], b"/dst", &options_record(&options), &[]).unwrap();
+            assert_eq!(resolved.request.options.sync, sync);
+        }
+    }
 }
