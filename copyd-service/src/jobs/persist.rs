@@ -71,6 +71,7 @@ pub fn options_record(options: &Options) -> OptionsRecord {
         preserve: preserve_names(&options.preserve),
         rate_limit: options.rate_limit,
         sync: options.sync,
+        sparse: options.sparse,
     }
 }
 
@@ -124,6 +125,7 @@ pub fn resolved(
                 preserve,
                 rate_limit: options.rate_limit,
                 sync: options.sync,
+                sparse: options.sparse,
                 ..Options::default()
             },
         },
@@ -136,14 +138,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_resumed_job_keeps_its_sync_option() {
-        for sync in [true, false] {
+    fn a_resumed_job_keeps_its_sync_and_sparse_options() {
+        for on in [true, false] {
             let options = Options {
-                sync,
+                sync: on,
+                sparse: on,
                 ..Options::default()
             };
             let resolved = resolved("copy", &[], b"/dst", &options_record(&options), &[]).unwrap();
-            assert_eq!(resolved.request.options.sync, sync);
+            assert_eq!(resolved.request.options, options);
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct OptionsRecord {
     /// The `sync` option (absent from checkpoints written before it: on).
     #[serde(default = "on")]
     pub sync: bool,
+    /// The `sparse` option (absent from older checkpoints: on).
+    #[serde(default = "on")]
+    pub sparse: bool,
 }
 
 fn on() -> bool {
@@ -320,6 +323,7 @@ mod tests {
                 preserve: vec!["mode".into()],
                 rate_limit: 0,
                 sync: false,
+                sparse: true,
             },
             items: vec![ItemRecord {
                 source: b"/src/caf\xe9".to_vec(),
@@ -396,7 +400,7 @@ mod tests {
         // A checkpoint written before the option existed.
         let body = br#"{"recursive":true,"on_conflict":"fail","engine":"auto","preserve":[],"rate_limit":0}"#;
         let options: OptionsRecord = serde_json::from_slice(body).unwrap();
-        assert!(options.sync);
+        assert!(options.sync && options.sparse);
     }
 
     #[test]
