@@ -39,7 +39,7 @@ system bus, then on the session bus; where none serves it, it starts a private c
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Copy SOURCE... to DEST (like cp).
-    Copy(TransferArgs),
+    Copy(CopyArgs),
     /// Move SOURCE... to DEST (like mv): a rename on one file system, else
     /// copy, sync, then delete.
     Move(TransferArgs),
@@ -117,6 +117,19 @@ struct TransferArgs {
     /// SOURCE... DEST
     #[arg(required = true, num_args = 2.., value_name = "PATH")]
     paths: Vec<PathBuf>,
+}
+
+/// Copy's own options besides those it shares with move and plan.
+#[derive(Debug, Args)]
+struct CopyArgs {
+    #[command(flatten)]
+    transfer: TransferArgs,
+    /// Do not wait for the copy to reach the disk: it is still placed
+    /// atomically and survives copyd being killed, but a power loss or
+    /// kernel crash soon after may leave a copy incomplete or empty (as with
+    /// cp).
+    #[arg(long)]
+    no_sync: bool,
 }
 
 /// A failure, printed as one line.
@@ -297,12 +310,16 @@ async fn transfer(
     service: &Service,
     args: &TransferArgs,
     verb: &str,
+    no_sync: bool,
     json: bool,
 ) -> Result<bool, Failure> {
     let manager = service.manager().await?;
     let (sources, destination) = args.paths()?;
     let sources: Vec<&[u8]> = sources.iter().map(Vec::as_slice).collect();
-    let options = args.options();
+    let mut options = args.options();
+    if no_sync {
+        options.insert("sync", Variant::Bool(false));
+    }
     if verb == "plan" {
         let report = manager.plan(&sources, &destination, options).await?;
         print_plan(&report, json);
@@ -342,9 +359,11 @@ async fn transfer(
 async fn run(cli: Cli) -> Result<bool, Failure> {
     let service = connect::find(cli.address.as_deref()).await?;
     match &cli.command {
-        Command::Copy(args) => transfer(&service, args, "copy", cli.json).await,
-        Command::Move(args) => transfer(&service, args, "move", cli.json).await,
-        Command::Plan(args) => transfer(&service, args, "plan", cli.json).await,
+        Command::Copy(args) => {
+            transfer(&service, &args.transfer, "copy", args.no_sync, cli.json).await
+        }
+        Command::Move(args) => transfer(&service, args, "move", false, cli.json).await,
+        Command::Plan(args) => transfer(&service, args, "plan", false, cli.json).await,
         Command::List => {
             let paths = service.manager().await?.list_jobs().await?;
             let mut summaries = Vec::new();

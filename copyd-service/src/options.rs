@@ -31,6 +31,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("start-paused", "b"),
     ("priority", "i"),
     ("sparse", "b"),
+    ("sync", "b"),
     ("privileged", "b"),
 ];
 
@@ -68,6 +69,7 @@ pub fn parse(options: &HashMap<String, OwnedVariant>) -> Result<JobOptions, Erro
                 _ => return Err(wrong_type(key)),
             },
             "sparse" => parsed.engine.sparse = boolean(key, value)?,
+            "sync" => parsed.engine.sync = boolean(key, value)?,
             "privileged" => parsed.privileged = boolean(key, value)?,
             "on-conflict" => {
                 let name = string(key, value)?;
@@ -130,8 +132,10 @@ mod tests {
             ("preserve", Variant::from(vec!["mode", "xattr"])),
             ("rate-limit", Variant::U64(5)),
             ("privileged", Variant::Bool(true)),
+            ("sync", Variant::Bool(false)),
         ]))
         .unwrap();
+        assert!(!parsed.engine.sync);
         assert!(parsed.engine.recursive);
         assert_eq!(parsed.engine.on_conflict, Conflict::Skip);
         assert!(parsed.engine.preserve.xattr && !parsed.engine.preserve.timestamps);
@@ -145,6 +149,7 @@ mod tests {
             options(vec![("bogus", Variant::Bool(true))]),
             options(vec![("recursive", Variant::from("yes"))]),
             options(vec![("privileged", Variant::U32(1))]),
+            options(vec![("sync", Variant::from("no"))]),
             options(vec![("preserve", Variant::from(vec![1u32]))]),
             options(vec![("engine", Variant::from("warp"))]),
             options(vec![("on-conflict", Variant::from("merge"))]),

@@ -336,3 +336,93 @@ fn copy_preserves_mode_and_mtime() {
         bad.join("\n  ")
     );
 }
+
+/// `--no-sync` (option sync = false): the copy is still complete, identical
+/// and placed whole, with no temporary left behind.
+#[test]
+fn copy_tree_without_sync() {
+    let env = TestEnv::start();
+    let src = env.path("src");
+    make_tree(&src, 300, 21);
+    let dst = env.path("dst");
+    env.copyctl(&osargs!["copy", "-r", "--no-sync", src, dst])
+        .assert_success();
+    assert_trees_equal(&src, &dst);
+    assert!(
+        tree::copyd_temp_leftovers(&dst).is_empty(),
+        "temporary files left: {:?}",
+        tree::copyd_temp_leftovers(&dst)
+    );
+    // A lone file too.
+    let one = env.path("one.bin");
+    tree::write_random(&one, 3 << 20, &mut fastrand::Rng::with_seed(22));
+    let copy = env.path("one-copy.bin");
+    env.copyctl(&osargs!["copy", "--no-sync", one, copy])
+        .assert_success();
+    assert_files_equal(&one, &copy);
+}
+
+/// A move never goes without sync: Move with sync = false is
+/// InvalidArgument, makes no job, and leaves the disk as it was. (copyctl
+/// does not offer --no-sync for move at all.) Copy and Plan take it.
+#[test]
+fn move_without_sync_is_refused() {
+    use copyd_tests::busctl::{gdbus_call, gdbus_error_name, gvariant_bytestring};
+    let env = TestEnv::start();
+    let src = env.path("src");
+    make_tree(&src, 20, 23);
+    let saved = env.path("saved");
+    reference_copy(&src, &saved);
+    let dst = env.path("dst");
+    let call = |method: &str, sync: bool| {
+        gdbus_call(
+            env.address(),
+            MANAGER_PATH,
+            &format!("{MANAGER_IFACE}.{method}"),
+            &[
+                format!("[{}]", gvariant_bytestring(&src)),
+                gvariant_bytestring(&dst),
+                format!("{{'recursive': <true>, 'sync': <{sync}>}}"),
+            ],
+        )
+    };
+    let out = call("Move", false);
+    out.assert_failure();
+    assert_eq!(
+        gdbus_error_name(&out).as_deref(),
+        Some("org.example.Copyd1.Error.InvalidArgument"),
+        "{out}"
+    );
+    assert!(
+        out.stderr_str()
+            .contains("durable before deleting its source"),
+        "{out}"
+    );
+    assert!(fs::symlink_metadata(&dst).is_err(), "destination created");
+    assert_trees_equal(&saved, &src);
+    let mut names = tree::dir_names(env.work.path());
+    names.sort();
+    assert_eq!(names, vec![OsString::from("saved"), OsString::from("src")]);
+    let list = env
+        .busctl()
+        .call_json(MANAGER_PATH, MANAGER_IFACE, "ListJobs", "", &[]);
+    assert_eq!(
+        list["data"][0].as_array().map(|a| a.len()),
+        Some(0),
+        "a job exists after the refused move: {list}"
+    );
+    let out = env.copyctl(&osargs!["move", "-r", "--no-sync", src, dst]);
+    out.assert_failure();
+    assert!(fs::symlink_metadata(&dst).is_err(), "destination created");
+
+    call("Plan", false).assert_success();
+    let out = call("Copy", false);
+    out.assert_success();
+    let job = copyd_tests::busctl::parse_gdbus_object_path(&out.stdout_str());
+    assert_eq!(
+        env.busctl()
+            .wait_job_end(&job, std::time::Duration::from_secs(60)),
+        "completed"
+    );
+    assert_trees_equal(&src, &dst);
+}

@@ -137,6 +137,52 @@ fn ten_thousand_files_survive_kills() {
     no_temporaries(work.path());
 }
 
+/// A copy without sync (sync=false) survives kill -9 too: each item is
+/// still renamed into place whole, and the item in flight is redone from its
+/// start. Its progress log never vouches for a file or an offset, not even
+/// after a restart (the resumed job keeps the option from its checkpoint:
+/// with sync, its seconds of copying would make group commits).
+#[test]
+fn a_tree_copied_without_sync_survives_kills() {
+    let bus = TestBus::start(Policy::Permissive);
+    let mut daemon = Some(Daemon::start(&bus));
+    let work = copyd_tests::scratch_dir("recovery-nosync");
+    let (source, target) = (work.path().join("src"), work.path().join("dst"));
+    let stats = make_tree(&source, 1_500, 8);
+    // ~4 s of copying.
+    let rate = (stats.bytes / 4).max(1 << 20).to_string();
+    let rate: &'static str = Box::leak(rate.into_boxed_str());
+    let mut opts = opts_rate(rate, true);
+    opts.extend(["sync", "b", "false"]);
+    let job = Busctl::new(bus.address()).copy(&[&source], &target, &opts);
+    let mut kills = 0;
+    for fraction in [0.3, 0.7] {
+        let at = (stats.files as f64 * fraction) as u64;
+        if kill_when(&mut daemon, &bus, &job, |_, files| files >= at) {
+            kills += 1;
+            assert!(
+                !target.exists(),
+                "a partial tree stands under its final name"
+            );
+        }
+    }
+    assert!(kills >= 1, "the copy finished before any kill");
+    finish(&bus, &job);
+    assert_trees_equal(&source, &target);
+    no_temporaries(work.path());
+    let state = daemon.as_ref().unwrap().state_dir();
+    let log = std::fs::read_to_string(state.join("jobs/1.log")).unwrap_or_default();
+    assert!(log.contains("Started"), "no progress log: {log:?}");
+    let reports = log
+        .lines()
+        .filter(|l| l.contains("Durable") || l.contains("Offset"))
+        .count();
+    assert_eq!(
+        reports, 0,
+        "a copy without sync reported durable progress ({reports} log entries)"
+    );
+}
+
 #[test]
 fn cross_filesystem_move_loses_nothing_when_killed() {
     let bus = TestBus::start(Policy::Permissive);

@@ -44,7 +44,8 @@ pub trait Journal: Sync {
     /// Item `index` is about to be built under its temporary name.
     fn item_started(&self, index: usize);
     /// Item `index` is complete, durable and under its final name (for a
-    /// move, its source is gone as well).
+    /// move, its source is gone as well). Of a copy with `sync` off, only
+    /// "complete and under its final name": it may not be on disk yet.
     fn item_done(&self, index: usize);
     /// These files of item `index` (paths relative to the item, "" for a
     /// lone file) are complete and durable in its temporary copy.
@@ -63,6 +64,26 @@ impl Journal for NoJournal {
     }
     fn item_started(&self, _: usize) {}
     fn item_done(&self, _: usize) {}
+    fn files_durable(&self, _: usize, _: &[PathBuf]) {}
+    fn file_offset(&self, _: usize, _: &Path, _: FileIdentity, _: u64) {}
+}
+
+/// For a transfer that does not sync (`sync` off): items starting and
+/// finishing are passed on, so a resume knows which items are done and
+/// which temporaries are its own; nothing inside an item is durable, so no
+/// file or offset is ever reported, and an item in flight restarts whole.
+pub(crate) struct ItemsOnly<'a>(pub &'a dyn Journal);
+
+impl Journal for ItemsOnly<'_> {
+    fn is_kept(&self) -> bool {
+        false
+    }
+    fn item_started(&self, index: usize) {
+        self.0.item_started(index)
+    }
+    fn item_done(&self, index: usize) {
+        self.0.item_done(index)
+    }
     fn files_durable(&self, _: usize, _: &[PathBuf]) {}
     fn file_offset(&self, _: usize, _: &Path, _: FileIdentity, _: u64) {}
 }

@@ -124,6 +124,11 @@ pub struct Options {
     pub sparse: bool,
     /// Threads copying a tree's files at once; 0 for one per CPU.
     pub workers: usize,
+    /// Make the copy power-loss durable before it counts as done (fdatasync
+    /// or syncfs, then fsync of the target's directory). Without it the copy
+    /// is still built under a temporary name and renamed into place whole,
+    /// but may sit in the page cache only, as after `cp`. A move always syncs.
+    pub sync: bool,
 }
 
 impl Default for Options {
@@ -136,7 +141,20 @@ impl Default for Options {
             rate_limit: 0,
             sparse: true,
             workers: 0,
+            sync: true,
         }
+    }
+}
+
+impl Options {
+    /// Refuses options that make no sense for `operation`.
+    pub fn check_for(&self, operation: Operation) -> Result<()> {
+        if operation == Operation::Move && !self.sync {
+            return Err(EngineError::invalid(
+                "a move always makes its copy durable before deleting its source",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -237,6 +255,7 @@ fn real_location(path: &Path) -> Result<PathBuf> {
 
 /// Checks `request` and works out what goes where. Touches nothing.
 pub fn resolve(request: Request) -> Result<Resolved> {
+    request.options.check_for(request.operation)?;
     if request.sources.is_empty() {
         return Err(EngineError::invalid("no sources given"));
     }

@@ -13,7 +13,7 @@ use crate::copier::{try_chain, CopyContext, EngineSet, FileCopier, StandardCopie
 use crate::engines::io_uring::{BatchRings, SmallFile, SmallFileResult, BATCH_FILE_MAX};
 use crate::error::{EngineError, Result};
 use crate::journal::{
-    FileIdentity, GroupCommit, Journal, NoJournal, ResumeState, OFFSET_COMMIT_INTERVAL,
+    FileIdentity, GroupCommit, ItemsOnly, Journal, NoJournal, ResumeState, OFFSET_COMMIT_INTERVAL,
 };
 use crate::progress::{Control, Progress};
 use crate::request::{Item, Operation, Preserve, Resolved};
@@ -39,6 +39,8 @@ struct Transfer<'a> {
     chain: Vec<&'a dyn FileCopier>,
     preserve: Preserve,
     sparse: bool,
+    /// Make each item durable before its rename, and the rename after.
+    sync: bool,
     /// Threads for a tree's files (0: one per CPU).
     workers: usize,
     tag: &'a str,
@@ -102,10 +104,16 @@ pub fn run_resumable(
     journal: &dyn Journal,
 ) -> Result<Outcome> {
     let options = &resolved.request.options;
+    options.check_for(resolved.request.operation)?;
+    // Without syncs nothing inside an item is durable: no file or offset
+    // may be reported (and no sync is made to report one).
+    let items_only = ItemsOnly(journal);
+    let journal: &dyn Journal = if options.sync { journal } else { &items_only };
     let transfer = Transfer {
         chain: engines.select(&options.engine)?,
         preserve: options.preserve,
         sparse: options.sparse,
+        sync: options.sync,
         workers: options.workers,
         tag,
         progress,
@@ -236,8 +244,8 @@ impl Transfer<'_> {
         Ok(true)
     }
 
-    /// Builds `item` under its temporary name, makes it durable and renames it
-    /// into place. On failure the temporary is removed.
+    /// Builds `item` under its temporary name, makes it durable (with sync)
+    /// and renames it into place. On failure the temporary is removed.
     fn copy_item(&self, item: &Item, index: usize, tree: &Tree) -> Result<()> {
         let parent = parent_of(&item.target);
         // The target's directory is looked up once, now; everything after
@@ -267,14 +275,17 @@ impl Transfer<'_> {
             }
             return Err(anchor.explain(err));
         }
-        anchor.sync()
+        if self.sync {
+            anchor.sync()?;
+        }
+        Ok(())
     }
 
     /// Builds the copy of `tree` at `temp`, in phases: directories (walk
     /// order, so parents first), then files on the worker threads, then
     /// hard links to files copied, then symlinks, then directory metadata
     /// deepest first (making entries in a directory changes its times), then
-    /// one syncfs for the lot.
+    /// (with sync) one syncfs for the lot.
     fn build(
         &self,
         item: &Item,
@@ -367,7 +378,8 @@ impl Transfer<'_> {
                 return Ok(());
             }
             self.progress.set_current_path(&source);
-            match self.copy_file(&source, &copy, entry, single_file, index, carry_on, &known) {
+            let sync = single_file && self.sync;
+            match self.copy_file(&source, &copy, entry, sync, index, carry_on, &known) {
                 Err(err) if err.per_file && !single_file => {
                     // Go on without it; nothing of it stays in the copy.
                     fsutil::remove_all(&copy)?;
@@ -438,7 +450,7 @@ impl Transfer<'_> {
             let (source, copy) = paths(entry);
             fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)?;
         }
-        if !single_file {
+        if !single_file && self.sync {
             // One syncfs for a whole tree instead of one fsync per file.
             fsutil::sync_filesystem(temp.parent().unwrap_or(Path::new("/")))?;
         }

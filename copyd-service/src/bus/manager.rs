@@ -39,6 +39,8 @@ fn request(
         .collect::<Result<Vec<_>>>()?;
     let destination = paths::decode(destination, "destination")?;
     let parsed = options::parse(options)?;
+    // Refused before anything else happens (a move never goes unsynced).
+    parsed.engine.check_for(operation)?;
     let request = Request {
         operation,
         sources,

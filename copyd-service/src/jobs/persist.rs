@@ -70,6 +70,8 @@ pub fn options_record(options: &Options) -> OptionsRecord {
         engine: options.engine.clone(),
         preserve: preserve_names(&options.preserve),
         rate_limit: options.rate_limit,
+        sync: options.sync,
+        sparse: options.sparse,
     }
 }
 
@@ -122,9 +124,29 @@ pub fn resolved(
                 engine: options.engine.clone(),
                 preserve,
                 rate_limit: options.rate_limit,
+                sync: options.sync,
+                sparse: options.sparse,
                 ..Options::default()
             },
         },
         items,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_job_keeps_its_sync_and_sparse_options() {
+        for on in [true, false] {
+            let options = Options {
+                sync: on,
+                sparse: on,
+                ..Options::default()
+            };
+            let resolved = resolved("copy", &[], b"/dst", &options_record(&options), &[]).unwrap();
+            assert_eq!(resolved.request.options, options);
+        }
+    }
 }

@@ -53,6 +53,16 @@ pub struct OptionsRecord {
     /// Names as the `preserve` option takes them.
     pub preserve: Vec<String>,
     pub rate_limit: u64,
+    /// The `sync` option (absent from checkpoints written before it: on).
+    #[serde(default = "on")]
+    pub sync: bool,
+    /// The `sparse` option (absent from older checkpoints: on).
+    #[serde(default = "on")]
+    pub sparse: bool,
+}
+
+fn on() -> bool {
+    true
 }
 
 /// Everything needed to show a job after a restart and to carry it on.
@@ -312,6 +322,8 @@ mod tests {
                 engine: "auto".into(),
                 preserve: vec!["mode".into()],
                 rate_limit: 0,
+                sync: false,
+                sparse: true,
             },
             items: vec![ItemRecord {
                 source: b"/src/caf\xe9".to_vec(),
@@ -379,6 +391,16 @@ mod tests {
             .unwrap();
         log.write_all(b"0badc0de {\"Started\":{\"it").unwrap();
         assert_eq!(store.read_log(4), entries);
+    }
+
+    #[test]
+    fn options_keep_sync_and_older_checkpoints_mean_sync() {
+        let loaded = decode(&encode(&record(5))).unwrap();
+        assert!(!loaded.options.sync);
+        // A checkpoint written before the option existed.
+        let body = br#"{"recursive":true,"on_conflict":"fail","engine":"auto","preserve":[],"rate_limit":0}"#;
+        let options: OptionsRecord = serde_json::from_slice(body).unwrap();
+        assert!(options.sync && options.sparse);
     }
 
     #[test]
