@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -378,7 +379,7 @@ impl Transfer<'_> {
             }
             Ok(())
         };
-        let one_file = |entry: &Entry| -> Result<()> {
+        let one_file = |entry: &Entry, dirs: Option<&RunDirs>| -> Result<()> {
             self.control.checkpoint()?;
             let (source, copy) = paths(entry);
             if carry_on && self.resume.is_durable(index, &entry.relative) {
@@ -388,7 +389,12 @@ impl Transfer<'_> {
             }
             self.progress.set_current_path(&source);
             let sync = single_file && self.sync;
-            match self.copy_file(&source, &copy, entry, sync, index, carry_on, &known) {
+            let at = FileAt {
+                source: &source,
+                copy: &copy,
+                dirs,
+            };
+            match self.copy_file(at, entry, sync, index, carry_on, &known) {
                 Err(err) if err.per_file && !single_file => {
                     // Go on without it; nothing of it stays in the copy.
                     fsutil::remove_all(&copy)?;
@@ -399,18 +405,27 @@ impl Transfer<'_> {
             }
             finished(entry)
         };
+        // Only a fresh build's copies are created in place by name: carrying
+        // on looks at each path first.
+        let fresh_tree = !single_file && !carry_on;
         parallel::for_each_whole_run(workers, &files, &runs, |run, stopped| {
-            // A fresh build's small files may go through a ring in batches;
-            // whatever a batch does not copy goes the ordinary way.
-            let rest = match self.small_file_batches(run, &known, carry_on || single_file) {
-                Some(rings) => self.copy_in_batches(rings, run, &item.source, temp, &finished)?,
-                None => run.to_vec(),
+            // A run of one directory's files names them relative to that
+            // directory and its copy, opened once.
+            let dirs = match fresh_tree && run.len() > 1 {
+                true => RunDirs::open(run, &item.source, temp, self.preserve),
+                false => None,
+            };
+            // Its small files may go through a ring in batches; whatever a
+            // batch does not copy goes the ordinary way.
+            let rest = match (&dirs, self.small_file_batches(run, &known)) {
+                (Some(dirs), Some(rings)) => self.copy_in_batches(rings, run, dirs, &finished)?,
+                _ => run.to_vec(),
             };
             for entry in rest {
                 if stopped() {
                     break;
                 }
-                one_file(entry)?;
+                one_file(entry, dirs.as_ref())?;
             }
             Ok(())
         })?;
@@ -469,18 +484,10 @@ impl Transfer<'_> {
     /// The rings to copy `run`'s small files with, when batching is the
     /// way here: the io_uring engine is the one to use (asked for, or in
     /// `auto`, when extents cannot be shared between these file systems and
-    /// BATCH_SMALL_FILES_IN_AUTO says so), the run holds several files
-    /// small enough, and this is a fresh build (`fresh`): carrying on an
-    /// interrupted one goes file by file, by the journal.
-    fn small_file_batches(
-        &self,
-        run: &[&Entry],
-        known: &KnownUnsupported,
-        not_fresh: bool,
-    ) -> Option<&BatchRings> {
-        if not_fresh || run.len() < 2 {
-            return None;
-        }
+    /// BATCH_SMALL_FILES_IN_AUTO says so). Only a fresh tree's runs of one
+    /// directory are offered (carrying on an interrupted one goes file by
+    /// file, by the journal).
+    fn small_file_batches(&self, run: &[&Entry], known: &KnownUnsupported) -> Option<&BatchRings> {
         let engine = self
             .chain
             .iter()
@@ -495,34 +502,24 @@ impl Transfer<'_> {
         engine.small_file_batches()
     }
 
-    /// Copies the files of `run` that suit a batch (small whole files of
-    /// one directory) through `rings`, with their metadata, calling
-    /// `finished` for each; returns the entries left for the ordinary way:
-    /// those that do not suit, and those a batch could not copy (their
-    /// partial copies removed), whose errors the ordinary way reports.
+    /// Copies the files of `run` (all in the directories `dirs`) that suit
+    /// a batch (small whole files) through `rings`, with their metadata,
+    /// calling `finished` for each; returns the entries left for the
+    /// ordinary way: those that do not suit, and those a batch could not
+    /// copy (their partial copies removed), whose errors the ordinary way
+    /// reports.
     fn copy_in_batches<'e>(
         &self,
         rings: &BatchRings,
         run: &[&'e Entry],
-        source_root: &Path,
-        copy_root: &Path,
+        dirs: &RunDirs,
         finished: &dyn Fn(&Entry) -> Result<()>,
     ) -> Result<Vec<&'e Entry>> {
-        let Some(parent) = run[0].relative.parent() else {
-            return Ok(run.to_vec());
-        };
         let (batch, mut rest): (Vec<&Entry>, Vec<&Entry>) = run.iter().partition(|entry| {
             entry.kind == EntryKind::File
                 && entry.metadata.len() <= BATCH_FILE_MAX
                 && !maybe_sparse(&entry.metadata)
-                && entry.relative.parent() == Some(parent)
         });
-        let (source_dir, copy_dir) = (under(source_root, parent), under(copy_root, parent));
-        use std::os::fd::AsFd;
-        let (Ok(source_fd), Ok(copy_fd)) = (open_directory(&source_dir), open_directory(&copy_dir))
-        else {
-            return Ok(run.to_vec());
-        };
         let names: Vec<(&Path, std::ffi::CString)> = batch
             .iter()
             .map(|entry| {
@@ -534,24 +531,6 @@ impl Transfer<'_> {
                 )
             })
             .collect();
-        // A copy is created with its final mode when the kernel will give it
-        // exactly that (no umask bits to clear, no default ACL to apply, no
-        // chown to come that would clear bits): its chmod is saved. It is
-        // still private until complete: the tree is built in directories
-        // of mode 0700 that get their own modes only at the end.
-        let exact_modes = self.preserve.mode
-            && !self.preserve.ownership
-            && !self.preserve.xattr
-            && !fsutil::has_default_acl(copy_fd.as_fd());
-        let umask = fsutil::process_umask();
-        let created_mode = |entry: &Entry| {
-            let mode = fsutil::copy_mode(&entry.metadata);
-            if exact_modes && mode & umask == 0 {
-                Some(mode)
-            } else {
-                None
-            }
-        };
         let files: Vec<SmallFile<'_>> = batch
             .iter()
             .zip(&names)
@@ -559,39 +538,34 @@ impl Transfer<'_> {
                 source: name,
                 copy: name,
                 len: entry.metadata.len(),
-                // Else private until complete; the final mode comes last.
-                mode: created_mode(entry).unwrap_or(0o600),
+                mode: dirs.created_mode(&entry.metadata),
             })
             .collect();
         self.control.checkpoint()?;
-        self.progress.set_current_path(&source_dir);
-        rings.copy(source_fd.as_fd(), copy_fd.as_fd(), &files, |i, outcome| {
+        self.progress.set_current_path(&dirs.source_path);
+        rings.copy(dirs.source.as_fd(), dirs.copy.as_fd(), &files, |i, outcome| {
             let (entry, name) = (batch[i], names[i].0);
             match outcome {
                 SmallFileResult::Copied => {
-                    let preserve = Preserve {
-                        mode: self.preserve.mode && created_mode(entry).is_none(),
-                        ..self.preserve
-                    };
                     fsutil::carry_metadata_at(
-                        copy_fd.as_fd(),
+                        dirs.copy.as_fd(),
                         name,
-                        &copy_dir.join(name),
-                        Some(&source_dir.join(name)),
+                        &dirs.copy_path.join(name),
+                        Some(&dirs.source_path.join(name)),
                         &entry.metadata,
-                        &preserve,
+                        &dirs.preserve_after_create(&entry.metadata),
                     )?;
                     self.progress.add_bytes("io_uring", entry.metadata.len());
                     self.control.throttle(entry.metadata.len())?;
                     finished(entry)
                 }
                 SmallFileResult::Failed { error, created } => {
-                    tracing::debug!(%error, file = %source_dir.join(name).display(), "batched copy failed; copying it alone");
+                    tracing::debug!(%error, file = %dirs.source_path.join(name).display(), "batched copy failed; copying it alone");
                     if created {
-                        match rustix::fs::unlinkat(copy_fd.as_fd(), name, rustix::fs::AtFlags::empty()) {
+                        match rustix::fs::unlinkat(dirs.copy.as_fd(), name, rustix::fs::AtFlags::empty()) {
                             Ok(()) | Err(Errno::NOENT) => {}
                             Err(errno) => {
-                                return Err(EngineError::io("remove", &copy_dir.join(name), &errno.into()))
+                                return Err(EngineError::io("remove", &dirs.copy_path.join(name), &errno.into()))
                             }
                         }
                     }
@@ -609,15 +583,16 @@ impl Transfer<'_> {
     #[allow(clippy::too_many_arguments)]
     fn copy_file(
         &self,
-        source: &Path,
-        copy: &Path,
+        at: FileAt<'_>,
         entry: &Entry,
         sync: bool,
         index: usize,
         carry_on: bool,
         known: &KnownUnsupported,
     ) -> Result<()> {
-        let src = open_nofollow(source)
+        let (source, copy) = (at.source, at.copy);
+        let src = at
+            .open_source()
             .map_err(|err| EngineError::io("open", source, &err).of_one_source_file())?;
         // A journal ties durable offsets to the very inode opened (it may
         // differ from the walk's if the path changed since); without one,
@@ -650,12 +625,7 @@ impl Transfer<'_> {
                 if carry_on {
                     fsutil::remove_all(copy)?;
                 }
-                // New files are private until complete; the final mode comes last.
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(copy)
+                at.create_copy(&entry.metadata)
                     .map_err(|err| EngineError::io("create", copy, &err))?
             }
         };
@@ -686,7 +656,11 @@ impl Transfer<'_> {
             };
             self.copy_data(&src, &dst, start, len, &ctx, &offsets, file, known)?;
         }
-        fsutil::carry_file_metadata(Some(&src), &dst, copy, &entry.metadata, &self.preserve)?;
+        let preserve = match (resume_at, at.dirs) {
+            (None, Some(dirs)) => dirs.preserve_after_create(&entry.metadata),
+            _ => self.preserve,
+        };
+        fsutil::carry_file_metadata(Some(&src), &dst, copy, &entry.metadata, &preserve)?;
         if sync {
             dst.sync_data()
                 .map_err(|err| EngineError::io("sync", copy, &err))?;
@@ -808,6 +782,134 @@ fn under(root: &Path, relative: &Path) -> std::path::PathBuf {
         root.to_path_buf()
     } else {
         root.join(relative)
+    }
+}
+
+/// The source directory of a run of files and the directory their copies
+/// go to, opened once, so each file is named by one lookup of its name.
+struct RunDirs {
+    source: File,
+    copy: File,
+    source_path: std::path::PathBuf,
+    copy_path: std::path::PathBuf,
+    preserve: Preserve,
+    /// Copies may be created with their final mode (see `created_mode`).
+    exact_modes: bool,
+}
+
+impl RunDirs {
+    /// The directories of `run`, if all its entries are files of one
+    /// directory below `source_root` (copied below `copy_root`) and both
+    /// open.
+    fn open(
+        run: &[&Entry],
+        source_root: &Path,
+        copy_root: &Path,
+        preserve: Preserve,
+    ) -> Option<Self> {
+        let parent = run[0].relative.parent()?;
+        if run
+            .iter()
+            .any(|e| e.kind != EntryKind::File || e.relative.parent() != Some(parent))
+        {
+            return None;
+        }
+        let (source_path, copy_path) = (under(source_root, parent), under(copy_root, parent));
+        let source = open_directory(&source_path).ok()?;
+        let copy = open_directory(&copy_path).ok()?;
+        // Without a chown to come (which clears bits), extended attributes
+        // to set (an ACL sets the mode) or a default ACL that the kernel
+        // would apply instead of the mode asked for.
+        let exact_modes = preserve.mode
+            && !preserve.ownership
+            && !preserve.xattr
+            && !fsutil::has_default_acl(copy.as_fd());
+        Some(RunDirs {
+            source,
+            copy,
+            source_path,
+            copy_path,
+            preserve,
+            exact_modes,
+        })
+    }
+
+    /// The mode a copy of a file with `metadata` is created with: its final
+    /// mode when the kernel will give it exactly that (no bit the umask
+    /// clears), which saves a chmod; else 0600, and the final mode comes
+    /// when the copy is complete. Either way it is private until complete:
+    /// a tree is built in directories of mode 0700 that get their own modes
+    /// only at the end.
+    fn created_mode(&self, metadata: &fs::Metadata) -> u32 {
+        let mode = fsutil::copy_mode(metadata);
+        if self.exact_modes && mode & fsutil::process_umask() == 0 {
+            mode
+        } else {
+            0o600
+        }
+    }
+
+    /// What is left to carry over to a copy created with `created_mode`.
+    fn preserve_after_create(&self, metadata: &fs::Metadata) -> Preserve {
+        Preserve {
+            mode: self.preserve.mode && self.created_mode(metadata) == 0o600,
+            ..self.preserve
+        }
+    }
+}
+
+/// Where one file and its copy are: by path, and relative to their run's
+/// directories when it has them open.
+#[derive(Clone, Copy)]
+struct FileAt<'a> {
+    source: &'a Path,
+    copy: &'a Path,
+    dirs: Option<&'a RunDirs>,
+}
+
+impl FileAt<'_> {
+    fn name(path: &Path) -> &Path {
+        Path::new(path.file_name().unwrap_or(path.as_os_str()))
+    }
+
+    fn open_source(&self) -> io::Result<File> {
+        match self.dirs {
+            Some(dirs) => {
+                let flags = rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(
+                    &dirs.source,
+                    Self::name(self.source),
+                    flags,
+                    rustix::fs::Mode::empty(),
+                )?;
+                Ok(File::from(fd))
+            }
+            None => open_nofollow(self.source),
+        }
+    }
+
+    /// Creates the copy, which must not exist yet.
+    fn create_copy(&self, metadata: &fs::Metadata) -> io::Result<File> {
+        match self.dirs {
+            Some(dirs) => {
+                let flags = rustix::fs::OFlags::WRONLY
+                    | rustix::fs::OFlags::CREATE
+                    | rustix::fs::OFlags::EXCL
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC;
+                let mode = rustix::fs::Mode::from_raw_mode(dirs.created_mode(metadata));
+                let fd = rustix::fs::openat(&dirs.copy, Self::name(self.copy), flags, mode)?;
+                Ok(File::from(fd))
+            }
+            // New files are private until complete; the final mode comes last.
+            None => OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(self.copy),
+        }
     }
 }
 

@@ -6,9 +6,8 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
-use common::{copy, copy_with, rsync_differences, write_file};
+use common::{copy, copy_with, rsync_differences, small_files_tree, write_file};
 use copyd_engine::identity::{run_as, Credentials};
 use copyd_engine::{EngineSet, ErrorKind, Options, Preserve};
 
@@ -20,32 +19,6 @@ fn io_uring_here() -> bool {
     usable
 }
 
-/// Small files of every awkward size (empty, one byte, around a page, the
-/// largest a batch takes, one more), more of them than one batch holds,
-/// beside large files, symlinks and an empty directory.
-fn make_tree(root: &Path) -> u64 {
-    let sizes = [0usize, 1, 4095, 4096, 4097, 12_345, 65_535, 65_536, 65_537];
-    let mut bytes = 0;
-    for d in 0..3 {
-        let dir = root.join(format!("d{d}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in 0..70 {
-            let len = sizes[(f + d) % sizes.len()];
-            let file = dir.join(format!("f{f:03}"));
-            write_file(&file, len, (d * 1000 + f) as u64);
-            // Modes the umask keeps (0644, 0755, 0600) and clears (0666,
-            // 0777): created exact, or set after.
-            let mode = [0o644, 0o755, 0o666, 0o600, 0o777][f % 5];
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
-            bytes += len as u64;
-        }
-        std::os::unix::fs::symlink("f001", dir.join("link")).unwrap();
-    }
-    write_file(&root.join("large"), 3 << 20, 7);
-    std::fs::create_dir(root.join("empty")).unwrap();
-    bytes + (3 << 20)
-}
-
 #[test]
 fn a_tree_copied_in_batches_is_identical() {
     if !io_uring_here() {
@@ -53,7 +26,7 @@ fn a_tree_copied_in_batches_is_identical() {
     }
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let tree = dir.path().join("tree");
-    let bytes = make_tree(&tree);
+    let bytes = small_files_tree(&tree);
 
     let forced = dir.path().join("forced");
     let copied = copy(&tree, &forced, "io_uring", Preserve::all()).unwrap();

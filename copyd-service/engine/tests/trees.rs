@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{copy_with, rsync_differences, write_file};
+use common::{copy, copy_with, rsync_differences, small_files_tree, write_file};
 use copyd_engine::{EngineSet, Options, Preserve};
 
 fn archive(source: &Path, target: &Path, workers: usize) -> copyd_engine::ProgressSnapshot {
@@ -122,4 +122,25 @@ fn cancelling_a_parallel_copy_leaves_nothing() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["tree"], "only the source may remain");
+}
+
+/// With the default preserve (mode, times), copies in a tree are created
+/// with their final mode where the umask would not change it, and given it
+/// afterwards where it would: every mode and time comes out the source's,
+/// to ext4 and to tmpfs.
+#[test]
+fn default_preserve_keeps_every_mode_and_time() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let tree = dir.path().join("tree");
+    small_files_tree(&tree);
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    for target in [dir.path().join("copy"), shm.path().join("copy")] {
+        copy(&tree, &target, "auto", Preserve::default()).unwrap();
+        assert_eq!(
+            rsync_differences(&tree, &target),
+            "",
+            "{}",
+            target.display()
+        );
+    }
 }

@@ -229,3 +229,33 @@ pub fn rsync_differences(source: &Path, target: &Path) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Small files of every awkward size (empty, one byte, around a page, the
+/// largest a batch takes, one more), more of them than one batch holds,
+/// beside large files, symlinks and an empty directory.
+pub fn small_files_tree(root: &Path) -> u64 {
+    let sizes = [0usize, 1, 4095, 4096, 4097, 12_345, 65_535, 65_536, 65_537];
+    let mut bytes = 0;
+    for d in 0..3 {
+        let dir = root.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..70 {
+            let len = sizes[(f + d) % sizes.len()];
+            let file = dir.join(format!("f{f:03}"));
+            write_file(&file, len, (d * 1000 + f) as u64);
+            // Modes the umask keeps (0644, 0755, 0600) and clears (0666,
+            // 0777): created exact, or set after.
+            let mode = [0o644, 0o755, 0o666, 0o600, 0o777][f % 5];
+            std::fs::set_permissions(
+                &file,
+                <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode),
+            )
+            .unwrap();
+            bytes += len as u64;
+        }
+        std::os::unix::fs::symlink("f001", dir.join("link")).unwrap();
+    }
+    write_file(&root.join("large"), 3 << 20, 7);
+    std::fs::create_dir(root.join("empty")).unwrap();
+    bytes + (3 << 20)
+}
