@@ -1,8 +1,10 @@
 //! Walking a source into a flat list of entries, parents before children.
 
+use std::collections::HashMap;
 use std::fs::{self, Metadata};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
 use crate::error::{EngineError, ErrorKind, Result};
 use crate::progress::Control;
@@ -76,35 +78,23 @@ impl Tree {
 }
 
 /// Walks `root` without following symlinks. Entries of a directory come
-/// sorted by name, so two walks of one tree give one order.
+/// sorted by name, so two walks of one tree give one order: the order of a
+/// serial depth-first walk, though directories are listed on several
+/// threads at once (a tree of many small files is mostly `statx` calls,
+/// which two CPUs do in half the time).
 pub fn walk(root: &Path, control: &Control) -> Result<Tree> {
     let mut tree = Tree::default();
     let metadata = fs::symlink_metadata(root).map_err(|err| EngineError::io("find", root, &err))?;
     if tree.push(PathBuf::new(), metadata)? != EntryKind::Directory {
         return Ok(tree);
     }
+    let mut listings = list_all(root, control)?;
     // Depth-first with an explicit stack: deep trees must not overflow ours.
     let mut pending = vec![PathBuf::new()];
     while let Some(relative_dir) = pending.pop() {
-        control.checkpoint()?;
-        let dir = root.join(&relative_dir);
-        let mut children: Vec<_> = fs::read_dir(&dir)
-            .map_err(|err| EngineError::io("read directory", &dir, &err))?
-            .collect::<std::io::Result<_>>()
-            .map_err(|err| EngineError::io("read directory", &dir, &err))?;
-        children.sort_by_key(|child| child.file_name());
+        let children = listings.remove(&relative_dir).unwrap_or_default();
         let mut subdirs = Vec::new();
-        for child in children {
-            let relative = relative_dir.join(child.file_name());
-            // Looked up relative to the open directory (fstatat/statx with
-            // its descriptor), not by the whole path again; symlinks are
-            // not followed.
-            let metadata = match child.metadata() {
-                Ok(metadata) => metadata,
-                // Gone between listing and looking: nothing to copy.
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(EngineError::io("inspect", &child.path(), &err)),
-            };
+        for (relative, metadata) in children {
             if tree.push(relative.clone(), metadata)? == EntryKind::Directory {
                 subdirs.push(relative);
             }
@@ -113,6 +103,100 @@ pub fn walk(root: &Path, control: &Control) -> Result<Tree> {
         pending.extend(subdirs.into_iter().rev());
     }
     Ok(tree)
+}
+
+/// A directory's children (relative to the walked root), sorted by name.
+type Listing = Vec<(PathBuf, Metadata)>;
+
+/// Lists every directory below `root` (itself included), one directory at
+/// a time per thread; threads inherit the caller's credentials.
+fn list_all(root: &Path, control: &Control) -> Result<HashMap<PathBuf, Listing>> {
+    struct Queue {
+        pending: Vec<PathBuf>,
+        /// Directories taken but not yet listed: their subdirectories may
+        /// still come.
+        busy: usize,
+        failed: Option<EngineError>,
+    }
+    let queue = Mutex::new(Queue {
+        pending: vec![PathBuf::new()],
+        busy: 0,
+        failed: None,
+    });
+    let wake = Condvar::new();
+    let listings = Mutex::new(HashMap::new());
+    let lister = || loop {
+        let relative_dir = {
+            let mut state = queue.lock().unwrap();
+            loop {
+                if state.failed.is_some() {
+                    return;
+                }
+                if let Some(dir) = state.pending.pop() {
+                    state.busy += 1;
+                    break dir;
+                }
+                if state.busy == 0 {
+                    return;
+                }
+                state = wake.wait(state).unwrap();
+            }
+        };
+        let listed = control
+            .checkpoint()
+            .and_then(|()| list_one(root, &relative_dir));
+        let mut state = queue.lock().unwrap();
+        state.busy -= 1;
+        match listed {
+            Ok(children) => {
+                state.pending.extend(
+                    children
+                        .iter()
+                        .filter(|(_, metadata)| metadata.is_dir())
+                        .map(|(relative, _)| relative.clone()),
+                );
+                listings.lock().unwrap().insert(relative_dir, children);
+            }
+            Err(err) => {
+                state.failed.get_or_insert(err);
+            }
+        }
+        wake.notify_all();
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(lister);
+        }
+        lister();
+    });
+    match queue.into_inner().unwrap().failed {
+        Some(err) => Err(err),
+        None => Ok(listings.into_inner().unwrap()),
+    }
+}
+
+/// One directory's children, sorted by name, with their metadata.
+fn list_one(root: &Path, relative_dir: &Path) -> Result<Listing> {
+    let dir = root.join(relative_dir);
+    let mut children: Vec<_> = fs::read_dir(&dir)
+        .map_err(|err| EngineError::io("read directory", &dir, &err))?
+        .collect::<std::io::Result<_>>()
+        .map_err(|err| EngineError::io("read directory", &dir, &err))?;
+    children.sort_by_key(|child| child.file_name());
+    let mut listing = Vec::with_capacity(children.len());
+    for child in children {
+        // Looked up relative to the open directory (fstatat/statx with its
+        // descriptor), not by the whole path again; symlinks are not
+        // followed.
+        match child.metadata() {
+            Ok(metadata) => listing.push((relative_dir.join(child.file_name()), metadata)),
+            // Gone between listing and looking: nothing to copy.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(EngineError::io("inspect", &child.path(), &err)),
+        }
+    }
+    Ok(listing)
 }
 
 #[cfg(test)]
