@@ -2,7 +2,7 @@
 //! group commits happen), without D-Bus: how long the walk takes and how
 //! long the whole transfer, to tell engine time from daemon overhead.
 //!
-//! cargo run --release -p copyd-engine --example tree_bench -- SRC DST_PREFIX [runs] [workers] [nojournal]
+//! cargo run --release -p copyd-engine --example tree_bench -- SRC DST_PREFIX [runs] [workers] [nojournal|nosync]
 //!
 //! Copies SRC to DST_PREFIX.0, DST_PREFIX.1, … (fresh names, nothing is
 //! deleted: deleting many files right before creating many slows ext4's
@@ -30,17 +30,20 @@ impl Journal for CountingJournal {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: tree_bench SRC DST_PREFIX [runs] [workers] [nojournal]");
+        eprintln!("usage: tree_bench SRC DST_PREFIX [runs] [workers] [nojournal|nosync]");
         std::process::exit(2);
     }
     let runs: usize = args.get(3).map_or(3, |s| s.parse().expect("runs"));
     let workers: usize = args.get(4).map_or(0, |s| s.parse().expect("workers"));
     let source = PathBuf::from(&args[1]);
-    // "nojournal": a transfer nobody will resume (no group commits).
-    let journal: &dyn Journal = match args.get(5).map(String::as_str) {
+    // "nojournal": a transfer nobody will resume (no group commits);
+    // "nosync": the `sync` option off (no syncs at all, as cp).
+    let mode = args.get(5).map(String::as_str);
+    let journal: &dyn Journal = match mode {
         Some("nojournal") => &NoJournal,
         _ => &CountingJournal,
     };
+    let sync = mode != Some("nosync");
     let engines = EngineSet::probe();
     for run in 0..runs {
         let destination = PathBuf::from(format!("{}.{run}", args[2]));
@@ -54,6 +57,7 @@ fn main() {
             options: Options {
                 recursive: true,
                 workers,
+                sync,
                 ..Options::default()
             },
         };
