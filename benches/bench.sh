@@ -21,7 +21,9 @@
 #   FILE_MIB=2048  SMALL_FILES=40000  SMALL_DIRS=200
 #   SPARSE_GIB=8  SPARSE_DATA_MIB=64
 #   TREE_SRC=~/.cargo/registry/src       the "real source tree"
-#   TOOLS="copyd cp xcp cpz"             those not installed are left out
+#   TOOLS="copyd copyd-nosync cp xcp cpz"  those not installed are left out;
+#                     copyd-nosync is `copyctl copy --no-sync` (the sync
+#                     option off: placed atomically, not waited onto disk)
 #   NO_BUILD=1        use the release binaries already in target/release
 #
 # Output: a table on stdout (markdown), raw times in $BENCH_DIR/times.tsv.
@@ -43,7 +45,7 @@ SMALL_DIRS=${SMALL_DIRS:-200}
 SPARSE_GIB=${SPARSE_GIB:-8}
 SPARSE_DATA_MIB=${SPARSE_DATA_MIB:-64}
 TREE_SRC=${TREE_SRC:-$HOME/.cargo/registry/src}
-TOOLS=${TOOLS:-"copyd cp xcp cpz"}
+TOOLS=${TOOLS:-"copyd copyd-nosync cp xcp cpz"}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SRC=$BENCH_DIR/src
@@ -70,7 +72,7 @@ command -v dbus-daemon >/dev/null || die "dbus-daemon is not installed (apt-get 
 tools=()
 for tool in $TOOLS; do
     case $tool in
-        copyd | cp) tools+=("$tool") ;;
+        copyd | copyd-nosync | cp) tools+=("$tool") ;;
         *) if command -v "$tool" >/dev/null; then tools+=("$tool"); else say "note: $tool is not installed; left out (cargo install $tool)"; fi ;;
     esac
 done
@@ -232,6 +234,7 @@ copyd_hwm_mib() {
 run_tool() { # tool src dst
     case $1 in
         copyd) "$COPYCTL" copy -r "$2" "$3" >/dev/null ;;
+        copyd-nosync) "$COPYCTL" copy -r --no-sync "$2" "$3" >/dev/null ;;
         cp) cp -r --preserve=mode,timestamps "$2" "$3" ;;
         xcp) xcp -r "$2" "$3" >/dev/null 2>&1 ;;
         cpz) cpz "$2" "$3" >/dev/null 2>&1 ;; # always recursive
@@ -295,7 +298,7 @@ group() { # set target cache
             t0=$EPOCHREALTIME
             if ! run_tool "$tool" "$src" "$dst"; then
                 # copyd and cp must work; another tool's failure is noted.
-                [[ $tool == copyd || $tool == cp ]] && die "$tool failed on $set -> $target"
+                [[ $tool == copyd* || $tool == cp ]] && die "$tool failed on $set -> $target"
                 say "  $set $target $cache round $r: $tool FAILED"
                 [[ $du_note == *"$tool failed"* ]] || du_note+="$tool failed, "
                 rm -rf "$dst"
@@ -312,7 +315,7 @@ group() { # set target cache
             printf '%s\t%s\t%s\t%s\t%d\t%s\t%s\n' "$(date -Is)" "$set" "$target" "$cache" "$r" "$tool" "$secs" >>"$TIMES"
             say "  $set $target $cache round $r: $tool ${secs}s (+sync ${sync_secs}s)"
             if ((r == 0)); then
-                [[ $tool == copyd ]] && verify "$src" "$dst"
+                [[ $tool == copyd* ]] && verify "$src" "$dst"
                 if [[ $set == sparse ]]; then
                     du_note+="$tool $(du -sm "$dst" | cut -f1) MiB, "
                 fi
@@ -328,20 +331,34 @@ group() { # set target cache
     hwm=$(copyd_hwm_mib)
     stop_copyd
     [[ $target == tmpfs ]] && rm -rf "$dst_root"
-    local med_copyd med_cp med_ratio med_cpsync med_xcp=- med_cpz=-
-    med_copyd=$(for ((r = 0; r < RUNS; r++)); do echo "${took[copyd,$r]}"; done | median)
-    med_cp=$(for ((r = 0; r < RUNS; r++)); do echo "${took[cp,$r]}"; done | median)
-    med_cpsync=$(for ((r = 0; r < RUNS; r++)); do echo "${took[cp+sync,$r]}"; done | median)
-    med_ratio=$(for ((r = 0; r < RUNS; r++)); do awk -v a="${took[copyd,$r]}" -v b="${took[cp,$r]}" 'BEGIN {printf "%.3f\n", a / b}'; done | median)
-    [[ " ${tools[*]} " == *" xcp "* ]] && med_xcp=$(for ((r = 0; r < RUNS; r++)); do echo "${took[xcp,$r]:-}"; done | median)
-    [[ " ${tools[*]} " == *" cpz "* ]] && med_cpz=$(for ((r = 0; r < RUNS; r++)); do echo "${took[cpz,$r]:-}"; done | median)
+    # Medians of times, and of per-round ratios (the pairs ran in one round).
+    med() { for ((r = 0; r < RUNS; r++)); do echo "${took[$1,$r]:-}"; done | median; }
+    ratio() {
+        for ((r = 0; r < RUNS; r++)); do
+            [[ -n ${took[$1,$r]:-} && -n ${took[$2,$r]:-} ]] &&
+                awk -v a="${took[$1,$r]}" -v b="${took[$2,$r]}" 'BEGIN {printf "%.3f\n", a / b}'
+        done | median
+    }
+    local med_copyd med_nosync=- med_cp med_ratio med_ratio_nosync=- med_ratio_sync med_cpsync med_xcp=- med_cpz=-
+    med_copyd=$(med copyd)
+    med_cp=$(med cp)
+    med_cpsync=$(med cp+sync)
+    med_ratio=$(ratio copyd cp)
+    med_ratio_sync=$(ratio copyd cp+sync)
+    if [[ " ${tools[*]} " == *" copyd-nosync "* ]]; then
+        med_nosync=$(med copyd-nosync)
+        med_ratio_nosync=$(ratio copyd-nosync cp)
+    fi
+    [[ " ${tools[*]} " == *" xcp "* ]] && med_xcp=$(med xcp)
+    [[ " ${tools[*]} " == *" cpz "* ]] && med_cpz=$(med cpz)
     if [[ $set == sparse ]]; then
         du_note="du: source $(du -sm "$src" | cut -f1) MiB; copies: ${du_note%, }"
     fi
     du_note=${du_note%, }
-    printf '| %s | %s | %s | %s | %s | %.2f× | %s | %s | %s | %s | %s |\n' \
-        "$(set_label "$set")" "ext4 → $target" "$cache" "$med_copyd" "$med_cp" "$med_ratio" \
-        "$med_cpsync" "$med_xcp" "$med_cpz" "$hwm" "$du_note" | tee -a "$TABLE"
+    printf '| %s | %s | %s | %s | %s | %s | %s× | %s× | %s | %s× | %s | %s | %s | %s |\n' \
+        "$(set_label "$set")" "ext4 → $target" "$cache" "$med_copyd" "$med_nosync" "$med_cp" \
+        "$med_ratio" "$med_ratio_nosync" "$med_cpsync" "$med_ratio_sync" "$med_xcp" "$med_cpz" \
+        "$hwm" "$du_note" | tee -a "$TABLE"
 }
 
 set_label() {
@@ -360,8 +377,8 @@ start_bus
 : >"$TABLE"
 say "tools: ${tools[*]}; $RUNS runs each; raw times in $TIMES"
 {
-    echo "| data set | target | cache | copyd s | cp s | copyd/cp | cp+sync s | xcp s | cpz s | copyd peak RSS MiB | notes |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| data set | target | cache | copyd s | copyd --no-sync s | cp s | copyd/cp | --no-sync/cp | cp+sync s | copyd/(cp+sync) | xcp s | cpz s | copyd peak RSS MiB | notes |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } | tee "$TABLE"
 for set in $SETS; do
     for target in $TARGETS; do

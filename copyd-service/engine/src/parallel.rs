@@ -10,10 +10,17 @@ use std::sync::Mutex;
 
 use crate::error::Result;
 
+/// The CPUs this process may use, asked once: the standard library reads
+/// the cgroup's CPU quota files on every call, three opens a job.
+pub fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The number of workers for `wanted` (0: one per CPU) and `items` items.
 pub fn worker_count(wanted: usize, items: usize) -> usize {
     let wanted = match wanted {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => cpus(),
         n => n,
     };
     wanted.min(items).max(1)

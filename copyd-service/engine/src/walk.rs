@@ -163,7 +163,7 @@ fn list_all(root: &Path, control: &Control) -> Result<HashMap<PathBuf, Listing>>
         }
         wake.notify_all();
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::parallel::cpus();
     std::thread::scope(|scope| {
         for _ in 1..threads {
             scope.spawn(lister);

@@ -91,9 +91,7 @@ impl IoUringCopier {
             tracing::debug!("io_uring lacks READ_FIXED/WRITE_FIXED");
             return None;
         }
-        let pool_limit = std::thread::available_parallelism()
-            .map_or(4, |n| n.get())
-            .max(2);
+        let pool_limit = crate::parallel::cpus().max(2);
         Some(IoUringCopier {
             config,
             batches: BatchRings::probe(pool_limit),
