@@ -2,43 +2,19 @@
 //! durable: the result must be byte-identical to an uninterrupted copy, and
 //! what the journal did not vouch for must be redone, not trusted.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
+use common::Recorder;
 use copyd_engine::fsutil::temp_path;
 use copyd_engine::{
-    resolve, run_resumable, Control, EngineSet, FileIdentity, Journal, Operation, Options,
-    Progress, Request, ResumeState,
+    resolve, run_resumable, Control, EngineSet, FileIdentity, Operation, Options, Progress,
+    Request, ResumeState,
 };
-
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<String>>,
-}
-
-impl Journal for Recorder {
-    fn item_started(&self, index: usize) {
-        self.events.lock().unwrap().push(format!("started {index}"));
-    }
-    fn item_done(&self, index: usize) {
-        self.events.lock().unwrap().push(format!("done {index}"));
-    }
-    fn files_durable(&self, index: usize, relatives: &[PathBuf]) {
-        self.events
-            .lock()
-            .unwrap()
-            .push(format!("durable {index} {}", relatives.len()));
-    }
-    fn file_offset(&self, index: usize, relative: &Path, _: FileIdentity, offset: u64) {
-        self.events
-            .lock()
-            .unwrap()
-            .push(format!("offset {index} {} {offset}", relative.display()));
-    }
-}
 
 fn request(source: &Path, destination: &Path) -> Request {
     Request {
@@ -52,10 +28,9 @@ fn request(source: &Path, destination: &Path) -> Request {
     }
 }
 
+/// Test data: one byte-pattern per seed (the shared generator).
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    common::pattern(len, seed.into())
 }
 
 #[test]
@@ -143,7 +118,7 @@ fn a_tree_carries_on_from_its_journal() {
         snapshot.bytes_done, snapshot.bytes_total,
         "resumed bytes count as done"
     );
-    let events = journal.events.lock().unwrap();
+    let events = journal.events();
     assert!(
         !events.iter().any(|e| e.starts_with("started")),
         "carrying on is not a new start: {events:?}"
@@ -211,5 +186,5 @@ fn an_item_renamed_before_the_crash_is_recognised_as_done() {
         &journal,
     )
     .unwrap();
-    assert_eq!(journal.events.lock().unwrap().as_slice(), ["done 0"]);
+    assert_eq!(journal.events(), ["done 0"]);
 }

@@ -4,62 +4,23 @@
 //! of the kind may be reported; items starting and finishing still are, the
 //! copy is still complete and identical, and a move refuses to go without.
 
+mod common;
+
 use std::collections::HashSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 
+use common::Recorder;
 use copyd_engine::fsutil::temp_path;
 use copyd_engine::{
-    resolve, run_resumable, Control, EngineSet, ErrorKind, FileIdentity, Journal, Operation,
-    Options, Progress, Request, ResumeState,
+    resolve, run_resumable, Control, EngineSet, ErrorKind, Operation, Options, Progress, Request,
+    ResumeState,
 };
 
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<String>>,
-}
-
-impl Journal for Recorder {
-    fn item_started(&self, index: usize) {
-        self.events.lock().unwrap().push(format!("started {index}"));
-    }
-    fn item_done(&self, index: usize) {
-        self.events.lock().unwrap().push(format!("done {index}"));
-    }
-    fn files_durable(&self, index: usize, relatives: &[PathBuf]) {
-        self.events
-            .lock()
-            .unwrap()
-            .push(format!("durable {index} {}", relatives.len()));
-    }
-    fn file_offset(&self, index: usize, relative: &Path, _: FileIdentity, offset: u64) {
-        self.events
-            .lock()
-            .unwrap()
-            .push(format!("offset {index} {} {offset}", relative.display()));
-    }
-}
-
-impl Recorder {
-    fn events(&self) -> Vec<String> {
-        self.events.lock().unwrap().clone()
-    }
-
-    /// Reports of durable progress inside an item.
-    fn durable_reports(&self) -> Vec<String> {
-        self.events()
-            .into_iter()
-            .filter(|e| e.starts_with("durable") || e.starts_with("offset"))
-            .collect()
-    }
-}
-
+/// Test data: one byte-pattern per seed (the shared generator).
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    common::pattern(len, seed.into())
 }
 
 /// 1 MiB/s: slow enough that a copy of 4 MiB outlasts the group-commit

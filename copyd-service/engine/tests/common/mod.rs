@@ -9,10 +9,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use copyd_engine::{
-    resolve, run, Control, EngineError, EngineSet, Operation, Options, Outcome, Preserve, Progress,
-    Request,
+    resolve, run, Control, EngineError, EngineSet, FileIdentity, Journal, Operation, Options,
+    Outcome, Preserve, Progress, Request,
 };
 
 /// A scratch file system on a loop device (or a size-limited tmpfs), gone
@@ -258,4 +259,45 @@ pub fn small_files_tree(root: &Path) -> u64 {
     write_file(&root.join("large"), 3 << 20, 7);
     std::fs::create_dir(root.join("empty")).unwrap();
     bytes + (3 << 20)
+}
+
+#[derive(Default)]
+/// A journal that records what it is told, as lines.
+pub struct Recorder {
+    events: Mutex<Vec<String>>,
+}
+
+impl Journal for Recorder {
+    fn item_started(&self, index: usize) {
+        self.events.lock().unwrap().push(format!("started {index}"));
+    }
+    fn item_done(&self, index: usize) {
+        self.events.lock().unwrap().push(format!("done {index}"));
+    }
+    fn files_durable(&self, index: usize, relatives: &[PathBuf]) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("durable {index} {}", relatives.len()));
+    }
+    fn file_offset(&self, index: usize, relative: &Path, _: FileIdentity, offset: u64) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("offset {index} {} {offset}", relative.display()));
+    }
+}
+
+impl Recorder {
+    pub fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Reports of durable progress inside an item.
+    pub fn durable_reports(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.starts_with("durable") || e.starts_with("offset"))
+            .collect()
+    }
 }
