@@ -594,21 +594,25 @@ impl Transfer<'_> {
         let src = at
             .open_source()
             .map_err(|err| EngineError::io("open", source, &err).of_one_source_file())?;
-        // A journal ties durable offsets to the very inode opened (it may
-        // differ from the walk's if the path changed since); without one,
-        // the walk's facts serve and the fstat is saved.
-        let identity = if self.journal.is_kept() {
-            FileIdentity::of(
-                &src.metadata()
-                    .map_err(|err| EngineError::io("inspect", source, &err))?,
-            )
-        } else {
-            FileIdentity::of(&entry.metadata)
+        // Durable offsets are tied to the source as the walk saw it, and
+        // only ever to the very inode opened: an offset is recorded, or
+        // carried on from, only once an fstat of the open file shows the
+        // walk's identity (the path may have been swapped, or the file
+        // changed, since). Most files never record an offset, so most are
+        // copied without that fstat.
+        let identity = FileIdentity::of(&entry.metadata);
+        let opened = OpenedSource {
+            file: &src,
+            path: source,
+            walked: identity,
+            is_walked: std::cell::Cell::new(None),
         };
-        let resume_at = if carry_on {
-            self.resume.offset(index, &entry.relative, identity)
-        } else {
-            None
+        let resume_at = match carry_on {
+            true => self
+                .resume
+                .offset(index, &entry.relative, identity)
+                .filter(|_| opened.is_walked().unwrap_or(false)),
+            false => None,
         };
         let dst = match resume_at {
             Some(offset) => {
@@ -639,7 +643,7 @@ impl Transfer<'_> {
             journal: self.journal,
             index,
             relative: &entry.relative,
-            identity,
+            source: &opened,
             last: std::cell::Cell::new(std::time::Instant::now()),
         };
         let start = resume_at.unwrap_or(0).min(len);
@@ -1036,25 +1040,54 @@ fn temp_exists(temp: &Path) -> bool {
     fs::symlink_metadata(temp).is_ok()
 }
 
+/// An open source file and the identity the walk saw at its path.
+struct OpenedSource<'a> {
+    file: &'a File,
+    path: &'a Path,
+    walked: FileIdentity,
+    /// Whether the open file is the walked one, unchanged (asked once).
+    is_walked: std::cell::Cell<Option<bool>>,
+}
+
+impl OpenedSource<'_> {
+    fn is_walked(&self) -> Result<bool> {
+        if let Some(known) = self.is_walked.get() {
+            return Ok(known);
+        }
+        let metadata = self
+            .file
+            .metadata()
+            .map_err(|err| EngineError::io("inspect", self.path, &err))?;
+        let same = FileIdentity::of(&metadata) == self.walked;
+        self.is_walked.set(Some(same));
+        Ok(same)
+    }
+}
+
 /// Advances a large file's durable offset now and then: an fdatasync, then
-/// a journal report, at most every OFFSET_COMMIT_INTERVAL.
+/// a journal report, at most every OFFSET_COMMIT_INTERVAL. A source that is
+/// not the one walked (swapped or changed since) records no offset: a
+/// resume copies it again from zero.
 struct OffsetCommits<'a> {
     journal: &'a dyn Journal,
     index: usize,
     relative: &'a Path,
-    identity: FileIdentity,
+    source: &'a OpenedSource<'a>,
     last: std::cell::Cell<std::time::Instant>,
 }
 
 impl OffsetCommits<'_> {
     fn maybe_commit(&self, dst: &File, offset: u64, source: &Path) -> Result<()> {
-        if !self.journal.is_kept() || self.last.get().elapsed() < OFFSET_COMMIT_INTERVAL {
+        if !self.journal.is_kept()
+            || self.last.get().elapsed() < OFFSET_COMMIT_INTERVAL
+            || !self.source.is_walked()?
+        {
             return Ok(());
         }
         dst.sync_data()
             .map_err(|err| EngineError::io("sync the copy of", source, &err))?;
         self.journal
-            .file_offset(self.index, self.relative, self.identity, offset);
+            .file_offset(self.index, self.relative, self.source.walked, offset);
         self.last.set(std::time::Instant::now());
         Ok(())
     }
