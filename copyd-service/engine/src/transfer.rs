@@ -329,14 +329,23 @@ impl Transfer<'_> {
             )
         };
 
-        for entry in entries.iter().filter(|e| e.kind == EntryKind::Directory) {
-            self.control.checkpoint()?;
-            let (_, copy) = paths(entry);
-            match fs::DirBuilder::new().mode(0o700).create(&copy) {
-                Err(err) if carry_on && err.kind() == io::ErrorKind::AlreadyExists => {}
-                result => result.map_err(|err| EngineError::io("create directory", &copy, &err))?,
-            }
-            self.progress.add_files_done(1);
+        // Directories, a level at a time (parents first), the directories
+        // of a level on the workers together.
+        let levels = directory_levels(entries);
+        let workers = parallel::worker_count(self.workers, entries.len());
+        for level in &levels {
+            parallel::for_each(workers, level, |entry| {
+                self.control.checkpoint()?;
+                let (_, copy) = paths(entry);
+                match fs::DirBuilder::new().mode(0o700).create(&copy) {
+                    Err(err) if carry_on && err.kind() == io::ErrorKind::AlreadyExists => {}
+                    result => {
+                        result.map_err(|err| EngineError::io("create directory", &copy, &err))?
+                    }
+                }
+                self.progress.add_files_done(1);
+                Ok(())
+            })?;
         }
 
         // Large files first, largest first, so one big file does not start
@@ -466,13 +475,15 @@ impl Transfer<'_> {
             self.progress.add_files_done(1);
         }
 
-        for entry in entries
-            .iter()
-            .rev()
-            .filter(|e| e.kind == EntryKind::Directory)
-        {
-            let (source, copy) = paths(entry);
-            fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)?;
+        // Directory metadata deepest level first: a directory whose mode
+        // shuts its owner out must not be given it before its
+        // subdirectories got theirs. Within a level, order does not matter
+        // (a directory's own times change only with its entries).
+        for level in levels.iter().rev() {
+            parallel::for_each(workers, level, |entry| {
+                let (source, copy) = paths(entry);
+                fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)
+            })?;
         }
         if !single_file && self.sync {
             // One syncfs for a whole tree instead of one fsync per file.
@@ -915,6 +926,21 @@ impl FileAt<'_> {
                 .open(self.copy),
         }
     }
+}
+
+/// A tree's directories by depth (the root's level first), in walk order
+/// within a level.
+fn directory_levels(entries: &[Entry]) -> Vec<Vec<&Entry>> {
+    let mut levels: Vec<Vec<&Entry>> = Vec::new();
+    for entry in entries.iter().filter(|e| e.kind == EntryKind::Directory) {
+        let depth = entry.relative.components().count();
+        if levels.len() <= depth {
+            levels.resize_with(depth + 1, Vec::new);
+        }
+        levels[depth].push(entry);
+    }
+    levels.retain(|level| !level.is_empty());
+    levels
 }
 
 /// Whether a file may have holes worth looking for: fewer blocks than bytes

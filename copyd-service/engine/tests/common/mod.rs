@@ -258,7 +258,18 @@ pub fn small_files_tree(root: &Path) -> u64 {
     }
     write_file(&root.join("large"), 3 << 20, 7);
     std::fs::create_dir(root.join("empty")).unwrap();
-    bytes + (3 << 20)
+    // Read-only directories, nested: their modes come last, deepest first.
+    let locked = root.join("locked/inner");
+    std::fs::create_dir_all(&locked).unwrap();
+    write_file(&locked.join("f"), 100, 1);
+    for dir in [&locked, &root.join("locked")] {
+        fs::set_permissions(
+            dir,
+            <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o555),
+        )
+        .unwrap();
+    }
+    bytes + (3 << 20) + 100
 }
 
 #[derive(Default)]
