@@ -590,9 +590,9 @@ impl BatchRings {
 
     /// Copies `files` (from the directory `source_dir` to `copy_dir`),
     /// calling `finished(i, result)` for each file `i` once its chain is
-    /// done, in chunks of BATCH_FILES. An `Err` return means the ring
-    /// itself failed: the files not yet reported were not attempted (or
-    /// are reported failed).
+    /// done, in chunks of BATCH_FILES. Every file is reported, failed ones
+    /// too when the ring itself fails; an `Err` is `finished`'s own, which
+    /// stops the batch.
     pub fn copy(
         &self,
         source_dir: BorrowedFd<'_>,
@@ -600,14 +600,25 @@ impl BatchRings {
         files: &[SmallFile<'_>],
         mut finished: impl FnMut(usize, SmallFileResult) -> crate::error::Result<()>,
     ) -> crate::error::Result<()> {
-        let mut ring = match self.pool.lock().unwrap().pop() {
-            Some(ring) => ring,
-            None => Ring::for_batches().map_err(|err| {
-                crate::error::EngineError::new(
-                    crate::error::ErrorKind::Failed,
-                    format!("could not set up an io_uring: {err}"),
-                )
-            })?,
+        let pooled = self.pool.lock().unwrap().pop();
+        let mut ring = match pooled.map_or_else(Ring::for_batches, Ok) {
+            Ok(ring) => ring,
+            Err(err) => {
+                // No ring now (out of memory, too many rings): nothing was
+                // tried, and the ordinary way copies every file.
+                tracing::debug!(%err, "no io_uring for a batch");
+                for i in 0..files.len() {
+                    let error = io::Error::new(err.kind(), err.to_string());
+                    finished(
+                        i,
+                        SmallFileResult::Failed {
+                            error,
+                            created: false,
+                        },
+                    )?;
+                }
+                return Ok(());
+            }
         };
         let mut result = Ok(());
         for (chunk_index, chunk) in files.chunks(BATCH_FILES).enumerate() {
@@ -742,8 +753,10 @@ impl Ring {
                 let sqe = self.get_sqe();
                 if sqe.is_null() {
                     // Sized for four entries per file: cannot happen, but
-                    // must not be written through.
-                    self.poisoned = in_flight > 0;
+                    // must not be written through. Entries already
+                    // prepared would go out with the next submission:
+                    // this ring is not used again.
+                    self.poisoned = true;
                     return Err(io::Error::from(Errno::BUSY));
                 }
                 let (source_slot, copy_slot) = (2 * i as u32, 2 * i as u32 + 1);
