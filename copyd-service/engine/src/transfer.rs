@@ -61,19 +61,6 @@ const SEGMENT: u64 = 32 << 20;
 /// worker at a time.
 const LARGE_FILE: u64 = 1 << 20;
 
-/// Whether `auto` batches a tree's small files through io_uring where
-/// extents cannot be shared (see `small_file_batches`). It does not: the
-/// batches lose here. Measured with `tree_bench` on 40,000 files of 1-16
-/// KiB (no journal, 2 workers, 2-core VM, kernel 6.18), alternating:
-/// ext4 → tmpfs, median of 5: one file at a time 0.593 s, batches 0.670 s,
-/// batches with io-wq held to one worker per ring 0.887 s; ext4 → ext4, 3
-/// rounds: 2.34/1.31/2.01 s against 3.74/1.90/2.54 s. Every create is
-/// handed to an io-wq thread (the kernel never creates inline), so a batch
-/// of one directory's files becomes up to 32 threads queueing on that
-/// directory's lock, on 2 CPUs; the calls saved do not pay for it. Batches
-/// run when the io_uring engine is asked for by name.
-const BATCH_SMALL_FILES_IN_AUTO: bool = false;
-
 /// Files with at most this many bytes to copy go by read and write when
 /// copy_file_range cannot take them.
 const SMALL_DATA: u64 = 64 << 10;
@@ -332,9 +319,9 @@ impl Transfer<'_> {
         // Directories, a level at a time (parents first), the directories
         // of a level on the workers together.
         let levels = directory_levels(entries);
-        let workers = parallel::worker_count(self.workers, entries.len());
+        let level_workers = |level: &[&Entry]| parallel::worker_count(self.workers, level.len());
         for level in &levels {
-            parallel::for_each(workers, level, |entry| {
+            parallel::for_each(level_workers(level), level, |entry| {
                 self.control.checkpoint()?;
                 let (_, copy) = paths(entry);
                 match fs::DirBuilder::new().mode(0o700).create(&copy) {
@@ -426,7 +413,7 @@ impl Transfer<'_> {
             };
             // Its small files may go through a ring in batches; whatever a
             // batch does not copy goes the ordinary way.
-            let rest = match (&dirs, self.small_file_batches(run, &known)) {
+            let rest = match (&dirs, self.small_file_batches()) {
                 (Some(dirs), Some(rings)) => self.copy_in_batches(rings, run, dirs, &finished)?,
                 _ => run.to_vec(),
             };
@@ -480,7 +467,7 @@ impl Transfer<'_> {
         // subdirectories got theirs. Within a level, order does not matter
         // (a directory's own times change only with its entries).
         for level in levels.iter().rev() {
-            parallel::for_each(workers, level, |entry| {
+            parallel::for_each(level_workers(level), level, |entry| {
                 let (source, copy) = paths(entry);
                 fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)
             })?;
@@ -492,25 +479,21 @@ impl Transfer<'_> {
         Ok(())
     }
 
-    /// The rings to copy `run`'s small files with, when batching is the
-    /// way here: the io_uring engine is the one to use (asked for, or in
-    /// `auto`, when extents cannot be shared between these file systems and
-    /// BATCH_SMALL_FILES_IN_AUTO says so). Only a fresh tree's runs of one
-    /// directory are offered (carrying on an interrupted one goes file by
-    /// file, by the journal).
-    fn small_file_batches(&self, run: &[&Entry], known: &KnownUnsupported) -> Option<&BatchRings> {
-        let engine = self
-            .chain
-            .iter()
-            .find(|e| e.small_file_batches().is_some())?;
-        let forced = self.chain.len() == 1;
-        if !forced {
-            let skips = known.get(run[0].metadata.dev());
-            if !(BATCH_SMALL_FILES_IN_AUTO && skips.no_clone) {
-                return None;
-            }
+    /// The rings to copy a run's small files with: only when the io_uring
+    /// engine is asked for by name. `auto` never batches, because batches
+    /// lose here. Measured with `tree_bench` on 40,000 files of 1-16 KiB (no
+    /// journal, 2 workers, 2-core VM, kernel 6.18), alternating: ext4 →
+    /// tmpfs, median of 5: one file at a time 0.593 s, batches 0.670 s,
+    /// batches with io-wq held to one worker per ring 0.887 s; ext4 → ext4,
+    /// 3 rounds: 2.34/1.31/2.01 s against 3.74/1.90/2.54 s. Every create is
+    /// handed to an io-wq thread (the kernel never creates inline), so a
+    /// batch of one directory's files becomes up to 32 threads queueing on
+    /// that directory's lock, on 2 CPUs; the calls saved do not pay for it.
+    fn small_file_batches(&self) -> Option<&BatchRings> {
+        match self.chain.as_slice() {
+            [only] => only.small_file_batches(),
+            _ => None,
         }
-        engine.small_file_batches()
     }
 
     /// Copies the files of `run` (all in the directories `dirs`) that suit
@@ -534,7 +517,7 @@ impl Transfer<'_> {
         let names: Vec<(&Path, std::ffi::CString)> = batch
             .iter()
             .map(|entry| {
-                let name = Path::new(entry.relative.file_name().unwrap_or_default());
+                let name = FileAt::name(&entry.relative);
                 let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str());
                 (
                     name,
@@ -546,8 +529,7 @@ impl Transfer<'_> {
             .iter()
             .zip(&names)
             .map(|(entry, (_, name))| SmallFile {
-                source: name,
-                copy: name,
+                name,
                 len: entry.metadata.len(),
                 mode: dirs.created_mode(&entry.metadata),
             })
@@ -774,7 +756,7 @@ impl Transfer<'_> {
                 Err(unsupported) => return Err(unsupported.into_error(ctx.source)),
             }
             written_back(piece);
-            offsets.maybe_commit(dst, piece.end, ctx.source)?;
+            offsets.maybe_commit(dst, piece.end)?;
         }
         if !small_path {
             known.movers_skipped(file.device, movers.len() - chain.len());
@@ -1103,7 +1085,7 @@ struct OffsetCommits<'a> {
 }
 
 impl OffsetCommits<'_> {
-    fn maybe_commit(&self, dst: &File, offset: u64, source: &Path) -> Result<()> {
+    fn maybe_commit(&self, dst: &File, offset: u64) -> Result<()> {
         if !self.journal.is_kept()
             || self.last.get().elapsed() < OFFSET_COMMIT_INTERVAL
             || !self.source.is_walked()?
@@ -1111,7 +1093,7 @@ impl OffsetCommits<'_> {
             return Ok(());
         }
         dst.sync_data()
-            .map_err(|err| EngineError::io("sync the copy of", source, &err))?;
+            .map_err(|err| EngineError::io("sync the copy of", self.source.path, &err))?;
         self.journal
             .file_offset(self.index, self.relative, self.source.walked, offset);
         self.last.set(std::time::Instant::now());

@@ -9,7 +9,6 @@ mod common;
 use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use common::Recorder;
 use copyd_engine::fsutil::temp_path;
@@ -61,18 +60,9 @@ fn copy(source: &Path, target: &Path, options: Options, resume: &ResumeState) ->
     journal
 }
 
+/// Contents, modes, times and symlinks as the source's.
 fn assert_identical(source: &Path, target: &Path) {
-    let diff = Command::new("diff")
-        .arg("-r")
-        .arg(source)
-        .arg(target)
-        .output()
-        .unwrap();
-    assert!(
-        diff.status.success(),
-        "{}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+    assert_eq!(common::rsync_differences(source, target), "");
 }
 
 /// 64 files of 64 KiB: 4 MiB.

@@ -94,7 +94,7 @@ impl IoUringCopier {
         let pool_limit = crate::parallel::cpus().max(2);
         Some(IoUringCopier {
             config,
-            batches: BatchRings::probe(pool_limit),
+            batches: BatchRings::probe(&mut ring, pool_limit),
             pool: Mutex::new(vec![ring]),
             pool_limit,
         })
@@ -534,13 +534,12 @@ pub const BATCH_FILES: usize = 32;
 /// The largest file a batch copies: one buffer.
 pub const BATCH_FILE_MAX: u64 = 64 << 10;
 
-/// One small file to copy whole: its name in the source directory, its
-/// copy's name in the copy's directory, its length, and the mode its copy
-/// is created with.
+/// One small file to copy whole: its name in the source directory (its
+/// copy's name in the copy's directory too), its length, and the mode its
+/// copy is created with.
 #[derive(Debug, Clone, Copy)]
 pub struct SmallFile<'a> {
-    pub source: &'a CStr,
-    pub copy: &'a CStr,
+    pub name: &'a CStr,
     pub len: u64,
     pub mode: u32,
 }
@@ -550,41 +549,35 @@ pub struct SmallFile<'a> {
 pub enum SmallFileResult {
     /// Copied whole.
     Copied,
-    /// Not copied; `created` says whether a (partial) copy was created,
-    /// which the caller removes before copying the file again.
+    /// Not copied; `created` says whether a (partial) copy may have been
+    /// created, which the caller removes before copying the file again.
     Failed { error: io::Error, created: bool },
 }
 
-/// The rings for batches, one per thread copying at once.
+/// The rings for batches, one per thread copying at once, set up on first
+/// use (auto never batches, so most copyd processes never need one).
 pub struct BatchRings {
     pool: Mutex<Vec<Ring>>,
     pool_limit: usize,
-    fixed_buffers: bool,
 }
 
 impl BatchRings {
-    /// Rings that can open into direct descriptors (kernel 5.15 and later),
-    /// if this kernel offers them.
-    fn probe(pool_limit: usize) -> Option<Self> {
-        let mut ring = match Ring::for_batches() {
-            Ok(ring) => ring,
-            Err(err) => {
-                tracing::debug!(%err, "io_uring batches unavailable");
-                return None;
-            }
-        };
-        let fixed_buffers = ring.fixed;
+    /// Batches, if `ring` (any ring of this kernel) says it can open files
+    /// and read and write through one. Direct descriptors need kernel 5.15:
+    /// where they are missing, setting up a batch ring fails on first use
+    /// and the files go the ordinary way.
+    fn probe(ring: &mut Ring, pool_limit: usize) -> Option<Self> {
         if !ring.supports(&[
             sys::IORING_OP_OPENAT,
             sys::IORING_OP_READ,
             sys::IORING_OP_WRITE,
         ]) {
+            tracing::debug!("io_uring batches unavailable");
             return None;
         }
         Some(BatchRings {
-            pool: Mutex::new(vec![ring]),
+            pool: Mutex::new(Vec::new()),
             pool_limit,
-            fixed_buffers,
         })
     }
 
@@ -604,55 +597,26 @@ impl BatchRings {
         let mut ring = match pooled.map_or_else(Ring::for_batches, Ok) {
             Ok(ring) => ring,
             Err(err) => {
-                // No ring now (out of memory, too many rings): nothing was
-                // tried, and the ordinary way copies every file.
+                // No ring now (out of memory, too many rings, an old
+                // kernel): nothing was tried; the ordinary way copies them.
                 tracing::debug!(%err, "no io_uring for a batch");
-                for i in 0..files.len() {
-                    let error = io::Error::new(err.kind(), err.to_string());
-                    finished(
-                        i,
-                        SmallFileResult::Failed {
-                            error,
-                            created: false,
-                        },
-                    )?;
-                }
-                return Ok(());
+                return report_failed(0..files.len(), &err, false, &mut finished);
             }
         };
         let mut result = Ok(());
         for (chunk_index, chunk) in files.chunks(BATCH_FILES).enumerate() {
-            let outcomes = match ring.copy_chunk(source_dir, copy_dir, chunk) {
-                Ok(outcomes) => outcomes,
-                Err(err) => {
-                    // The ring is unusable; report the rest as failed so the
-                    // caller copies them the ordinary way.
-                    let start = chunk_index * BATCH_FILES;
-                    for i in start..files.len() {
-                        let error = io::Error::new(err.kind(), err.to_string());
-                        // Whether a chain of the failed chunk created its copy
-                        // is unknown: the caller removes any copy it finds.
-                        if let Err(err) = finished(
-                            i,
-                            SmallFileResult::Failed {
-                                error,
-                                created: true,
-                            },
-                        ) {
-                            result = Err(err);
-                            break;
-                        }
-                    }
-                    break;
-                }
+            let start = chunk_index * BATCH_FILES;
+            result = match ring.copy_chunk(source_dir, copy_dir, chunk) {
+                Ok(outcomes) => outcomes
+                    .into_iter()
+                    .enumerate()
+                    .try_for_each(|(offset, outcome)| finished(start + offset, outcome)),
+                // The ring is unusable (and poisoned): the rest go the
+                // ordinary way. Whether a chain of this chunk created its
+                // copy is unknown: the caller removes any copy it finds.
+                Err(err) => report_failed(start..files.len(), &err, true, &mut finished),
             };
-            for (offset, outcome) in outcomes.into_iter().enumerate() {
-                if let Err(err) = finished(chunk_index * BATCH_FILES + offset, outcome) {
-                    result = Err(err);
-                    break;
-                }
-            }
-            if result.is_err() {
+            if result.is_err() || ring.poisoned {
                 break;
             }
         }
@@ -664,22 +628,29 @@ impl BatchRings {
         }
         result
     }
+}
 
-    /// Whether the batches read and write through registered buffers.
-    pub fn fixed_buffers(&self) -> bool {
-        self.fixed_buffers
-    }
+/// Reports the files `range` of a batch as failed by `err`.
+fn report_failed(
+    range: std::ops::Range<usize>,
+    err: &io::Error,
+    created: bool,
+    finished: &mut impl FnMut(usize, SmallFileResult) -> crate::error::Result<()>,
+) -> crate::error::Result<()> {
+    range.into_iter().try_for_each(|i| {
+        let error = io::Error::new(err.kind(), err.to_string());
+        finished(i, SmallFileResult::Failed { error, created })
+    })
 }
 
 /// What one chain of a batch has come to so far.
 #[derive(Debug, Default, Clone, Copy)]
 struct Chain {
-    /// Completions still to come.
-    pending: u8,
     created: bool,
-    /// The first failure (a short read counts), as an errno; 0 for none.
-    /// ECANCELED only if nothing failed before it.
+    /// The first failure, as an errno; 0 for none. ECANCELED (what the
+    /// links after a failure get) only if nothing failed before it.
     errno: i32,
+    /// The first failure was a short read or write: the file changed size.
     short: bool,
 }
 
@@ -777,7 +748,7 @@ impl Ring {
                         0 => sys::io_uring_prep_openat_direct(
                             sqe,
                             source_dir.as_raw_fd(),
-                            file.source.as_ptr(),
+                            file.name.as_ptr(),
                             (rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW).bits()
                                 as i32,
                             0,
@@ -786,7 +757,7 @@ impl Ring {
                         1 => sys::io_uring_prep_openat_direct(
                             sqe,
                             copy_dir.as_raw_fd(),
-                            file.copy.as_ptr(),
+                            file.name.as_ptr(),
                             (rustix::fs::OFlags::WRONLY
                                 | rustix::fs::OFlags::CREATE
                                 | rustix::fs::OFlags::EXCL
@@ -825,7 +796,6 @@ impl Ring {
                     sys::io_uring_sqe_set_data64(sqe, (i as u64) << 2 | step as u64);
                 }
             }
-            chains[i].pending = steps as u8;
             in_flight += steps as u32;
         }
         while in_flight > 0 {
@@ -838,15 +808,14 @@ impl Ring {
                 in_flight -= 1;
                 let (i, step) = ((data >> 2) as usize, data & 3);
                 let chain = &mut chains[i];
-                chain.pending -= 1;
                 if step == 1 && res >= 0 {
                     chain.created = true;
                 }
-                let short = step == 2 && res >= 0 && (res as u64) < files[i].len;
-                let short_write = step == 3 && res >= 0 && (res as u64) < files[i].len;
+                // A read or write that moved less than the whole file.
+                let short = step >= 2 && res >= 0 && (res as u64) < files[i].len;
                 if res < 0 && (chain.errno == 0 || chain.errno == Errno::CANCELED.raw_os_error()) {
                     chain.errno = -res;
-                } else if (short || short_write) && chain.errno == 0 {
+                } else if short && chain.errno == 0 {
                     chain.short = true;
                     chain.errno = Errno::IO.raw_os_error();
                 }
