@@ -45,7 +45,12 @@ fn main() {
         dst_dir.display(),
         engines.names()
     );
-    for name in engines.names() {
+    // COPYD_BENCH_ENGINES=a,b,... measures only these, in this order.
+    let names: Vec<String> = match std::env::var("COPYD_BENCH_ENGINES") {
+        Ok(list) => list.split(',').map(str::to_owned).collect(),
+        Err(_) => engines.names().iter().map(|n| n.to_string()).collect(),
+    };
+    for name in names.iter().map(String::as_str) {
         let chain = engines.select(name).unwrap();
         let (mut best_copy, mut best_synced) = (f64::MAX, f64::MAX);
         let mut result = String::new();

@@ -25,6 +25,7 @@ pub mod links;
 pub mod parallel;
 pub mod progress;
 pub mod request;
+pub mod residency;
 pub mod sparse;
 pub mod transfer;
 pub mod walk;

@@ -7,6 +7,8 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use rustix::io::Errno;
 
@@ -19,7 +21,7 @@ use crate::journal::{
 use crate::progress::{Control, Progress};
 use crate::request::{Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
-use crate::{fsutil, links, parallel, sparse};
+use crate::{fsutil, links, parallel, residency, sparse};
 
 /// What a finished transfer did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -64,6 +66,10 @@ const LARGE_FILE: u64 = 1 << 20;
 /// Files with at most this many bytes to copy go by read and write when
 /// copy_file_range cannot take them.
 const SMALL_DATA: u64 = 64 << 10;
+
+/// At most how many streams copy one large file's pieces at once (when its
+/// bytes must come from the device).
+const MAX_STREAMS: usize = 4;
 
 /// At most how many small files of one directory a worker takes at once.
 const SMALL_FILE_RUN: usize = 1024;
@@ -598,7 +604,7 @@ impl Transfer<'_> {
             file: &src,
             path: source,
             walked: identity,
-            is_walked: std::cell::Cell::new(None),
+            is_walked: std::sync::OnceLock::new(),
         };
         let resume_at = match carry_on {
             true => self
@@ -637,7 +643,7 @@ impl Transfer<'_> {
             index,
             relative: &entry.relative,
             source: &opened,
-            last: std::cell::Cell::new(std::time::Instant::now()),
+            committed: Mutex::new((0, std::time::Instant::now())),
         };
         let start = resume_at.unwrap_or(0).min(len);
         if start > 0 {
@@ -750,16 +756,32 @@ impl Transfer<'_> {
             // Read ahead further, as cp does.
             let _ = rustix::fs::fadvise(src, start, None, rustix::fs::Advice::Sequential);
         }
-        for piece in &pieces {
-            match try_chain(chain, src, dst, piece.start, piece.end - piece.start, ctx)? {
-                Ok(used) => chain = &chain[used..],
+        // A large file that must come from the device is read by several
+        // streams, piece by piece: one sequential reader leaves the device
+        // mostly idle (see `residency`). A cached one gets one stream.
+        let streams = match pieces.len() >= 2 && residency::mostly_uncached(src, &(start..len)) {
+            true => parallel::worker_count(self.workers, pieces.len()).min(MAX_STREAMS),
+            false => 1,
+        };
+        // Engines of `chain` that could not copy a piece of this pair of
+        // files are not tried on the next (by any stream).
+        let failed_engines = AtomicUsize::new(0);
+        let finished = FinishedPieces::new(&pieces);
+        let numbered: Vec<usize> = (0..pieces.len()).collect();
+        parallel::for_each(streams, &numbered, |&number| {
+            let piece = &pieces[number];
+            let skipped = failed_engines.load(Ordering::Relaxed);
+            let length = piece.end - piece.start;
+            match try_chain(&chain[skipped..], src, dst, piece.start, length, ctx)? {
+                Ok(used) => failed_engines.fetch_max(skipped + used, Ordering::Relaxed),
                 Err(unsupported) => return Err(unsupported.into_error(ctx.source)),
-            }
+            };
             written_back(piece);
-            offsets.maybe_commit(dst, piece.end)?;
-        }
+            offsets.maybe_commit(dst, finished.finish(number))
+        })?;
         if !small_path {
-            known.movers_skipped(file.device, movers.len() - chain.len());
+            let skipped = movers.len() - chain.len() + failed_engines.into_inner();
+            known.movers_skipped(file.device, skipped);
         }
         if copied < len {
             ctx.progress.add_bytes_uncopied(len - copied);
@@ -1054,40 +1076,47 @@ struct OpenedSource<'a> {
     path: &'a Path,
     walked: FileIdentity,
     /// Whether the open file is the walked one, unchanged (asked once).
-    is_walked: std::cell::Cell<Option<bool>>,
+    is_walked: std::sync::OnceLock<bool>,
 }
 
 impl OpenedSource<'_> {
     fn is_walked(&self) -> Result<bool> {
         if let Some(known) = self.is_walked.get() {
-            return Ok(known);
+            return Ok(*known);
         }
         let metadata = self
             .file
             .metadata()
             .map_err(|err| EngineError::io("inspect", self.path, &err))?;
         let same = FileIdentity::of(&metadata) == self.walked;
-        self.is_walked.set(Some(same));
-        Ok(same)
+        Ok(*self.is_walked.get_or_init(|| same))
     }
 }
 
 /// Advances a large file's durable offset now and then: an fdatasync, then
 /// a journal report, at most every OFFSET_COMMIT_INTERVAL. A source that is
 /// not the one walked (swapped or changed since) records no offset: a
-/// resume copies it again from zero.
+/// resume copies it again from zero. Pieces copied by several streams at
+/// once report here from each; commits are serialized, so the recorded
+/// offset only grows.
 struct OffsetCommits<'a> {
     journal: &'a dyn Journal,
     index: usize,
     relative: &'a Path,
     source: &'a OpenedSource<'a>,
-    last: std::cell::Cell<std::time::Instant>,
+    /// The offset last recorded, and when.
+    committed: Mutex<(u64, std::time::Instant)>,
 }
 
 impl OffsetCommits<'_> {
+    /// `offset`: everything before it has been copied (holes included).
     fn maybe_commit(&self, dst: &File, offset: u64) -> Result<()> {
-        if !self.journal.is_kept()
-            || self.last.get().elapsed() < OFFSET_COMMIT_INTERVAL
+        if !self.journal.is_kept() {
+            return Ok(());
+        }
+        let mut committed = self.committed.lock().unwrap();
+        if offset <= committed.0
+            || committed.1.elapsed() < OFFSET_COMMIT_INTERVAL
             || !self.source.is_walked()?
         {
             return Ok(());
@@ -1096,8 +1125,41 @@ impl OffsetCommits<'_> {
             .map_err(|err| EngineError::io("sync the copy of", self.source.path, &err))?;
         self.journal
             .file_offset(self.index, self.relative, self.source.walked, offset);
-        self.last.set(std::time::Instant::now());
+        *committed = (offset, std::time::Instant::now());
         Ok(())
+    }
+}
+
+/// Which of a file's pieces (in file order) are copied, when several
+/// streams copy them out of order: the end of the leading run of finished
+/// pieces is as far as the copy is complete.
+struct FinishedPieces<'a> {
+    pieces: &'a [std::ops::Range<u64>],
+    /// The first piece not finished, and which after it are.
+    state: Mutex<(usize, std::collections::BTreeSet<usize>)>,
+}
+
+impl<'a> FinishedPieces<'a> {
+    fn new(pieces: &'a [std::ops::Range<u64>]) -> Self {
+        FinishedPieces {
+            pieces,
+            state: Mutex::new((0, Default::default())),
+        }
+    }
+
+    /// Marks piece `index` finished; returns the offset before which all
+    /// is copied.
+    fn finish(&self, index: usize) -> u64 {
+        let mut state = self.state.lock().unwrap();
+        let (first_unfinished, later) = &mut *state;
+        later.insert(index);
+        while later.remove(first_unfinished) {
+            *first_unfinished += 1;
+        }
+        match *first_unfinished {
+            0 => 0,
+            n => self.pieces[n - 1].end,
+        }
     }
 }
 
@@ -1151,5 +1213,21 @@ impl AnchoredDir {
             err.message = err.message.replace(&via, &self.path.display().to_string());
         }
         err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_is_complete_up_to_the_first_unfinished_piece() {
+        // Data at 0..10, 20..30 (a hole between), 30..40, 40..45.
+        let pieces = [0..10, 20..30, 30..40, 40..45];
+        let finished = FinishedPieces::new(&pieces);
+        assert_eq!(finished.finish(1), 0, "piece 0 is still being copied");
+        assert_eq!(finished.finish(3), 0);
+        assert_eq!(finished.finish(0), 30, "0 and 1 done: the hole too");
+        assert_eq!(finished.finish(2), 45);
     }
 }

@@ -233,3 +233,35 @@ fn io_uring_with_tiny_buffers_and_a_cancel() {
     assert_eq!(done, data.len() as u64);
     assert!(fs::read(dir.path().join("copy")).unwrap() == data);
 }
+
+/// A large file whose bytes are not in the page cache is copied by several
+/// streams at once (see `copyd_engine::residency`); whatever order its
+/// pieces land in, the copy is exact, with every byte-moving engine.
+#[test]
+fn a_large_uncached_file_is_copied_exactly_by_every_byte_mover() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let source = dir.path().join("source");
+    // Three and a half 32 MiB pieces: the streams share them unevenly.
+    let data = write_file(&source, (112 << 20) + 4_321, 7);
+    for engine in ["copy_file_range", "splice", "io_uring", "standard"] {
+        if !EngineSet::probe().names().contains(&engine) {
+            continue;
+        }
+        let file = fs::File::open(&source).unwrap();
+        file.sync_all().unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let size = data.len() as u64;
+        assert!(
+            copyd_engine::residency::mostly_uncached(&file, &(0..size)),
+            "the source's pages should be gone from /tmp's page cache"
+        );
+        let target = dir.path().join(format!("copy-{engine}"));
+        let copied = copy(&source, &target, engine, Preserve::default()).unwrap();
+        assert!(
+            fs::read(&target).unwrap() == data,
+            "{engine} copied wrong bytes"
+        );
+        assert_eq!(copied.engine_bytes.get(engine), Some(&size), "{engine}");
+        fs::remove_file(&target).unwrap();
+    }
+}
