@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use copyd_engine::engines::IoUringConfig;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -31,6 +32,43 @@ pub struct Config {
     /// Run jobs even when their checkpoints cannot be written (the state
     /// directory is not writable); they then cannot resume after a crash.
     pub run_without_checkpoints: bool,
+    /// How jobs copy: the [engine] table.
+    pub engine: EngineConfig,
+}
+
+/// The copy engine's knobs, the same for every job.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Threads copying one job's tree (and streams reading one large
+    /// uncached file, at most 4); 0: one per CPU copyd may use.
+    pub workers: usize,
+    /// io_uring: reads and writes in flight at once per ring.
+    pub io_uring_queue_depth: u32,
+    /// io_uring: all registered buffers of one ring together, in KiB.
+    /// More than RLIMIT_MEMLOCK allows (8 MiB for unprivileged processes)
+    /// makes the io_uring engine unusable.
+    pub io_uring_buffer_kib: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let io_uring = IoUringConfig::default();
+        EngineConfig {
+            workers: 0,
+            io_uring_queue_depth: io_uring.queue_depth,
+            io_uring_buffer_kib: io_uring.buffer_bytes >> 10,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn io_uring(&self) -> IoUringConfig {
+        IoUringConfig {
+            queue_depth: self.io_uring_queue_depth,
+            buffer_bytes: self.io_uring_buffer_kib << 10,
+        }
+    }
 }
 
 impl Default for Config {
@@ -47,6 +85,7 @@ impl Default for Config {
             auto_resume: true,
             serialize_per_disk: true,
             run_without_checkpoints: false,
+            engine: EngineConfig::default(),
         }
     }
 }
@@ -173,5 +212,69 @@ mod tests {
         assert!(Config::load(Some(&file))
             .unwrap_err()
             .contains("unknown field"));
+    }
+
+    #[test]
+    fn the_engine_table_sets_workers_and_the_io_uring_rings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[engine]
+workers = 3
+io_uring_queue_depth = 8
+",
+        )
+        .unwrap();
+        let engine = Config::load(Some(&file)).unwrap().engine;
+        assert_eq!((engine.workers, engine.io_uring().queue_depth), (3, 8));
+        // Left out, a key is the engine's own default.
+        assert_eq!(
+            engine.io_uring().buffer_bytes,
+            IoUringConfig::default().buffer_bytes
+        );
+        assert_eq!(
+            Config::default().engine.io_uring(),
+            IoUringConfig::default()
+        );
+        std::fs::write(
+            &file,
+            "[engine]
+threads = 3
+",
+        )
+        .unwrap();
+        assert!(Config::load(Some(&file)).is_err());
+    }
+
+    #[test]
+    fn the_shipped_config_with_every_key_set_is_read() {
+        // packaging/config.toml shows every key commented out, with its
+        // default or an example: uncommented, copyd must accept all.
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config.toml"),
+        )
+        .unwrap();
+        let is_name =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+        let setting = |line: &str| match line.strip_prefix('#') {
+            Some(table) if table.starts_with('[') && table.ends_with(']') => Some(table.to_owned()),
+            Some(rest) => match rest.split_once(" = ") {
+                Some((name, _)) if is_name(name) => Some(rest.to_owned()),
+                _ => None,
+            },
+            None => None,
+        };
+        let uncommented: String = shipped
+            .lines()
+            .filter_map(setting)
+            .map(|line| line + "\n")
+            .collect();
+        assert!(uncommented.contains("io_uring_buffer_kib"), "{uncommented}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, &uncommented).unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.engine, EngineConfig::default());
     }
 }

@@ -42,7 +42,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub async fn serve(endpoint: Endpoint, config: Config) -> Result<(), String> {
     let peer = matches!(endpoint, Endpoint::Peer(_));
     audit::init(config.audit_log.as_deref())?;
-    let engines = EngineSet::probe();
+    let engines = EngineSet::probe_with(config.engine.io_uring());
     tracing::info!(engines = ?engines.names(), "probed engines");
     let persistence = if peer {
         // A private copyd's jobs end with its one client: nothing to resume.

@@ -571,7 +571,8 @@ impl JobManager {
         }
         job.set_state(JobState::Running, &events);
         self.persist(&job);
-        let resolved = job.resolved_for_run();
+        let mut resolved = job.resolved_for_run();
+        resolved.request.options.workers = self.config.engine.workers;
         let worker = {
             let (engines, job) = (self.engines.clone(), job.clone());
             let journal = JobJournal {
