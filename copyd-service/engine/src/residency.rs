@@ -16,22 +16,25 @@ use std::ops::Range;
 use rustix::io::{Errno, ReadWriteFlags};
 
 /// How many places of a file are looked at.
-const SAMPLES: u64 = 8;
+const SAMPLES: usize = 8;
 
-/// Whether most of `range` of `file` looks absent from the page cache:
-/// a 4 KiB read at each of a few evenly spread offsets, with RWF_NOWAIT,
-/// which fails with EAGAIN instead of waiting for the device. A file
-/// system that cannot do RWF_NOWAIT reads (EOPNOTSUPP) counts as cached,
-/// so its files keep the single stream.
-pub fn mostly_uncached(file: &File, range: &Range<u64>) -> bool {
-    let span = range.end.saturating_sub(range.start);
-    if span == 0 {
+/// Whether most of the data of `file` in `pieces` (byte ranges holding
+/// data, in order) looks absent from the page cache: a 4 KiB read at the
+/// start of each of a few evenly spread pieces, with RWF_NOWAIT, which
+/// fails with EAGAIN instead of waiting for the device. Only data is
+/// sampled: a hole reads as zeros without the device, so samples that fell
+/// into holes would call a cold sparse file cached. A file system that
+/// cannot do RWF_NOWAIT reads (EOPNOTSUPP) counts as cached, so its files
+/// keep the single stream.
+pub fn mostly_uncached(file: &File, pieces: &[Range<u64>]) -> bool {
+    if pieces.is_empty() {
         return false;
     }
+    let samples = SAMPLES.min(pieces.len());
     let mut buffer = [0u8; 4096];
     let mut absent = 0;
-    for sample in 0..SAMPLES {
-        let offset = range.start + span / SAMPLES * sample;
+    for sample in 0..samples {
+        let offset = pieces[sample * pieces.len() / samples].start;
         let mut slices = [IoSliceMut::new(&mut buffer)];
         match rustix::io::preadv2(file, &mut slices, offset, ReadWriteFlags::NOWAIT) {
             Err(Errno::AGAIN) => absent += 1,
@@ -39,7 +42,7 @@ pub fn mostly_uncached(file: &File, range: &Range<u64>) -> bool {
             Ok(_) => {}
         }
     }
-    absent * 2 > SAMPLES
+    absent * 2 > samples
 }
 
 #[cfg(test)]
@@ -57,7 +60,8 @@ mod tests {
         let mut file = File::open(&path).unwrap();
         let mut sink = Vec::new();
         file.read_to_end(&mut sink).unwrap();
-        assert!(!mostly_uncached(&file, &(0..1 << 20)));
+        let whole = std::iter::once(0..1 << 20).collect::<Vec<_>>();
+        assert!(!mostly_uncached(&file, &whole));
     }
 
     #[test]
@@ -73,6 +77,38 @@ mod tests {
         let file = File::open(&path).unwrap();
         rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
         let on_tmpfs = rustix::fs::fstatfs(&file).unwrap().f_type as u64 == 0x0102_1994;
-        assert_eq!(mostly_uncached(&file, &(0..4 << 20)), !on_tmpfs);
+        let pieces: Vec<_> = (0..4u64).map(|i| i << 20..(i + 1) << 20).collect();
+        assert_eq!(mostly_uncached(&file, &pieces), !on_tmpfs);
+    }
+
+    #[test]
+    fn a_sparse_file_is_judged_by_its_data() {
+        // 1 MiB of data every 64 MiB of a 512 MiB file, written, synced and
+        // dropped from the cache. Reading a hole needs no device (it reads
+        // as zeros at once), so samples in holes would call the file cached.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(512 << 20).unwrap();
+        let data = vec![3u8; 1 << 20];
+        let pieces: Vec<_> = (0..8u64).map(|i| i << 26..(i << 26) + (1 << 20)).collect();
+        for piece in &pieces {
+            std::os::unix::fs::FileExt::write_all_at(&file, &data, piece.start).unwrap();
+        }
+        file.sync_all().unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let on_tmpfs = rustix::fs::fstatfs(&file).unwrap().f_type as u64 == 0x0102_1994;
+        assert_eq!(mostly_uncached(&file, &pieces), !on_tmpfs);
+        let holes: Vec<_> = pieces
+            .iter()
+            .map(|p| p.start + (32 << 20)..p.end + (32 << 20))
+            .collect();
+        assert!(!mostly_uncached(&file, &holes), "holes read as cached");
     }
 }

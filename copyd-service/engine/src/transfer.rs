@@ -759,7 +759,7 @@ impl Transfer<'_> {
         // A large file that must come from the device is read by several
         // streams, piece by piece: one sequential reader leaves the device
         // mostly idle (see `residency`). A cached one gets one stream.
-        let streams = match pieces.len() >= 2 && residency::mostly_uncached(src, &(start..len)) {
+        let streams = match pieces.len() >= 2 && residency::mostly_uncached(src, &pieces) {
             true => parallel::worker_count(self.workers, pieces.len()).min(MAX_STREAMS),
             false => 1,
         };

@@ -252,7 +252,7 @@ fn a_large_uncached_file_is_copied_exactly_by_every_byte_mover() {
         rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
         let size = data.len() as u64;
         assert!(
-            copyd_engine::residency::mostly_uncached(&file, &(0..size)),
+            copyd_engine::residency::mostly_uncached(&file, std::slice::from_ref(&(0..size))),
             "the source's pages should be gone from /tmp's page cache"
         );
         let target = dir.path().join(format!("copy-{engine}"));
