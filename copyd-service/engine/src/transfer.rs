@@ -766,10 +766,7 @@ impl Transfer<'_> {
         // Engines of `chain` that could not copy a piece of this pair of
         // files are not tried on the next (by any stream).
         let failed_engines = AtomicUsize::new(0);
-        let finished = FinishedPieces::new(&pieces);
-        let numbered: Vec<usize> = (0..pieces.len()).collect();
-        parallel::for_each(streams, &numbered, |&number| {
-            let piece = &pieces[number];
+        let copy_piece = |piece: &std::ops::Range<u64>| -> Result<()> {
             let skipped = failed_engines.load(Ordering::Relaxed);
             let length = piece.end - piece.start;
             match try_chain(&chain[skipped..], src, dst, piece.start, length, ctx)? {
@@ -777,8 +774,21 @@ impl Transfer<'_> {
                 Err(unsupported) => return Err(unsupported.into_error(ctx.source)),
             };
             written_back(piece);
-            offsets.maybe_commit(dst, finished.finish(number))
-        })?;
+            Ok(())
+        };
+        if streams == 1 {
+            for piece in &pieces {
+                copy_piece(piece)?;
+                offsets.maybe_commit(dst, piece.end)?;
+            }
+        } else {
+            let finished = FinishedPieces::new(&pieces);
+            let numbered: Vec<usize> = (0..pieces.len()).collect();
+            parallel::for_each(streams, &numbered, |&number| {
+                copy_piece(&pieces[number])?;
+                offsets.maybe_commit(dst, finished.finish(number))
+            })?;
+        }
         if !small_path {
             let skipped = movers.len() - chain.len() + failed_engines.into_inner();
             known.movers_skipped(file.device, skipped);
