@@ -109,6 +109,61 @@ fn big_file_survives_kills_and_resumes_from_its_durable_offset() {
     );
 }
 
+/// Drops `path`'s pages from the page cache (GNU dd's nocache with no
+/// data: POSIX_FADV_DONTNEED on the whole file), after syncing it.
+fn drop_from_cache(path: &Path) {
+    std::fs::File::open(path).unwrap().sync_all().unwrap();
+    let status = std::process::Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "dd could not drop the page cache");
+}
+
+/// The same with the source's bytes not in the page cache, so its pieces
+/// are copied by several streams at once and finish out of order: the
+/// durable offset must only ever cover pieces that were all finished.
+#[test]
+fn an_uncached_big_file_copied_in_streams_survives_kills() {
+    let bus = TestBus::start(Policy::Permissive);
+    let mut daemon = Some(Daemon::start(&bus));
+    let work = copyd_tests::scratch_dir("recovery-streams");
+    let (source, target) = (work.path().join("big"), work.path().join("copy"));
+    make_big_file(&source, 1 << 30, 12);
+    drop_from_cache(&source);
+    let job = Busctl::new(bus.address()).copy(&[&source], &target, &opts_rate("200000000", false));
+    let mut kills = 0;
+    for fraction in [0.45, 0.8] {
+        let at = ((1u64 << 30) as f64 * fraction) as u64;
+        if kill_when(&mut daemon, &bus, &job, |bytes, _| bytes >= at) {
+            kills += 1;
+            // Whatever the killed run read is cached now: drop it again, so
+            // the carried-on copy is also made by streams.
+            drop_from_cache(&source);
+        }
+    }
+    assert!(
+        kills >= 1,
+        "the copy finished before any kill: nothing was tested"
+    );
+    finish(&bus, &job);
+    assert_files_equal(&source, &target);
+    no_temporaries(work.path());
+    let daemon = daemon.as_ref().unwrap();
+    assert!(
+        daemon
+            .log_text()
+            .contains("copying an uncached file in several streams"),
+        "the copy never used streams: the test did not test them"
+    );
+    let log = std::fs::read_to_string(daemon.state_dir().join("jobs/1.log")).unwrap_or_default();
+    assert!(
+        log.contains("Offset"),
+        "no durable offset was ever recorded: {log}"
+    );
+}
+
 #[test]
 fn ten_thousand_files_survive_kills() {
     let bus = TestBus::start(Policy::Permissive);

@@ -776,6 +776,14 @@ impl Transfer<'_> {
             written_back(piece);
             Ok(())
         };
+        if streams > 1 {
+            tracing::debug!(
+                streams,
+                pieces = pieces.len(),
+                file = %ctx.source.display(),
+                "copying an uncached file in several streams"
+            );
+        }
         if streams == 1 {
             for piece in &pieces {
                 copy_piece(piece)?;
