@@ -69,23 +69,34 @@ fn no_temporaries(dir: &Path) {
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
-#[test]
-fn big_file_survives_kills_and_resumes_from_its_durable_offset() {
+/// Copies a 1 GiB file at 200 MB/s (~5 s: durable offsets advance every
+/// 2 s), kills copyd at 45% and 80%, and checks the job carries on to an
+/// exact copy from durable offsets (its progress log holds them: it did not
+/// start over). With `uncached`, the source's pages are dropped before the
+/// copy and after every restart, so the pieces go by several streams.
+/// Returns the last copyd, for more checks of its log.
+fn big_file_survives_kills(name: &str, seed: u64, uncached: bool) -> Daemon {
     let bus = TestBus::start(Policy::Permissive);
     let mut daemon = Some(Daemon::start(&bus));
-    let work = copyd_tests::scratch_dir("recovery-big");
+    let work = copyd_tests::scratch_dir(name);
     let (source, target) = (work.path().join("big"), work.path().join("copy"));
-    make_big_file(&source, 1 << 30, 11);
-    // ~5 s at 200 MB/s: durable offsets advance every 2 s.
+    make_big_file(&source, 1 << 30, seed);
+    let drop_cache = || {
+        if uncached {
+            drop_from_cache(&source);
+        }
+    };
+    drop_cache();
     let job = Busctl::new(bus.address()).copy(&[&source], &target, &opts_rate("200000000", false));
     let mut kills = 0;
     for fraction in [0.45, 0.8] {
         let at = ((1u64 << 30) as f64 * fraction) as u64;
         if kill_when(&mut daemon, &bus, &job, |bytes, _| bytes >= at) {
             kills += 1;
+            // Whatever the killed run read is cached now.
+            drop_cache();
             // The restarted copyd knows the job and carries it on.
-            let busctl = Busctl::new(bus.address());
-            let state = busctl.job_state(&job);
+            let state = Busctl::new(bus.address()).job_state(&job);
             assert!(
                 ["queued", "running", "completed"].contains(&state.as_str()),
                 "after restart: {state}"
@@ -99,14 +110,13 @@ fn big_file_survives_kills_and_resumes_from_its_durable_offset() {
     finish(&bus, &job);
     assert_files_equal(&source, &target);
     no_temporaries(work.path());
-    // It carried on rather than starting over: its progress log holds
-    // durable offsets of the file.
-    let state = daemon.as_ref().unwrap().state_dir();
-    let log = std::fs::read_to_string(state.join("jobs/1.log")).unwrap_or_default();
+    let daemon = daemon.take().unwrap();
+    let log = std::fs::read_to_string(daemon.state_dir().join("jobs/1.log")).unwrap_or_default();
     assert!(
         log.contains("Offset"),
         "no durable offset was ever recorded: {log}"
     );
+    daemon
 }
 
 /// Drops `path`'s pages from the page cache (GNU dd's nocache with no
@@ -121,46 +131,22 @@ fn drop_from_cache(path: &Path) {
     assert!(status.success(), "dd could not drop the page cache");
 }
 
-/// The same with the source's bytes not in the page cache, so its pieces
-/// are copied by several streams at once and finish out of order: the
-/// durable offset must only ever cover pieces that were all finished.
+#[test]
+fn big_file_survives_kills_and_resumes_from_its_durable_offset() {
+    big_file_survives_kills("recovery-big", 11, false);
+}
+
+/// The source's bytes not in the page cache: its pieces are copied by
+/// several streams at once and may finish out of order, and the durable
+/// offset must only ever cover pieces that were all finished.
 #[test]
 fn an_uncached_big_file_copied_in_streams_survives_kills() {
-    let bus = TestBus::start(Policy::Permissive);
-    let mut daemon = Some(Daemon::start(&bus));
-    let work = copyd_tests::scratch_dir("recovery-streams");
-    let (source, target) = (work.path().join("big"), work.path().join("copy"));
-    make_big_file(&source, 1 << 30, 12);
-    drop_from_cache(&source);
-    let job = Busctl::new(bus.address()).copy(&[&source], &target, &opts_rate("200000000", false));
-    let mut kills = 0;
-    for fraction in [0.45, 0.8] {
-        let at = ((1u64 << 30) as f64 * fraction) as u64;
-        if kill_when(&mut daemon, &bus, &job, |bytes, _| bytes >= at) {
-            kills += 1;
-            // Whatever the killed run read is cached now: drop it again, so
-            // the carried-on copy is also made by streams.
-            drop_from_cache(&source);
-        }
-    }
-    assert!(
-        kills >= 1,
-        "the copy finished before any kill: nothing was tested"
-    );
-    finish(&bus, &job);
-    assert_files_equal(&source, &target);
-    no_temporaries(work.path());
-    let daemon = daemon.as_ref().unwrap();
+    let daemon = big_file_survives_kills("recovery-streams", 12, true);
     assert!(
         daemon
             .log_text()
             .contains("copying an uncached file in several streams"),
         "the copy never used streams: the test did not test them"
-    );
-    let log = std::fs::read_to_string(daemon.state_dir().join("jobs/1.log")).unwrap_or_default();
-    assert!(
-        log.contains("Offset"),
-        "no durable offset was ever recorded: {log}"
     );
 }
 

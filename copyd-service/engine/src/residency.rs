@@ -52,27 +52,6 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    /// Drops `file`'s clean pages (POSIX_FADV_DONTNEED, which anyone who may
-    /// read a file may do) and asks whether `pieces` look uncached, a few
-    /// times: right after a sync ext4 may hold a page's buffers a moment
-    /// longer, and DONTNEED skips such pages.
-    fn drop_and_probe(file: &File, pieces: &[Range<u64>]) -> bool {
-        for _ in 0..50 {
-            rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-            if mostly_uncached(file, pieces) {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        false
-    }
-
-    /// tmpfs keeps its pages whatever happens: there is no device to read
-    /// them back from.
-    fn on_tmpfs(file: &File) -> bool {
-        rustix::fs::fstatfs(file).unwrap().f_type as u64 == 0x0102_1994
-    }
-
     #[test]
     fn a_file_just_read_is_cached() {
         let dir = tempfile::tempdir().unwrap();
@@ -85,49 +64,5 @@ mod tests {
         file.read_to_end(&mut sink).unwrap();
         let whole = std::iter::once(0..1 << 20).collect::<Vec<_>>();
         assert!(!mostly_uncached(&file, &whole));
-    }
-
-    #[test]
-    fn dropped_pages_count_as_uncached() {
-        // Clean pages of a synced file can be dropped by anyone who may read
-        // it (POSIX_FADV_DONTNEED); where the file system keeps them anyway
-        // (tmpfs has no device to read them back from), the test says so.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let mut file = File::create(&path).unwrap();
-        file.write_all(&vec![7u8; 4 << 20]).unwrap();
-        file.sync_all().unwrap();
-        let file = File::open(&path).unwrap();
-        let pieces: Vec<_> = (0..4u64).map(|i| i << 20..(i + 1) << 20).collect();
-        assert_eq!(drop_and_probe(&file, &pieces), !on_tmpfs(&file));
-    }
-
-    #[test]
-    fn a_sparse_file_is_judged_by_its_data() {
-        // 1 MiB of data every 64 MiB of a 512 MiB file, written, synced and
-        // dropped from the cache. Reading a hole needs no device (it reads
-        // as zeros at once), so samples in holes would call the file cached.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sparse");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        file.set_len(512 << 20).unwrap();
-        let data = vec![3u8; 1 << 20];
-        let pieces: Vec<_> = (0..8u64).map(|i| i << 26..(i << 26) + (1 << 20)).collect();
-        for piece in &pieces {
-            std::os::unix::fs::FileExt::write_all_at(&file, &data, piece.start).unwrap();
-        }
-        file.sync_all().unwrap();
-        assert_eq!(drop_and_probe(&file, &pieces), !on_tmpfs(&file));
-        let holes: Vec<_> = pieces
-            .iter()
-            .map(|p| p.start + (32 << 20)..p.end + (32 << 20))
-            .collect();
-        assert!(!mostly_uncached(&file, &holes), "holes read as cached");
     }
 }

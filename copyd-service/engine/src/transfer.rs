@@ -776,20 +776,18 @@ impl Transfer<'_> {
             written_back(piece);
             Ok(())
         };
-        if streams > 1 {
-            tracing::debug!(
-                streams,
-                pieces = pieces.len(),
-                file = %ctx.source.display(),
-                "copying an uncached file in several streams"
-            );
-        }
         if streams == 1 {
             for piece in &pieces {
                 copy_piece(piece)?;
                 offsets.maybe_commit(dst, piece.end)?;
             }
         } else {
+            tracing::debug!(
+                streams,
+                pieces = pieces.len(),
+                file = %ctx.source.display(),
+                "copying an uncached file in several streams"
+            );
             let finished = FinishedPieces::new(&pieces);
             let numbered: Vec<usize> = (0..pieces.len()).collect();
             parallel::for_each(streams, &numbered, |&number| {

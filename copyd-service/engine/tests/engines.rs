@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{copy, physical_extents, write_file, ScratchMount};
+use common::{copy, drop_until_uncached, physical_extents, write_file, ScratchMount};
 use copyd_engine::{EngineSet, ErrorKind, Preserve};
 
 /// Large enough for the io_uring engine to reuse every slot, odd-sized so
@@ -250,19 +250,8 @@ fn a_large_uncached_file_is_copied_exactly_by_every_byte_mover() {
         let file = fs::File::open(&source).unwrap();
         file.sync_all().unwrap();
         let size = data.len() as u64;
-        // Dropped from /tmp's page cache (right after a sync, ext4 may hold
-        // a page's buffers a moment longer, and DONTNEED skips it).
-        let dropped = (0..50).any(|_| {
-            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-            let gone =
-                copyd_engine::residency::mostly_uncached(&file, std::slice::from_ref(&(0..size)));
-            if !gone {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            gone
-        });
         assert!(
-            dropped,
+            drop_until_uncached(&file, std::slice::from_ref(&(0..size))),
             "the source's pages should be gone from /tmp's page cache"
         );
         let target = dir.path().join(format!("copy-{engine}"));

@@ -139,6 +139,28 @@ pub fn write_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
     data
 }
 
+/// Drops `file`'s clean pages from the page cache (POSIX_FADV_DONTNEED,
+/// which anyone who may read a file may do) until `pieces` of it look
+/// uncached to copyd's probe; false if they never do (tmpfs keeps its
+/// pages: it has no device to read them back from). Retried because right
+/// after a sync ext4 may hold a page's buffers a moment longer, and
+/// DONTNEED skips such pages.
+pub fn drop_until_uncached(file: &File, pieces: &[std::ops::Range<u64>]) -> bool {
+    (0..50).any(|_| {
+        rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let gone = copyd_engine::residency::mostly_uncached(file, pieces);
+        if !gone {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        gone
+    })
+}
+
+/// Whether `file` is on a tmpfs.
+pub fn on_tmpfs(file: &File) -> bool {
+    rustix::fs::fstatfs(file).unwrap().f_type as u64 == 0x0102_1994
+}
+
 /// What a finished copy reports.
 pub struct Copied {
     pub outcome: Outcome,
