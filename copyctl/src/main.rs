@@ -325,11 +325,17 @@ async fn transfer(
         print_plan(&report, json);
         return Ok(true);
     }
+    // Subscribed before the job exists, so none of its signals is missed.
+    let signals = if args.detach {
+        None
+    } else {
+        Some(watch::JobSignals::subscribe(&service.connection).await?)
+    };
     let path = match verb {
         "copy" => manager.copy(&sources, &destination, options).await?,
         _ => manager.move_(&sources, &destination, options).await?,
     };
-    if args.detach {
+    let Some(signals) = signals else {
         if service.private.is_some() {
             return Err(Failure(
                 "--detach needs a copyd service: a private copyd ends with copyctl".into(),
@@ -342,8 +348,15 @@ async fn transfer(
             println!("{}", summary.id);
         }
         return Ok(true);
-    }
-    let summary = watch::wait(&service.connection, path.as_str(), args.progress && !json).await?;
+    };
+    let summary = watch::wait(
+        &service.connection,
+        signals,
+        watch::Subscribed::BeforeTheJobWasMade,
+        path.as_str(),
+        args.progress && !json,
+    )
+    .await?;
     if json {
         print_summary(&summary, true);
     }
@@ -401,8 +414,16 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
             Ok(true)
         }
         Command::Watch { id } => {
+            let signals = watch::JobSignals::subscribe(&service.connection).await?;
             let path = job_path(&service, id).await?;
-            let summary = watch::wait(&service.connection, &path, !cli.json).await?;
+            let summary = watch::wait(
+                &service.connection,
+                signals,
+                watch::Subscribed::AfterTheJobWasMade,
+                &path,
+                !cli.json,
+            )
+            .await?;
             if cli.json {
                 print_summary(&summary, true);
             }

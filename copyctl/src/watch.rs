@@ -6,10 +6,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
-use zbus::{Connection, OwnedVariant, Variant};
+use zbus::{Connection, MatchRule, MessageStream, OwnedVariant, Variant};
 
 use crate::connect::BUS_NAME;
-use crate::proxy::JobProxy;
+use crate::proxy::{Completed, JobProxy, Progress};
+
+const JOB_INTERFACE: &str = "org.example.Copyd1.Job";
+/// Where copyd puts its jobs (`.../jobs/<id>`).
+const JOBS_PATH: &str = "/org/example/Copyd1/jobs";
+/// How often a waiting client looks at its job, signals or not.
+const LOOK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A job as `--json` and `status` show it.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -59,7 +65,7 @@ pub async fn summary(connection: &Connection, path: &str) -> zbus::Result<JobSum
         .await?;
     let all = properties
         .get_all(zbus::names::InterfaceName::from_static_str_unchecked(
-            "org.example.Copyd1.Job",
+            JOB_INTERFACE,
         ))
         .await?;
     let text = |key: &str| match all.get(key).map(|v| &**v) {
@@ -125,10 +131,45 @@ fn eta_text(expected_end_time_us: u64) -> String {
     format!("ETA {}", HumanDuration(left))
 }
 
+/// The signals of copyd's jobs, subscribed to with one match rule. Made
+/// before a Copy or Move call, it holds every signal of the job the call
+/// makes, however soon that job ends: so no first look at the job is needed.
+pub struct JobSignals(MessageStream);
+
+impl JobSignals {
+    pub async fn subscribe(connection: &Connection) -> zbus::Result<JobSignals> {
+        let rule = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface(JOB_INTERFACE)
+            .path_namespace(JOBS_PATH)
+            .build()?;
+        // Signals queue here until read; a full queue holds the connection
+        // back rather than dropping any.
+        Ok(JobSignals(
+            MessageStream::for_match_rule(rule, connection, None).await?,
+        ))
+    }
+}
+
+/// Whether the job at `path` may already have ended when its signals were
+/// subscribed to (so a look is needed), or was made after (so it is not).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    AfterTheJobWasMade,
+    BeforeTheJobWasMade,
+}
+
 /// Waits for the job at `path` to end, drawing a progress bar when asked.
 /// Ctrl-C cancels the job (once) and keeps waiting for it to clean up.
+///
+/// Its end is seen by its Completed signal, and by a look at its state once
+/// a second in case a signal was lost. Signals are only a hint to look: the
+/// summary returned is always read from the job itself (a signal's sender
+/// is not checked, a property read goes to copyd).
 pub async fn wait(
     connection: &Connection,
+    signals: JobSignals,
+    subscribed: Subscribed,
     path: &str,
     show_progress: bool,
 ) -> zbus::Result<JobSummary> {
@@ -137,46 +178,56 @@ pub async fn wait(
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await?;
-    // Subscribe first, then look: a job that ended in between is seen by the look.
-    let mut progress = job.receive_progress().await?;
-    let mut completed = job.receive_completed().await?;
+    let JobSignals(mut signals) = signals;
     let bar = show_progress.then(progress_bar);
-    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    let first_look = match subscribed {
+        Subscribed::AfterTheJobWasMade => tokio::time::Instant::now(),
+        Subscribed::BeforeTheJobWasMade => tokio::time::Instant::now() + LOOK_INTERVAL,
+    };
+    let mut look = tokio::time::interval_at(first_look, LOOK_INTERVAL);
     let mut interrupted = false;
     loop {
-        tokio::select! {
-            Some(signal) = progress.next() => {
-                if let (Some(bar), Ok(args)) = (&bar, signal.args()) {
-                    bar.set_length(args.bytes_total);
-                    bar.set_position(args.bytes_done);
-                    bar.set_message(format!(
-                        "{}/s {} files {}/{}",
-                        HumanBytes(args.rate),
-                        eta_text(args.expected_end_time),
-                        args.files_done,
-                        args.files_total
-                    ));
+        let ended = tokio::select! {
+            Some(Ok(message)) = signals.next() => {
+                if message.header().path().map(|p| p.as_str()) != Some(path) {
+                    continue;
                 }
-            }
-            Some(_) = completed.next() => break,
-            _ = poll.tick() => {
-                if summary(connection, path).await?.is_finished() {
-                    break;
+                if let (Some(bar), Some(signal)) = (&bar, Progress::from_message(message.clone())) {
+                    if let Ok(args) = signal.args() {
+                        bar.set_length(args.bytes_total);
+                        bar.set_position(args.bytes_done);
+                        bar.set_message(format!(
+                            "{}/s {} files {}/{}",
+                            HumanBytes(args.rate),
+                            eta_text(args.expected_end_time),
+                            args.files_done,
+                            args.files_total
+                        ));
+                    }
                 }
+                Completed::from_message(message).is_some()
             }
+            _ = look.tick() => true,
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
                 eprintln!("copyctl: interrupted: cancelling the job");
                 job.cancel(HashMap::new()).await?;
+                false
             }
+        };
+        if !ended {
+            continue;
         }
+        let summary = summary(connection, path).await?;
+        if !summary.is_finished() {
+            continue;
+        }
+        if let Some(bar) = bar {
+            bar.set_length(summary.bytes_total);
+            bar.set_position(summary.bytes_done);
+            bar.set_message(format!("{} files {}", summary.files_done, summary.state));
+            bar.finish();
+        }
+        return Ok(summary);
     }
-    let summary = summary(connection, path).await?;
-    if let Some(bar) = bar {
-        bar.set_length(summary.bytes_total);
-        bar.set_position(summary.bytes_done);
-        bar.set_message(format!("{} files {}", summary.files_done, summary.state));
-        bar.finish();
-    }
-    Ok(summary)
 }
