@@ -206,11 +206,13 @@ impl Transfer<'_> {
         let target_exists = fs::symlink_metadata(&item.target).is_ok();
         let source_exists = fs::symlink_metadata(&item.source).is_ok();
         let temp = fsutil::temp_path(&item.target, self.tag, index);
-        // (With overwrite the old target also "exists": redo, to be sure.)
+        // With overwrite the old target also "exists": a copy is redone, to
+        // be sure. A move's source is deleted only once its copy is in
+        // place, so a move whose source is gone is done either way.
         let built = self.resume.started.contains(&index)
             && !temp_exists(&temp)
             && target_exists
-            && !item.replace;
+            && (!item.replace || (self.is_move() && !source_exists));
         // A move by rename leaves no trace but this: source gone, target there.
         let renamed = self.is_move() && !source_exists && target_exists && !item.replace;
         if !(built || renamed) {

@@ -188,3 +188,38 @@ fn an_item_renamed_before_the_crash_is_recognised_as_done() {
     .unwrap();
     assert_eq!(journal.events(), ["done 0"]);
 }
+
+#[test]
+fn a_move_over_an_existing_target_that_ended_before_the_crash_is_done() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let source = dir.path().join("file");
+    fs::write(&source, b"moved before the crash").unwrap();
+    let target = dir.path().join("moved");
+    fs::write(&target, b"the old target").unwrap();
+    let mut request = request(&source, &target);
+    request.operation = Operation::Move;
+    request.options.on_conflict = copyd_engine::Conflict::Overwrite;
+    let resolved = resolve(request).unwrap();
+    assert!(resolved.items[0].replace);
+    // The earlier run put the copy in place and deleted the source, then
+    // died before its checkpoint said the item was done.
+    fs::rename(&source, &target).unwrap();
+    let journal = Recorder::default();
+    let resume = ResumeState {
+        resuming: true,
+        started: HashSet::from([0]),
+        ..ResumeState::default()
+    };
+    run_resumable(
+        &resolved,
+        &EngineSet::probe(),
+        "8",
+        &Progress::new(),
+        &Control::default(),
+        &resume,
+        &journal,
+    )
+    .unwrap();
+    assert_eq!(journal.events(), ["done 0"]);
+    assert_eq!(fs::read(&target).unwrap(), b"moved before the crash");
+}

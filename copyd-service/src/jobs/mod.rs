@@ -569,8 +569,11 @@ impl JobManager {
             status.started = true;
             status.start_time = now_us();
         }
+        // No checkpoint here: recovery treats a queued and a running job
+        // alike (both come back interrupted), so the queued checkpoint
+        // already says all a crash needs; the next one (an item done, the
+        // end) records the start time.
         job.set_state(JobState::Running, &events);
-        self.persist(&job);
         let mut resolved = job.resolved_for_run();
         resolved.request.options.workers = self.config.engine.workers;
         let worker = {
@@ -934,7 +937,19 @@ impl Journal for JobJournal {
     }
 
     fn item_done(&self, index: usize) {
-        self.job.items_done.lock().unwrap().insert(index);
+        let all_done = {
+            let mut done = self.job.items_done.lock().unwrap();
+            done.insert(index);
+            done.len() == self.job.resolved.items.iter().filter(|i| !i.skip).count()
+        };
+        // After the last item the run ends, and its end writes the
+        // checkpoint: writing it here as well would only add disk flushes to
+        // every job. A crash in between is covered all the same, as after
+        // any item: recovery finds the item in place (Started in the
+        // progress log, no temporary, the target there).
+        if all_done {
+            return;
+        }
         let (manager, job) = (self.manager.clone(), self.job.clone());
         self.writer.run(move || manager.persist(&job));
     }
