@@ -25,6 +25,7 @@
 #                     copyd-nosync is `copyctl copy --no-sync` (the sync
 #                     option off: placed atomically, not waited onto disk)
 #   NO_BUILD=1        use the release binaries already in target/release
+#   SETTLE=2          seconds to wait after deleting a 2 GiB copy on ext4
 #
 # Output: a table on stdout (markdown), raw times in $BENCH_DIR/times.tsv.
 # Ratios are the median of per-pair ratios copyd/cp. "cp+sync" is cp's time
@@ -46,6 +47,7 @@ SPARSE_GIB=${SPARSE_GIB:-8}
 SPARSE_DATA_MIB=${SPARSE_DATA_MIB:-64}
 TREE_SRC=${TREE_SRC:-$HOME/.cargo/registry/src}
 TOOLS=${TOOLS:-"copyd copyd-nosync cp xcp cpz"}
+SETTLE=${SETTLE:-2}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SRC=$BENCH_DIR/src
@@ -339,6 +341,10 @@ group() { # set target cache
             # delete slows the next mass create); remove the others at once.
             if [[ $set == file2g || $set == sparse || $target == tmpfs ]]; then
                 rm -rf "$dst"
+                # Deleting GiBs on a disk mounted with `discard` hands the
+                # host discards it carries out after rm returns; the next
+                # tool's reads paid for them (bimodal cold rounds).
+                [[ $set == file2g && $target == ext4 ]] && sleep "$SETTLE"
             fi
         done
     done
