@@ -44,10 +44,14 @@ pub async fn publish(
         .object_server()
         .at(job_path(&job.id), object)
         .await?;
+    // Looked at now, not when the task first runs: a new job may be over
+    // by then, and its Completed must still go out.
+    let already_finished = job.state().is_finished();
     tokio::spawn(forward_events(
         connection.clone(),
         jobs.clone(),
         job.clone(),
+        already_finished,
         receiver,
     ));
     Ok(events)
@@ -404,6 +408,7 @@ pub async fn forward_events(
     connection: Connection,
     jobs: Arc<JobManager>,
     job: Arc<Job>,
+    already_finished: bool,
     mut events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
 ) {
     let path = job_path(&job.id);
@@ -411,7 +416,7 @@ pub async fn forward_events(
     // Paths reach only the job's owner (see path_properties).
     let owner = owner_emitter(&emitter, &connection, &job);
     // A job recovered as finished sends nothing more.
-    let mut finished = job.state().is_finished();
+    let mut finished = already_finished;
     while !finished {
         let Some(event) = events.recv().await else {
             break;
