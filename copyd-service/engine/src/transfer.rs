@@ -142,7 +142,7 @@ pub fn run_resumable(
             outcome.copied += 1;
             continue;
         }
-        if resolved.request.operation == Operation::Move && transfer.try_rename(item)? {
+        if resolved.request.operation == Operation::Move && transfer.try_rename(item, index)? {
             journal.item_done(index);
             outcome.renamed += 1;
             continue;
@@ -233,9 +233,15 @@ impl Transfer<'_> {
 
     /// Moves `item` by renaming it, if source and target share a file
     /// system. Returns false when they do not (EXDEV): it must be copied.
-    fn try_rename(&self, item: &Item) -> Result<bool> {
+    fn try_rename(&self, item: &Item, index: usize) -> Result<bool> {
         self.control.checkpoint()?;
         self.progress.set_current_path(&item.source);
+        if item.replace {
+            // Renamed over an old target, the item leaves no trace recovery
+            // could tell from that target but this (see already_in_place);
+            // without replace, "source gone, target there" says it.
+            self.journal.item_started(index);
+        }
         match fsutil::rename_into_place(&item.source, &item.target, item.replace) {
             Ok(()) => {}
             Err(err) if is_cross_device(&err) => return Ok(false),

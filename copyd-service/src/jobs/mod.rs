@@ -25,7 +25,7 @@ use crate::caller::Caller;
 use crate::config::Config;
 use rate::RateWindow;
 use scheduler::{Scheduler, Slot, Ticket};
-use store::{CallerRecord, JobRecord, LogEntry, Store};
+use store::{CallerRecord, JobRecord, LogEntry, ProgressLog, Store};
 
 /// How often a running job's progress is sampled and reported.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -356,20 +356,10 @@ impl JobManager {
         created_us: u64,
         priority: i32,
     ) -> Arc<Job> {
-        let mut disks: Vec<String> = resolved
-            .items
-            .iter()
-            .flat_map(|item| {
-                let target_dir = item.target.parent().unwrap_or(std::path::Path::new("/"));
-                [
-                    scheduler::disk_of(&item.source),
-                    scheduler::disk_of(target_dir),
-                ]
-            })
-            .flatten()
-            .collect();
-        disks.sort();
-        disks.dedup();
+        let disks = scheduler::disks_of(resolved.items.iter().flat_map(|item| {
+            let target_dir = item.target.parent().unwrap_or(std::path::Path::new("/"));
+            [item.source.as_path(), target_dir]
+        }));
         let run_state = match state {
             JobState::Paused => RunState::Paused,
             s if s.is_finished() => RunState::Cancelled,
@@ -494,11 +484,12 @@ impl JobManager {
                     .as_ref()
                     .map(|(kind, message)| EngineError::new(error_kind(kind), message.clone()));
             }
+            let log = store.read_log(record.id);
             job.items_done
                 .lock()
                 .unwrap()
-                .extend(record.items_done.iter().copied());
-            *job.resume.lock().unwrap() = resume_state(&store.read_log(record.id));
+                .extend(record.items_done.iter().copied().chain(done_items(&log)));
+            *job.resume.lock().unwrap() = resume_state(&log);
             self.next_id.fetch_max(record.id + 1, Ordering::Relaxed);
             tracing::info!(job = record.id, state = state.name(), "recovered job");
             recovered.push(job);
@@ -578,11 +569,7 @@ impl JobManager {
         resolved.request.options.workers = self.config.engine.workers;
         let worker = {
             let (engines, job) = (self.engines.clone(), job.clone());
-            let journal = JobJournal {
-                manager: self.clone(),
-                job: job.clone(),
-                writer: CheckpointWriter::start(),
-            };
+            let journal = JobJournal::open(self.clone(), job.clone());
             let resume = std::mem::take(&mut *job.resume.lock().unwrap());
             // The whole run happens on a thread with the caller's rights
             // (or as copyd for a privileged job): see caller::Acting.
@@ -831,6 +818,14 @@ fn error_kind(name: &str) -> ErrorKind {
     .unwrap_or(ErrorKind::Failed)
 }
 
+/// The items the progress log says are in place.
+fn done_items(log: &[LogEntry]) -> impl Iterator<Item = usize> + '_ {
+    log.iter().filter_map(|entry| match entry {
+        LogEntry::Done { item } => Some(*item),
+        _ => None,
+    })
+}
+
 /// Rebuilds what an interrupted run left durable from its progress log. A
 /// `Started` entry voids what came before it for that item: the item's
 /// temporary copy was begun afresh then.
@@ -860,105 +855,85 @@ fn resume_state(log: &[LogEntry]) -> ResumeState {
                     .offsets
                     .insert((*item, persist::path(file)), (*identity, *offset));
             }
+            LogEntry::Done { .. } => {}
         }
     }
     state
 }
 
-/// Where a running job's engine reports durable progress: item-level news
-/// goes into the job's checkpoint, file-level news into its progress log.
+/// Where a running job's engine reports its progress: into the job's
+/// progress log, which recovery reads beside the job's checkpoint. One
+/// appended line per report, not a rewritten checkpoint: a job of many
+/// items would otherwise rewrite (and flush) its whole record per item.
 ///
 /// The engine calls it on threads that act as the job's caller, who may not
-/// write copyd's state directory. So the writes happen on a thread of
-/// copyd's own ([`CheckpointWriter`]), and each report waits for its write:
-/// what the engine reports is durable before the engine goes on.
+/// open copyd's state directory: so the log is opened when the run starts,
+/// with copyd's rights, and written through the open file. Each report is
+/// written (and, where recovery relies on it, durable) before the engine
+/// goes on.
 struct JobJournal {
-    manager: Arc<JobManager>,
     job: Arc<Job>,
-    writer: CheckpointWriter,
-}
-
-type WriteTask = Box<dyn FnOnce() + Send>;
-
-/// A thread with copyd's own credentials that carries out checkpoint writes
-/// for a job's run; it ends when the run's journal is dropped.
-struct CheckpointWriter {
-    tasks: std::sync::mpsc::Sender<(WriteTask, std::sync::mpsc::SyncSender<()>)>,
-}
-
-impl CheckpointWriter {
-    /// Must be called from a thread with copyd's own rights (the async
-    /// runtime's): the writer inherits them.
-    fn start() -> Self {
-        let (tasks, inbox) =
-            std::sync::mpsc::channel::<(WriteTask, std::sync::mpsc::SyncSender<()>)>();
-        std::thread::Builder::new()
-            .name("copyd-checkpoint".into())
-            .spawn(move || {
-                for (task, done) in inbox {
-                    task();
-                    let _ = done.send(());
-                }
-            })
-            .expect("a checkpoint writer thread");
-        CheckpointWriter { tasks }
-    }
-
-    /// Runs `task` on the writer thread and waits for it.
-    fn run(&self, task: impl FnOnce() + Send + 'static) {
-        let (done, wait) = std::sync::mpsc::sync_channel(1);
-        if self.tasks.send((Box::new(task), done)).is_ok() {
-            let _ = wait.recv();
-        }
-    }
+    log: Option<ProgressLog>,
 }
 
 impl JobJournal {
-    fn append(&self, entry: LogEntry) {
-        let (manager, job) = (self.manager.clone(), self.job.clone());
-        self.writer.run(move || {
-            if let Persistence::Enabled(store) = &manager.persistence {
-                let id = job.id.parse().expect("ids are numbers");
-                if let Err(err) = store.append(id, &entry) {
-                    tracing::warn!(job = %job.id, %err, "could not append to the progress log");
+    /// Must be called from a thread with copyd's own rights (the async
+    /// runtime's): the log is opened here, and written through by the
+    /// engine's threads, which act as the caller.
+    fn open(manager: Arc<JobManager>, job: Arc<Job>) -> JobJournal {
+        let log = match &manager.persistence {
+            Persistence::Enabled(store) => {
+                match store.open_log(job.id.parse().expect("ids are numbers")) {
+                    Ok(log) => Some(log),
+                    Err(err) => {
+                        tracing::warn!(job = %job.id, %err, "could not open the progress log");
+                        None
+                    }
                 }
             }
-        });
+            _ => None,
+        };
+        JobJournal { job, log }
+    }
+
+    fn append(&self, entry: LogEntry, durable: bool) {
+        if let Some(log) = &self.log {
+            if let Err(err) = log.append(&entry, durable) {
+                tracing::warn!(job = %self.job.id, %err, "could not append to the progress log");
+            }
+        }
     }
 }
 
 impl Journal for JobJournal {
     fn is_kept(&self) -> bool {
-        matches!(self.manager.persistence, Persistence::Enabled(_))
+        self.log.is_some()
     }
 
     fn item_started(&self, index: usize) {
-        self.append(LogEntry::Started { item: index });
+        // Durable before the item's rename into place, or recovery would
+        // not know the target there is its own copy. Without sync a power
+        // loss may lose the copies anyway; a killed copyd loses no line.
+        let durable = self.job.resolved.request.options.sync;
+        self.append(LogEntry::Started { item: index }, durable);
     }
 
     fn item_done(&self, index: usize) {
-        let all_done = {
-            let mut done = self.job.items_done.lock().unwrap();
-            done.insert(index);
-            done.len() == self.job.resolved.items.iter().filter(|i| !i.skip).count()
-        };
-        // After the last item the run ends, and its end writes the
-        // checkpoint: writing it here as well would only add disk flushes to
-        // every job. A crash in between is covered all the same, as after
-        // any item: recovery finds the item in place (Started in the
-        // progress log, no temporary, the target there).
-        if all_done {
-            return;
-        }
-        let (manager, job) = (self.manager.clone(), self.job.clone());
-        self.writer.run(move || manager.persist(&job));
+        self.job.items_done.lock().unwrap().insert(index);
+        // Not flushed: it only spares a later run from looking. Without it,
+        // recovery still finds the item in place (its durable Started, no
+        // temporary, the target there) and skips it.
+        self.append(LogEntry::Done { item: index }, false);
     }
 
     fn files_durable(&self, index: usize, relatives: &[std::path::PathBuf]) {
-        self.append(LogEntry::Durable {
-            item: index,
-            files: relatives.iter().map(|p| persist::bytes(p)).collect(),
-        });
+        self.append(
+            LogEntry::Durable {
+                item: index,
+                files: relatives.iter().map(|p| persist::bytes(p)).collect(),
+            },
+            true,
+        );
     }
 
     fn file_offset(
@@ -968,11 +943,78 @@ impl Journal for JobJournal {
         identity: FileIdentity,
         offset: u64,
     ) {
-        self.append(LogEntry::Offset {
-            item: index,
-            file: persist::bytes(relative),
-            identity,
-            offset,
-        });
+        self.append(
+            LogEntry::Offset {
+                item: index,
+                file: persist::bytes(relative),
+                identity,
+                offset,
+            },
+            true,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use copyd_engine::{Operation, Options, Request};
+
+    fn manager(state: &std::path::Path) -> Arc<JobManager> {
+        JobManager::new(
+            Config::default(),
+            EngineSet::probe(),
+            Persistence::Enabled(Store::open(state).unwrap()),
+        )
+    }
+
+    /// Items the progress log calls done come back done (a resumed run
+    /// skips them), beside those of the checkpoint itself.
+    #[test]
+    fn items_done_in_the_log_are_skipped_after_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, work) = (dir.path().join("state"), dir.path().join("work"));
+        std::fs::create_dir_all(work.join("dst")).unwrap();
+        let sources: Vec<_> = (0..3)
+            .map(|i| {
+                let path = work.join(format!("f{i}"));
+                std::fs::write(&path, [i as u8; 10]).unwrap();
+                path
+            })
+            .collect();
+        let uid = crate::caller::own_uid();
+        let request = Request {
+            operation: Operation::Copy,
+            sources,
+            destination: work.join("dst"),
+            options: Options::default(),
+        };
+        let job = manager(&state)
+            .create(
+                request,
+                Caller::recovered(uid, vec![uid], None, false),
+                false,
+                0,
+            )
+            .unwrap();
+        let id: u64 = job.id.parse().unwrap();
+        let log = Store::open(&state).unwrap().open_log(id).unwrap();
+        log.append(&LogEntry::Started { item: 1 }, true).unwrap();
+        log.append(&LogEntry::Done { item: 1 }, false).unwrap();
+        log.append(&LogEntry::Started { item: 2 }, true).unwrap();
+
+        let recovered = manager(&state).recover();
+        let [job] = &recovered[..] else {
+            panic!("one job recovered, not {}", recovered.len())
+        };
+        assert_eq!(job.state(), JobState::Interrupted);
+        let skipped: Vec<bool> = job
+            .resolved_for_run()
+            .items
+            .iter()
+            .map(|i| i.skip)
+            .collect();
+        assert_eq!(skipped, [false, true, false]);
+        assert!(job.resume.lock().unwrap().started.contains(&2));
     }
 }

@@ -33,24 +33,38 @@ impl Ticket {
     }
 }
 
-/// The disk of a path's file system, as a name ("vda", "anon:0:42").
-pub fn disk_of(path: &Path) -> Option<String> {
-    let dev = std::fs::symlink_metadata(path).ok()?.dev();
+/// The disks of these paths' file systems, as names ("vda", "anon:0:42"),
+/// sorted, each once. Each file system is looked up once (a job of many
+/// items has few).
+pub fn disks_of<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<String> {
+    let mut devices: Vec<u64> = paths
+        .into_iter()
+        .filter_map(|path| Some(std::fs::symlink_metadata(path).ok()?.dev()))
+        .collect();
+    devices.sort_unstable();
+    devices.dedup();
+    let mut disks: Vec<String> = devices.into_iter().map(disk_of_device).collect();
+    disks.sort();
+    disks.dedup();
+    disks
+}
+
+fn disk_of_device(dev: u64) -> String {
     let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
     if major == 0 {
-        return Some(format!("anon:{major}:{minor}"));
+        return format!("anon:{major}:{minor}");
     }
     let sys = format!("/sys/dev/block/{major}:{minor}");
     let real = std::fs::canonicalize(&sys).ok();
     let disk = match &real {
-        Some(real) if Path::new(&sys).join("partition").exists() => real.parent()?.file_name(),
+        Some(real) if Path::new(&sys).join("partition").exists() => {
+            real.parent().and_then(Path::file_name)
+        }
         Some(real) => real.file_name(),
         None => None,
     };
-    Some(
-        disk.map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_else(|| format!("dev:{major}:{minor}")),
-    )
+    disk.map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("dev:{major}:{minor}"))
 }
 
 #[derive(Default)]
@@ -207,8 +221,12 @@ mod tests {
     #[test]
     fn partitions_map_to_their_disk() {
         // Whatever / is on, it has a name, and two paths on it share it.
-        let root = disk_of(Path::new("/")).unwrap();
-        assert_eq!(disk_of(Path::new("/etc")).unwrap(), root);
-        assert!(disk_of(Path::new("/proc")).unwrap().starts_with("anon:"));
+        let root = disks_of([Path::new("/")]);
+        assert_eq!(root.len(), 1);
+        assert_eq!(disks_of([Path::new("/etc"), Path::new("/")]), root);
+        let with_proc = disks_of([Path::new("/proc"), Path::new("/")]);
+        assert_eq!(with_proc.len(), 2);
+        assert!(with_proc.iter().any(|disk| disk.starts_with("anon:")));
+        assert!(with_proc.contains(&root[0]));
     }
 }

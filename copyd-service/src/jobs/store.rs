@@ -97,8 +97,8 @@ pub struct Rejected {
     pub reason: String,
 }
 
-/// One line of a job's progress log (`<id>.log`): what became durable
-/// inside items still being built. Appended, never rewritten.
+/// One line of a job's progress log (`<id>.log`): how far its items got
+/// since the last checkpoint. Appended, never rewritten.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogEntry {
     /// The item's building starts afresh: what the log said of it before no
@@ -113,10 +113,40 @@ pub enum LogEntry {
         identity: copyd_engine::FileIdentity,
         offset: u64,
     },
+    /// The item is in place (a move's source deleted): a later run skips it.
+    Done { item: usize },
 }
 
 pub struct Store {
     dir: PathBuf,
+}
+
+/// A job's progress log, open for appending. Writes go through the open
+/// file, so any thread may append, whatever rights it runs with (the
+/// engine's threads act as the job's caller, who may not open copyd's
+/// state directory).
+pub struct ProgressLog(File);
+
+impl ProgressLog {
+    /// Appends `entry`, and with `durable` makes it (and every line before
+    /// it) durable. Without, the line survives copyd being killed but maybe
+    /// not a power loss. Each line carries its own checksum, so a line torn
+    /// by a crash is seen.
+    ///
+    /// (A new log's name is not fsynced in its directory: ext4, xfs and
+    /// btrfs make a new file's name durable with the file's first fsync.)
+    pub fn append(&self, entry: &LogEntry, durable: bool) -> io::Result<()> {
+        let body = serde_json::to_vec(entry).expect("log entries serialize");
+        let mut line = format!("{:08x} ", crc32fast::hash(&body)).into_bytes();
+        line.extend_from_slice(&body);
+        line.push(b'\n');
+        // One write per line: O_APPEND keeps lines from several threads whole.
+        (&self.0).write_all(&line)?;
+        if durable {
+            self.0.sync_data()?;
+        }
+        Ok(())
+    }
 }
 
 fn encode(record: &JobRecord) -> Vec<u8> {
@@ -195,20 +225,14 @@ impl Store {
         self.dir.join(format!("{id}.log"))
     }
 
-    /// Appends `entry` to job `id`'s progress log and makes it durable. Each
-    /// line carries its own checksum, so a line torn by a crash is seen.
-    pub fn append(&self, id: u64, entry: &LogEntry) -> io::Result<()> {
-        let body = serde_json::to_vec(entry).expect("log entries serialize");
-        let mut line = format!("{:08x} ", crc32fast::hash(&body)).into_bytes();
-        line.extend_from_slice(&body);
-        line.push(b'\n');
-        let mut file = OpenOptions::new()
+    /// Opens job `id`'s progress log for appending, creating it.
+    pub fn open_log(&self, id: u64) -> io::Result<ProgressLog> {
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(self.log_file(id))?;
-        file.write_all(&line)?;
-        file.sync_data()
+        Ok(ProgressLog(file))
     }
 
     /// Job `id`'s progress log up to its first damaged line.
@@ -380,9 +404,11 @@ mod tests {
                 item: 0,
                 files: vec![b"a".to_vec(), b"caf\xe9".to_vec()],
             },
+            LogEntry::Done { item: 0 },
         ];
-        for entry in &entries {
-            store.append(4, entry).unwrap();
+        let log = store.open_log(4).unwrap();
+        for (i, entry) in entries.iter().enumerate() {
+            log.append(entry, i % 2 == 0).unwrap();
         }
         // A crash in the middle of the third append.
         let mut log = OpenOptions::new()
