@@ -338,6 +338,30 @@ impl JobManager {
         }
     }
 
+    /// Records that `job` ended, durably: one line in its progress log
+    /// rather than a rewritten checkpoint (a new file, a rename and a
+    /// directory fsync on every job's way out). Recovery reads the line over
+    /// the checkpoint.
+    fn persist_end(&self, job: &Job) {
+        let Persistence::Enabled(store) = &self.persistence else {
+            return;
+        };
+        let status = job.status();
+        let entry = LogEntry::Ended {
+            state: status.state.name().to_owned(),
+            start_time_us: status.start_time,
+            end_time_us: status.end_time,
+            error: status
+                .error
+                .as_ref()
+                .map(|err| (err.kind.name().to_owned(), err.message.clone())),
+        };
+        let id = job.id.parse().expect("ids are numbers");
+        if let Err(err) = store.open_log(id).and_then(|log| log.append(&entry, true)) {
+            tracing::warn!(job = %job.id, %err, "could not record the job's end");
+        }
+    }
+
     /// Forgets a job's checkpoint (it has left the bus).
     fn unpersist(&self, id: u64) {
         if let Persistence::Enabled(store) = &self.persistence {
@@ -443,7 +467,22 @@ impl JobManager {
             tracing::error!(file = %bad.file.display(), reason = %bad.reason, "checkpoint set aside");
         }
         let mut recovered = Vec::new();
-        for record in records {
+        for mut record in records {
+            let log = store.read_log(record.id);
+            if let Some(LogEntry::Ended {
+                state,
+                start_time_us,
+                end_time_us,
+                error,
+            }) = log
+                .iter()
+                .rfind(|entry| matches!(entry, LogEntry::Ended { .. }))
+            {
+                record.state = state.clone();
+                record.start_time_us = *start_time_us;
+                record.end_time_us = *end_time_us;
+                record.error = error.clone();
+            }
             let resolved = match persist::resolved(
                 &record.operation,
                 &record.sources,
@@ -484,7 +523,6 @@ impl JobManager {
                     .as_ref()
                     .map(|(kind, message)| EngineError::new(error_kind(kind), message.clone()));
             }
-            let log = store.read_log(record.id);
             job.items_done
                 .lock()
                 .unwrap()
@@ -764,7 +802,7 @@ impl JobManager {
         }
         let _ = events.send(JobEvent::Progress(report));
         job.set_state(final_state, events);
-        self.persist(job);
+        self.persist_end(job);
         let _ = events.send(JobEvent::Finished);
     }
 
@@ -855,7 +893,7 @@ fn resume_state(log: &[LogEntry]) -> ResumeState {
                     .offsets
                     .insert((*item, persist::path(file)), (*identity, *offset));
             }
-            LogEntry::Done { .. } => {}
+            LogEntry::Done { .. } | LogEntry::Ended { .. } => {}
         }
     }
     state
@@ -966,6 +1004,61 @@ mod tests {
             EngineSet::probe(),
             Persistence::Enabled(Store::open(state).unwrap()),
         )
+    }
+
+    fn one_file_job(state: &std::path::Path, work: &std::path::Path) -> Arc<Job> {
+        std::fs::create_dir_all(work.join("dst")).unwrap();
+        std::fs::write(work.join("f"), b"data").unwrap();
+        let uid = crate::caller::own_uid();
+        let request = Request {
+            operation: Operation::Copy,
+            sources: vec![work.join("f")],
+            destination: work.join("dst"),
+            options: Options::default(),
+        };
+        manager(state)
+            .create(
+                request,
+                Caller::recovered(uid, vec![uid], None, false),
+                false,
+                0,
+            )
+            .unwrap()
+    }
+
+    /// A job's end is a line in its progress log; recovery takes the job's
+    /// state, times and error from it over the checkpoint's "queued".
+    #[test]
+    fn a_job_comes_back_as_its_end_line_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let job = one_file_job(&state, &dir.path().join("work"));
+        let log = Store::open(&state)
+            .unwrap()
+            .open_log(job.id.parse().unwrap())
+            .unwrap();
+        log.append(
+            &LogEntry::Ended {
+                state: "failed".into(),
+                start_time_us: 10,
+                end_time_us: 20,
+                error: Some(("NoSpace".into(), "disk full".into())),
+            },
+            true,
+        )
+        .unwrap();
+        let recovered = manager(&state).recover();
+        let [job] = &recovered[..] else {
+            panic!("one job recovered, not {}", recovered.len())
+        };
+        let status = job.status();
+        assert_eq!(status.state, JobState::Failed);
+        assert_eq!((status.start_time, status.end_time), (10, 20));
+        let error = status.error.unwrap();
+        assert_eq!(
+            (error.kind, error.message.as_str()),
+            (ErrorKind::NoSpace, "disk full")
+        );
     }
 
     /// Items the progress log calls done come back done (a resumed run

@@ -115,6 +115,15 @@ pub enum LogEntry {
     },
     /// The item is in place (a move's source deleted): a later run skips it.
     Done { item: usize },
+    /// The job ended: this says its state, times and error over the
+    /// checkpoint's (written as a line, not a rewritten checkpoint, as every
+    /// job ends).
+    Ended {
+        state: String,
+        start_time_us: u64,
+        end_time_us: u64,
+        error: Option<(String, String)>,
+    },
 }
 
 pub struct Store {
@@ -405,6 +414,12 @@ mod tests {
                 files: vec![b"a".to_vec(), b"caf\xe9".to_vec()],
             },
             LogEntry::Done { item: 0 },
+            LogEntry::Ended {
+                state: "failed".into(),
+                start_time_us: 1,
+                end_time_us: 2,
+                error: Some(("NoSpace".into(), "no space left".into())),
+            },
         ];
         let log = store.open_log(4).unwrap();
         for (i, entry) in entries.iter().enumerate() {
