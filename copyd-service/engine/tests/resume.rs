@@ -13,7 +13,7 @@ use common::Recorder;
 use copyd_engine::fsutil::temp_path;
 use copyd_engine::{
     resolve, run_resumable, Control, EngineSet, FileIdentity, Operation, Options, Progress,
-    Request, ResumeState,
+    Request, Resolved, ResumeState,
 };
 
 fn request(source: &Path, destination: &Path) -> Request {
@@ -170,6 +170,12 @@ fn an_item_renamed_before_the_crash_is_recognised_as_done() {
     let resolved = resolve(request(&source, &target)).unwrap();
     // The earlier run renamed the copy into place, then died before saying so.
     fs::write(&target, b"done before the crash").unwrap();
+    assert_eq!(resume_after_item_0_started(&resolved, "6"), ["done 0"]);
+}
+
+/// Resumes `resolved` (job `tag`) as after a crash once the journal said
+/// item 0 had started and nothing more; what the run reported.
+fn resume_after_item_0_started(resolved: &Resolved, tag: &str) -> Vec<String> {
     let journal = Recorder::default();
     let resume = ResumeState {
         resuming: true,
@@ -177,16 +183,16 @@ fn an_item_renamed_before_the_crash_is_recognised_as_done() {
         ..ResumeState::default()
     };
     run_resumable(
-        &resolved,
+        resolved,
         &EngineSet::probe(),
-        "6",
+        tag,
         &Progress::new(),
         &Control::default(),
         &resume,
         &journal,
     )
     .unwrap();
-    assert_eq!(journal.events(), ["done 0"]);
+    journal.events()
 }
 
 #[test]
@@ -204,22 +210,6 @@ fn a_move_over_an_existing_target_that_ended_before_the_crash_is_done() {
     // The earlier run put the copy in place and deleted the source, then
     // died before its checkpoint said the item was done.
     fs::rename(&source, &target).unwrap();
-    let journal = Recorder::default();
-    let resume = ResumeState {
-        resuming: true,
-        started: HashSet::from([0]),
-        ..ResumeState::default()
-    };
-    run_resumable(
-        &resolved,
-        &EngineSet::probe(),
-        "8",
-        &Progress::new(),
-        &Control::default(),
-        &resume,
-        &journal,
-    )
-    .unwrap();
-    assert_eq!(journal.events(), ["done 0"]);
+    assert_eq!(resume_after_item_0_started(&resolved, "8"), ["done 0"]);
     assert_eq!(fs::read(&target).unwrap(), b"moved before the crash");
 }

@@ -328,10 +328,7 @@ impl JobManager {
             created_us: job.created_us,
             start_time_us: status.start_time,
             end_time_us: status.end_time,
-            error: status
-                .error
-                .as_ref()
-                .map(|err| (err.kind.name().to_owned(), err.message.clone())),
+            error: status.error.as_ref().map(error_record),
         };
         if let Err(err) = store.save(&record) {
             tracing::warn!(job = %job.id, %err, "could not write the job's checkpoint");
@@ -351,10 +348,7 @@ impl JobManager {
             state: status.state.name().to_owned(),
             start_time_us: status.start_time,
             end_time_us: status.end_time,
-            error: status
-                .error
-                .as_ref()
-                .map(|err| (err.kind.name().to_owned(), err.message.clone())),
+            error: status.error.as_ref().map(error_record),
         };
         let id = job.id.parse().expect("ids are numbers");
         if let Err(err) = store.open_log(id).and_then(|log| log.append(&entry, true)) {
@@ -600,14 +594,14 @@ impl JobManager {
         }
         // No checkpoint here: recovery treats a queued and a running job
         // alike (both come back interrupted), so the queued checkpoint
-        // already says all a crash needs; the next one (an item done, the
-        // end) records the start time.
+        // already says all a crash needs; the job's end (or a pause, an
+        // interruption) records the start time.
         job.set_state(JobState::Running, &events);
         let mut resolved = job.resolved_for_run();
         resolved.request.options.workers = self.config.engine.workers;
         let worker = {
             let (engines, job) = (self.engines.clone(), job.clone());
-            let journal = JobJournal::open(self.clone(), job.clone());
+            let journal = JobJournal::open(&self, job.clone());
             let resume = std::mem::take(&mut *job.resume.lock().unwrap());
             // The whole run happens on a thread with the caller's rights
             // (or as copyd for a privileged job): see caller::Acting.
@@ -841,6 +835,12 @@ impl JobManager {
     }
 }
 
+/// A job's error as checkpoints and the progress log keep it: (D-Bus
+/// error name suffix, message). [`error_kind`] reads the name back.
+fn error_record(err: &EngineError) -> (String, String) {
+    (err.kind.name().to_owned(), err.message.clone())
+}
+
 fn error_kind(name: &str) -> ErrorKind {
     [
         ErrorKind::InvalidArgument,
@@ -918,7 +918,7 @@ impl JobJournal {
     /// Must be called from a thread with copyd's own rights (the async
     /// runtime's): the log is opened here, and written through by the
     /// engine's threads, which act as the caller.
-    fn open(manager: Arc<JobManager>, job: Arc<Job>) -> JobJournal {
+    fn open(manager: &JobManager, job: Arc<Job>) -> JobJournal {
         let log = match &manager.persistence {
             Persistence::Enabled(store) => {
                 match store.open_log(job.id.parse().expect("ids are numbers")) {
