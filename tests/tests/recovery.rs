@@ -3,7 +3,7 @@
 //! on by itself (auto_resume) to a result identical to the source, with no
 //! temporary file left behind and, for moves, no file lost on the way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use copyd_tests::busctl::Busctl;
@@ -176,6 +176,51 @@ fn ten_thousand_files_survive_kills() {
     finish(&bus, &job);
     assert_trees_equal(&source, &target);
     no_temporaries(work.path());
+}
+
+/// A job of many one-file items (`copy f000 … f149 dir/`), killed twice:
+/// items are recorded done by unflushed `Done` lines of the progress log
+/// (no checkpoint is rewritten per item), the job's end by one `Ended`
+/// line. After each restart the items done are skipped, the item in flight
+/// is redone, and every copy must come out exact.
+#[test]
+fn a_job_of_many_items_survives_kills() {
+    const ITEMS: u64 = 150;
+    const SIZE: u64 = 256 << 10;
+    let bus = TestBus::start(Policy::Permissive);
+    let mut daemon = Some(Daemon::start(&bus));
+    let work = copyd_tests::scratch_dir("recovery-items");
+    let (sources_dir, target) = (work.path().join("src"), work.path().join("dst"));
+    std::fs::create_dir_all(&sources_dir).unwrap();
+    std::fs::create_dir_all(&target).unwrap();
+    let sources: Vec<PathBuf> = (0..ITEMS)
+        .map(|i| {
+            let path = sources_dir.join(format!("f{i:03}"));
+            make_big_file(&path, SIZE, 40 + i);
+            path
+        })
+        .collect();
+    // ~4 s of copying.
+    let rate = (ITEMS * SIZE / 4).to_string();
+    let rate: &'static str = Box::leak(rate.into_boxed_str());
+    let sources: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
+    let job = Busctl::new(bus.address()).copy(&sources, &target, &opts_rate(rate, false));
+    let mut kills = 0;
+    for fraction in [0.3, 0.7] {
+        let at = (ITEMS as f64 * fraction) as u64;
+        if kill_when(&mut daemon, &bus, &job, |_, files| files >= at) {
+            kills += 1;
+        }
+    }
+    assert!(kills >= 1, "the copy finished before any kill");
+    finish(&bus, &job);
+    assert_trees_equal(&sources_dir, &target);
+    no_temporaries(work.path());
+    let state = daemon.as_ref().unwrap().state_dir();
+    let log = std::fs::read_to_string(state.join("jobs/1.log")).unwrap();
+    let lines = |kind: &str| log.lines().filter(|l| l.contains(kind)).count();
+    assert_eq!(lines("\"Done\""), ITEMS as usize, "{log}");
+    assert_eq!(lines("\"Ended\""), 1, "{log}");
 }
 
 /// A copy without sync (sync=false) survives kill -9 too: each item is
