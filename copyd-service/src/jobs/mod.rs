@@ -141,6 +141,11 @@ pub fn now_us() -> u64 {
 }
 
 impl Job {
+    /// The job's id as checkpoints and progress logs are named by it.
+    fn number(&self) -> u64 {
+        self.id.parse().expect("ids are numbers")
+    }
+
     pub fn status(&self) -> Status {
         self.status.lock().unwrap().clone()
     }
@@ -310,7 +315,7 @@ impl JobManager {
         let status = job.status();
         let request = &job.resolved.request;
         let record = JobRecord {
-            id: job.id.parse().expect("ids are numbers"),
+            id: job.number(),
             operation: job.operation.name().to_owned(),
             caller: CallerRecord {
                 uid: job.caller.uid,
@@ -350,8 +355,10 @@ impl JobManager {
             end_time_us: status.end_time,
             error: status.error.as_ref().map(error_record),
         };
-        let id = job.id.parse().expect("ids are numbers");
-        if let Err(err) = store.open_log(id).and_then(|log| log.append(&entry, true)) {
+        let ended = store
+            .open_log(job.number())
+            .and_then(|log| log.append(&entry, true));
+        if let Err(err) = ended {
             tracing::warn!(job = %job.id, %err, "could not record the job's end");
         }
     }
@@ -920,15 +927,13 @@ impl JobJournal {
     /// engine's threads, which act as the caller.
     fn open(manager: &JobManager, job: Arc<Job>) -> JobJournal {
         let log = match &manager.persistence {
-            Persistence::Enabled(store) => {
-                match store.open_log(job.id.parse().expect("ids are numbers")) {
-                    Ok(log) => Some(log),
-                    Err(err) => {
-                        tracing::warn!(job = %job.id, %err, "could not open the progress log");
-                        None
-                    }
+            Persistence::Enabled(store) => match store.open_log(job.number()) {
+                Ok(log) => Some(log),
+                Err(err) => {
+                    tracing::warn!(job = %job.id, %err, "could not open the progress log");
+                    None
                 }
-            }
+            },
             _ => None,
         };
         JobJournal { job, log }
@@ -1006,24 +1011,28 @@ mod tests {
         )
     }
 
-    fn one_file_job(state: &std::path::Path, work: &std::path::Path) -> Arc<Job> {
+    /// Makes a copy job of `files` small files (queued and checkpointed by
+    /// a manager on `state`) and opens its progress log.
+    fn queued_job_log(state: &std::path::Path, files: u8) -> ProgressLog {
+        let work = state.with_file_name("work");
         std::fs::create_dir_all(work.join("dst")).unwrap();
-        std::fs::write(work.join("f"), b"data").unwrap();
+        let sources = (0..files)
+            .map(|i| {
+                let path = work.join(format!("f{i}"));
+                std::fs::write(&path, [i; 10]).unwrap();
+                path
+            })
+            .collect();
         let uid = crate::caller::own_uid();
         let request = Request {
             operation: Operation::Copy,
-            sources: vec![work.join("f")],
+            sources,
             destination: work.join("dst"),
             options: Options::default(),
         };
-        manager(state)
-            .create(
-                request,
-                Caller::recovered(uid, vec![uid], None, false),
-                false,
-                0,
-            )
-            .unwrap()
+        let caller = Caller::recovered(uid, vec![uid], None, false);
+        let job = manager(state).create(request, caller, false, 0).unwrap();
+        Store::open(state).unwrap().open_log(job.number()).unwrap()
     }
 
     /// A job's end is a line in its progress log; recovery takes the job's
@@ -1032,11 +1041,7 @@ mod tests {
     fn a_job_comes_back_as_its_end_line_says() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let job = one_file_job(&state, &dir.path().join("work"));
-        let log = Store::open(&state)
-            .unwrap()
-            .open_log(job.id.parse().unwrap())
-            .unwrap();
+        let log = queued_job_log(&state, 1);
         log.append(
             &LogEntry::Ended {
                 state: "failed".into(),
@@ -1066,32 +1071,8 @@ mod tests {
     #[test]
     fn items_done_in_the_log_are_skipped_after_recovery() {
         let dir = tempfile::tempdir().unwrap();
-        let (state, work) = (dir.path().join("state"), dir.path().join("work"));
-        std::fs::create_dir_all(work.join("dst")).unwrap();
-        let sources: Vec<_> = (0..3)
-            .map(|i| {
-                let path = work.join(format!("f{i}"));
-                std::fs::write(&path, [i as u8; 10]).unwrap();
-                path
-            })
-            .collect();
-        let uid = crate::caller::own_uid();
-        let request = Request {
-            operation: Operation::Copy,
-            sources,
-            destination: work.join("dst"),
-            options: Options::default(),
-        };
-        let job = manager(&state)
-            .create(
-                request,
-                Caller::recovered(uid, vec![uid], None, false),
-                false,
-                0,
-            )
-            .unwrap();
-        let id: u64 = job.id.parse().unwrap();
-        let log = Store::open(&state).unwrap().open_log(id).unwrap();
+        let state = dir.path().join("state");
+        let log = queued_job_log(&state, 3);
         log.append(&LogEntry::Started { item: 1 }, true).unwrap();
         log.append(&LogEntry::Done { item: 1 }, false).unwrap();
         log.append(&LogEntry::Started { item: 2 }, true).unwrap();
