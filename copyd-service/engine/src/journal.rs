@@ -43,6 +43,14 @@ pub trait Journal: Sync {
     }
     /// Item `index` is about to be built under its temporary name.
     fn item_started(&self, index: usize);
+    /// Items `indices` are about to be built, one after the other, and
+    /// placed together: reported at once, so that one flush makes them all
+    /// durable.
+    fn items_started(&self, indices: &[usize]) {
+        for &index in indices {
+            self.item_started(index);
+        }
+    }
     /// Item `index` is complete, durable and under its final name (for a
     /// move, its source is gone as well). Of a copy with `sync` off, only
     /// "complete and under its final name": it may not be on disk yet.
@@ -80,6 +88,9 @@ impl Journal for ItemsOnly<'_> {
     }
     fn item_started(&self, index: usize) {
         self.0.item_started(index)
+    }
+    fn items_started(&self, indices: &[usize]) {
+        self.0.items_started(indices)
     }
     fn item_done(&self, index: usize) {
         self.0.item_done(index)

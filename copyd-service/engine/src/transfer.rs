@@ -6,7 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -16,7 +16,8 @@ use crate::copier::{try_chain, CopyContext, EngineSet, FileCopier, StandardCopie
 use crate::engines::io_uring::{BatchRings, SmallFile, SmallFileResult, BATCH_FILE_MAX};
 use crate::error::{EngineError, Result};
 use crate::journal::{
-    FileIdentity, GroupCommit, ItemsOnly, Journal, NoJournal, ResumeState, OFFSET_COMMIT_INTERVAL,
+    FileIdentity, GroupCommit, ItemsOnly, Journal, NoJournal, ResumeState, GROUP_COMMIT_INTERVAL,
+    OFFSET_COMMIT_INTERVAL,
 };
 use crate::progress::{Control, Progress};
 use crate::request::{Item, Operation, Preserve, Resolved};
@@ -70,6 +71,11 @@ const SMALL_DATA: u64 = 64 << 10;
 /// At most how many streams copy one large file's pieces at once (when its
 /// bytes must come from the device).
 const MAX_STREAMS: usize = 4;
+
+/// At most how many small lone files, and how many of their bytes, are
+/// copied as one group (see `copy_lone_files`).
+const LONE_FILE_GROUP: usize = 256;
+const LONE_FILE_GROUP_BYTES: u64 = 32 << 20;
 
 /// At most how many small files of one directory a worker takes at once.
 const SMALL_FILE_RUN: usize = 1024;
@@ -158,24 +164,31 @@ pub fn run_resumable(
         trees.push(tree);
     }
 
-    for ((index, item), tree) in to_copy.into_iter().zip(trees) {
-        let failures_before = transfer.failures.lock().unwrap().len();
-        // A moved source is deleted in the directory the copy read it from,
-        // even if its path names another one by then.
-        let source_dir = match resolved.request.operation {
-            Operation::Move => Some(AnchoredDir::open(parent_of(&item.source))?),
-            Operation::Copy => None,
-        };
-        transfer.copy_item(item, index, &tree)?;
-        let whole = transfer.failures.lock().unwrap().len() == failures_before;
-        if let (Some(source_dir), true) = (&source_dir, whole) {
-            // The copy is durable (copy_item synced it): now the source may go.
-            let name = item.source.file_name().unwrap_or(item.source.as_os_str());
-            fsutil::remove_all(&source_dir.join(name)).map_err(|err| source_dir.explain(err))?;
-            source_dir.sync()?;
+    let mut work = to_copy.into_iter().zip(trees).peekable();
+    while let Some(((index, item), tree)) = work.next() {
+        // Small lone files in a row (`copy *.jpg dir/`) share their flushes.
+        let mut group = vec![(index, item, tree)];
+        if transfer.is_small_lone_file(index, item, &group[0].2) {
+            let mut bytes = group[0].2.bytes;
+            while group.len() < LONE_FILE_GROUP {
+                let joins = |((index, item), tree): &((usize, &Item), Tree)| {
+                    bytes + tree.bytes <= LONE_FILE_GROUP_BYTES
+                        && transfer.is_small_lone_file(*index, item, tree)
+                };
+                let Some(((index, item), tree)) = work.next_if(joins) else {
+                    break;
+                };
+                bytes += tree.bytes;
+                group.push((index, item, tree));
+            }
         }
-        journal.item_done(index);
-        outcome.copied += 1;
+        if group.len() > 1 {
+            outcome.copied += transfer.copy_lone_files(&group)?;
+        } else {
+            let (index, item, tree) = &group[0];
+            transfer.copy_whole_item(*index, item, tree)?;
+            outcome.copied += 1;
+        }
     }
     outcome.failures = transfer.failures.into_inner().unwrap();
     Ok(outcome)
@@ -183,6 +196,13 @@ pub fn run_resumable(
 
 fn parent_of(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("/"))
+}
+
+/// Deletes a moved item's source in `source_dir`, the directory its copy
+/// read it from.
+fn remove_moved_source_in(source_dir: &AnchoredDir, item: &Item) -> Result<()> {
+    let name = item.source.file_name().unwrap_or(item.source.as_os_str());
+    fsutil::remove_all(&source_dir.join(name)).map_err(|err| source_dir.explain(err))
 }
 
 fn remove_moved_source(item: &Item) -> Result<()> {
@@ -255,17 +275,187 @@ impl Transfer<'_> {
         Ok(true)
     }
 
-    /// Builds `item` under its temporary name, makes it durable (with sync)
-    /// and renames it into place. On failure the temporary is removed.
-    fn copy_item(&self, item: &Item, index: usize, tree: &Tree) -> Result<()> {
-        let parent = parent_of(&item.target);
-        // The target's directory is looked up once, now; everything after
-        // goes through that open directory, so a symlink swapped into the
-        // destination's path meanwhile changes nothing.
-        let anchor = AnchoredDir::open(parent)?;
+    /// Copies `item` on its own: built, made durable (with sync), put in
+    /// place and, for a move, its source deleted.
+    fn copy_whole_item(&self, index: usize, item: &Item, tree: &Tree) -> Result<()> {
+        let failures_before = self.failures.lock().unwrap().len();
+        let source_dir = self.moved_source_dir(item)?;
+        self.copy_item(item, index, tree)?;
+        let whole = self.failures.lock().unwrap().len() == failures_before;
+        if let (Some(source_dir), true) = (&source_dir, whole) {
+            // The copy is durable (copy_item synced it): now the source may go.
+            remove_moved_source_in(source_dir, item)?;
+            source_dir.sync()?;
+        }
+        self.journal.item_done(index);
+        Ok(())
+    }
+
+    /// A moved source is deleted in the directory the copy read it from,
+    /// even if its path names another one by then: that directory, opened
+    /// before the copy.
+    fn moved_source_dir(&self, item: &Item) -> Result<Option<AnchoredDir>> {
+        match self.operation {
+            Operation::Move => AnchoredDir::open(parent_of(&item.source)).map(Some),
+            Operation::Copy => Ok(None),
+        }
+    }
+
+    /// Whether `item` is one small regular file that may be copied in a
+    /// group with its neighbours ([`Self::copy_lone_files`]): only with
+    /// sync (without, there are no flushes to share), and not when an
+    /// earlier run left its partial copy to carry on from.
+    fn is_small_lone_file(&self, index: usize, item: &Item, tree: &Tree) -> bool {
+        let lone_file = matches!(&tree.entries[..], [entry] if entry.kind == EntryKind::File);
+        let carry_on = self.resume.started.contains(&index)
+            && temp_exists(&fsutil::temp_path(&item.target, self.tag, index));
+        self.sync && lone_file && tree.bytes < LARGE_FILE && !carry_on
+    }
+
+    /// Copies small lone files with sync as a group, sharing the flushes
+    /// each would make alone (its Started line, its fdatasync, its
+    /// directory's fsync: 500 files of up to 64 KiB took 337 ms against
+    /// cp+sync's 57 ms). Their Started lines go in one flush; the copies
+    /// are built under their temporary names, then made durable by one
+    /// syncfs per file system, renamed, and their directories fsynced once
+    /// each (for moves, the sources deleted after, one fsync per source
+    /// directory). What is built is placed at least every
+    /// GROUP_COMMIT_INTERVAL, so a crash loses little work.
+    ///
+    /// On an error the files built before it are placed first, as if each
+    /// had gone alone. Returns how many were placed.
+    fn copy_lone_files(&self, group: &[(usize, &Item, Tree)]) -> Result<usize> {
+        let indices: Vec<usize> = group.iter().map(|(index, ..)| *index).collect();
+        self.journal.items_started(&indices);
+        let mut placed = 0;
+        let mut rest = group;
+        while !rest.is_empty() {
+            let since = std::time::Instant::now();
+            let mut built = Vec::new();
+            let mut failed = None;
+            for (index, item, tree) in rest {
+                match self.build_lone_file(*index, item, tree) {
+                    Ok(lone) => built.push(lone),
+                    Err(err) => {
+                        failed = Some(err);
+                        break;
+                    }
+                }
+                if since.elapsed() >= GROUP_COMMIT_INTERVAL {
+                    break;
+                }
+            }
+            rest = &rest[built.len()..];
+            let placing = self.place_together(&built);
+            if let Some(err) = failed {
+                if let Err(placing) = placing {
+                    tracing::warn!(%placing, "could not place the files copied before an error");
+                }
+                return Err(err);
+            }
+            placing?;
+            placed += built.len();
+        }
+        Ok(placed)
+    }
+
+    /// Builds a lone file of a group under its temporary name, not synced.
+    fn build_lone_file<'i>(
+        &self,
+        index: usize,
+        item: &'i Item,
+        tree: &Tree,
+    ) -> Result<LoneFile<'i>> {
+        let source_dir = self.moved_source_dir(item)?;
+        let (anchor, temp, target) = self.placement(item, index)?;
+        // A leftover can only be this very job's, from an interrupted run.
+        fsutil::remove_all(&temp).map_err(|err| anchor.explain(err))?;
+        if let Err(err) = self.build(item, index, tree, &temp, false, false) {
+            self.discard(&temp);
+            return Err(anchor.explain(err));
+        }
+        Ok(LoneFile {
+            index,
+            item,
+            anchor,
+            temp,
+            target,
+            source_dir,
+        })
+    }
+
+    /// Makes `built` durable with one syncfs per file system, renames each
+    /// into place and fsyncs their directories once each; for moves, then
+    /// deletes the sources. A rename that fails stops the renames, and the
+    /// copies not renamed are discarded; those renamed stay, made durable.
+    fn place_together(&self, built: &[LoneFile<'_>]) -> Result<()> {
+        let mut synced_devices = Vec::new();
+        for lone in built {
+            let device = lone.anchor.device()?;
+            if synced_devices.contains(&device) {
+                continue;
+            }
+            if let Err(err) = lone.anchor.sync_file_system() {
+                built.iter().for_each(|lone| self.discard(&lone.temp));
+                return Err(err);
+            }
+            synced_devices.push(device);
+        }
+        let mut failed = None;
+        let mut renamed = 0;
+        for lone in built {
+            if let Err(err) = fsutil::rename_into_place(&lone.temp, &lone.target, lone.item.replace)
+            {
+                failed = Some(lone.anchor.explain(err));
+                break;
+            }
+            renamed += 1;
+        }
+        built[renamed..]
+            .iter()
+            .for_each(|lone| self.discard(&lone.temp));
+        let placed = &built[..renamed];
+        sync_each_directory(placed.iter().map(|lone| &lone.anchor))?;
+        for lone in placed {
+            if let Some(source_dir) = &lone.source_dir {
+                remove_moved_source_in(source_dir, lone.item)?;
+            }
+        }
+        sync_each_directory(placed.iter().filter_map(|lone| lone.source_dir.as_ref()))?;
+        for lone in placed {
+            self.journal.item_done(lone.index);
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Removes a temporary copy that will not be placed, unless the job is
+    /// interrupted: an interrupted job keeps its partial copies for the
+    /// resume; a failed or cancelled one leaves nothing behind.
+    fn discard(&self, temp: &Path) {
+        if self.control.is_interrupted() {
+            return;
+        }
+        if let Err(cleanup) = fsutil::remove_all(temp) {
+            tracing::warn!(%cleanup, "could not remove a temporary copy");
+        }
+    }
+
+    /// The target's directory, opened now, and the item's temporary and
+    /// final paths through it: everything after goes through that open
+    /// directory, so a symlink swapped into the destination's path
+    /// meanwhile changes nothing.
+    fn placement(&self, item: &Item, index: usize) -> Result<(AnchoredDir, PathBuf, PathBuf)> {
+        let anchor = AnchoredDir::open(parent_of(&item.target))?;
         let temp_name = fsutil::temp_path(&item.target, self.tag, index);
         let temp = anchor.join(temp_name.file_name().expect("temp names have a name"));
         let target = anchor.join(item.target.file_name().unwrap_or(item.target.as_os_str()));
+        Ok((anchor, temp, target))
+    }
+
+    /// Builds `item` under its temporary name, makes it durable (with sync)
+    /// and renames it into place. On failure the temporary is removed.
+    fn copy_item(&self, item: &Item, index: usize, tree: &Tree) -> Result<()> {
+        let (anchor, temp, target) = self.placement(item, index)?;
         let carry_on = self.resume.started.contains(&index) && temp_exists(&temp);
         if !carry_on {
             // A leftover can only be this very job's, from an interrupted run
@@ -274,16 +464,10 @@ impl Transfer<'_> {
             self.journal.item_started(index);
         }
         let built = self
-            .build(item, index, tree, &temp, carry_on)
+            .build(item, index, tree, &temp, carry_on, self.sync)
             .and_then(|()| fsutil::rename_into_place(&temp, &target, item.replace));
         if let Err(err) = built {
-            // An interrupted job keeps its partial copy for the resume; a
-            // failed or cancelled one leaves nothing behind.
-            if !self.control.is_interrupted() {
-                if let Err(cleanup) = fsutil::remove_all(&temp) {
-                    tracing::warn!(%cleanup, "could not remove a temporary copy");
-                }
-            }
+            self.discard(&temp);
             return Err(anchor.explain(err));
         }
         if self.sync {
@@ -296,7 +480,8 @@ impl Transfer<'_> {
     /// order, so parents first), then files on the worker threads, then
     /// hard links to files copied, then symlinks, then directory metadata
     /// deepest first (making entries in a directory changes its times), then
-    /// (with sync) one syncfs for the lot.
+    /// (with sync) one syncfs for the lot. A lone file is fdatasynced
+    /// instead, if `sync_lone_file`.
     fn build(
         &self,
         item: &Item,
@@ -304,6 +489,7 @@ impl Transfer<'_> {
         tree: &Tree,
         temp: &Path,
         carry_on: bool,
+        sync_lone_file: bool,
     ) -> Result<()> {
         let entries = &tree.entries;
         let group = GroupCommit::new(index, self.journal);
@@ -398,7 +584,7 @@ impl Transfer<'_> {
                 return Ok(());
             }
             self.progress.set_current_path(&source);
-            let sync = single_file && self.sync;
+            let sync = single_file && sync_lone_file;
             let at = FileAt {
                 source: &source,
                 copy: &copy,
@@ -1187,6 +1373,30 @@ impl<'a> FinishedPieces<'a> {
     }
 }
 
+/// A lone file of a group, built under its temporary name.
+struct LoneFile<'i> {
+    index: usize,
+    item: &'i Item,
+    /// The target's directory, opened before the copy.
+    anchor: AnchoredDir,
+    temp: PathBuf,
+    target: PathBuf,
+    /// For a move, the source's directory, opened before the copy.
+    source_dir: Option<AnchoredDir>,
+}
+
+/// Fsyncs each directory once, however often it comes.
+fn sync_each_directory<'d>(dirs: impl Iterator<Item = &'d AnchoredDir>) -> Result<()> {
+    let mut synced: Vec<&Path> = Vec::new();
+    for dir in dirs {
+        if !synced.contains(&dir.path.as_path()) {
+            dir.sync()?;
+            synced.push(&dir.path);
+        }
+    }
+    Ok(())
+}
+
 /// A directory opened once and then reached through its descriptor: paths
 /// below `/proc/self/fd/N` name entries of exactly that directory, whatever
 /// happens to the path it was opened by. (The thread group may always look
@@ -1228,6 +1438,20 @@ impl AnchoredDir {
         self.dir
             .sync_all()
             .map_err(|err| EngineError::io("sync directory", &self.path, &err))
+    }
+
+    /// Flushes everything written on the directory's file system.
+    fn sync_file_system(&self) -> Result<()> {
+        rustix::fs::syncfs(&self.dir)
+            .map_err(|errno| EngineError::io("sync the file system of", &self.path, &errno.into()))
+    }
+
+    fn device(&self) -> Result<u64> {
+        let metadata = self
+            .dir
+            .metadata()
+            .map_err(|err| EngineError::io("stat directory", &self.path, &err))?;
+        Ok(metadata.dev())
     }
 
     /// Speaks of the directory by the path people gave, not by descriptor.

@@ -957,8 +957,18 @@ impl Journal for JobJournal {
         // Durable before the item's rename into place, or recovery would
         // not know the target there is its own copy. Without sync a power
         // loss may lose the copies anyway; a killed copyd loses no line.
+        self.items_started(&[index]);
+    }
+
+    fn items_started(&self, indices: &[usize]) {
+        // One flush, after the last line, makes every line before it durable.
         let durable = self.job.resolved.request.options.sync;
-        self.append(LogEntry::Started { item: index }, durable);
+        for (n, &item) in indices.iter().enumerate() {
+            self.append(
+                LogEntry::Started { item },
+                durable && n + 1 == indices.len(),
+            );
+        }
     }
 
     fn item_done(&self, index: usize) {
