@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -54,6 +55,7 @@ struct Transfer<'a> {
     resume: &'a ResumeState,
     journal: &'a dyn Journal,
     failures: std::sync::Mutex<Vec<(std::path::PathBuf, EngineError)>>,
+    known: KnownUnsupported,
 }
 
 /// How much of a large file is copied between chances to advance its
@@ -131,6 +133,7 @@ pub fn run_resumable(
         resume,
         journal,
         failures: std::sync::Mutex::new(Vec::new()),
+        known: KnownUnsupported::default(),
     };
     control.set_rate_limit(options.rate_limit);
     control.checkpoint()?;
@@ -327,6 +330,7 @@ impl Transfer<'_> {
     fn copy_lone_files(&self, group: &[(usize, &Item, Tree)]) -> Result<usize> {
         let indices: Vec<usize> = group.iter().map(|(index, ..)| *index).collect();
         self.journal.items_started(&indices);
+        let mut dirs = OpenDirs::default();
         let mut placed = 0;
         let mut rest = group;
         while !rest.is_empty() {
@@ -334,7 +338,7 @@ impl Transfer<'_> {
             let mut built = Vec::new();
             let mut failed = None;
             for (index, item, tree) in rest {
-                match self.build_lone_file(*index, item, tree) {
+                match self.build_lone_file(*index, item, tree, &mut dirs) {
                     Ok(lone) => built.push(lone),
                     Err(err) => {
                         failed = Some(err);
@@ -365,9 +369,14 @@ impl Transfer<'_> {
         index: usize,
         item: &'i Item,
         tree: &Tree,
+        dirs: &mut OpenDirs,
     ) -> Result<LoneFile<'i>> {
-        let source_dir = self.moved_source_dir(item)?;
-        let (anchor, temp, target) = self.placement(item, index)?;
+        let source_dir = match self.operation {
+            Operation::Move => Some(dirs.open(parent_of(&item.source))?),
+            Operation::Copy => None,
+        };
+        let anchor = dirs.open(parent_of(&item.target))?;
+        let (temp, target) = self.names_in(&anchor, item, index);
         // A leftover can only be this very job's, from an interrupted run.
         fsutil::remove_all(&temp).map_err(|err| anchor.explain(err))?;
         if let Err(err) = self.build(item, index, tree, &temp, false, false) {
@@ -415,13 +424,13 @@ impl Transfer<'_> {
             .iter()
             .for_each(|lone| self.discard(&lone.temp));
         let placed = &built[..renamed];
-        sync_each_directory(placed.iter().map(|lone| &lone.anchor))?;
+        sync_each_directory(placed.iter().map(|lone| &*lone.anchor))?;
         for lone in placed {
             if let Some(source_dir) = &lone.source_dir {
                 remove_moved_source_in(source_dir, lone.item)?;
             }
         }
-        sync_each_directory(placed.iter().filter_map(|lone| lone.source_dir.as_ref()))?;
+        sync_each_directory(placed.iter().filter_map(|lone| lone.source_dir.as_deref()))?;
         for lone in placed {
             self.journal.item_done(lone.index);
         }
@@ -440,22 +449,22 @@ impl Transfer<'_> {
         }
     }
 
-    /// The target's directory, opened now, and the item's temporary and
-    /// final paths through it: everything after goes through that open
-    /// directory, so a symlink swapped into the destination's path
+    /// The item's temporary and final paths through `anchor`, its target's
+    /// directory opened before the copy: everything after goes through that
+    /// open directory, so a symlink swapped into the destination's path
     /// meanwhile changes nothing.
-    fn placement(&self, item: &Item, index: usize) -> Result<(AnchoredDir, PathBuf, PathBuf)> {
-        let anchor = AnchoredDir::open(parent_of(&item.target))?;
+    fn names_in(&self, anchor: &AnchoredDir, item: &Item, index: usize) -> (PathBuf, PathBuf) {
         let temp_name = fsutil::temp_path(&item.target, self.tag, index);
         let temp = anchor.join(temp_name.file_name().expect("temp names have a name"));
         let target = anchor.join(item.target.file_name().unwrap_or(item.target.as_os_str()));
-        Ok((anchor, temp, target))
+        (temp, target)
     }
 
     /// Builds `item` under its temporary name, makes it durable (with sync)
     /// and renames it into place. On failure the temporary is removed.
     fn copy_item(&self, item: &Item, index: usize, tree: &Tree) -> Result<()> {
-        let (anchor, temp, target) = self.placement(item, index)?;
+        let anchor = AnchoredDir::open(parent_of(&item.target))?;
+        let (temp, target) = self.names_in(&anchor, item, index);
         let carry_on = self.resume.started.contains(&index) && temp_exists(&temp);
         if !carry_on {
             // A leftover can only be this very job's, from an interrupted run
@@ -564,7 +573,6 @@ impl Transfer<'_> {
             files.push(entry);
         }
         let workers = parallel::worker_count(self.workers, files.len());
-        let known = KnownUnsupported::default();
         // What follows every file's copy, however it was made.
         let finished = |entry: &Entry| -> Result<()> {
             self.progress.add_files_done(1);
@@ -590,7 +598,7 @@ impl Transfer<'_> {
                 copy: &copy,
                 dirs,
             };
-            match self.copy_file(at, entry, sync, index, carry_on, &known) {
+            match self.copy_file(at, entry, sync, index, carry_on) {
                 Err(err) if err.per_file && !single_file => {
                     // Go on without it; nothing of it stays in the copy.
                     fsutil::remove_all(&copy)?;
@@ -781,7 +789,6 @@ impl Transfer<'_> {
         sync: bool,
         index: usize,
         carry_on: bool,
-        known: &KnownUnsupported,
     ) -> Result<()> {
         let (source, copy) = (at.source, at.copy);
         let src = at
@@ -851,7 +858,7 @@ impl Transfer<'_> {
                 // look for them; else the whole file is data (as cp judges).
                 maybe_sparse: maybe_sparse(&entry.metadata),
             };
-            self.copy_data(&src, &dst, start, len, &ctx, &offsets, file, known)?;
+            self.copy_data(&src, &dst, start, len, &ctx, &offsets, file)?;
         }
         let preserve = match (resume_at, at.dirs) {
             (None, Some(dirs)) => dirs.preserve_after_create(&entry.metadata),
@@ -878,8 +885,8 @@ impl Transfer<'_> {
         ctx: &CopyContext<'_>,
         offsets: &OffsetCommits<'_>,
         file: FileFacts,
-        known: &KnownUnsupported,
     ) -> Result<()> {
+        let known = &self.known;
         let (cloners, movers): (Vec<&dyn FileCopier>, Vec<&dyn FileCopier>) = self
             .chain
             .iter()
@@ -1207,11 +1214,12 @@ struct FileFacts {
     maybe_sparse: bool,
 }
 
-/// What the engines found unsupported while copying one item, by source
-/// device (the copy's device is the item's, one for all its files): "not
-/// supported here" belongs to the pair of file systems, so a tree of many
-/// files asks once instead of once per file. Only a cost: a skipped engine
-/// would only have said no again.
+/// What the engines found unsupported in one transfer, by source device
+/// (the copies' device is one for all: every item is built in the
+/// destination's directory): "not supported here" belongs to the pair of
+/// file systems, so a tree of many files, or many lone files, asks once
+/// instead of once per file. Only a cost: a skipped engine would only have
+/// said no again.
 #[derive(Default)]
 struct KnownUnsupported {
     by_device: std::sync::Mutex<std::collections::HashMap<u64, Skips>>,
@@ -1378,11 +1386,27 @@ struct LoneFile<'i> {
     index: usize,
     item: &'i Item,
     /// The target's directory, opened before the copy.
-    anchor: AnchoredDir,
+    anchor: Rc<AnchoredDir>,
     temp: PathBuf,
     target: PathBuf,
     /// For a move, the source's directory, opened before the copy.
-    source_dir: Option<AnchoredDir>,
+    source_dir: Option<Rc<AnchoredDir>>,
+}
+
+/// The directories a group of lone files was copied from and to, each
+/// opened once: the files of `copy *.jpg dir/` share one of each.
+#[derive(Default)]
+struct OpenDirs(Vec<Rc<AnchoredDir>>);
+
+impl OpenDirs {
+    fn open(&mut self, path: &Path) -> Result<Rc<AnchoredDir>> {
+        if let Some(dir) = self.0.iter().find(|dir| dir.path == path) {
+            return Ok(Rc::clone(dir));
+        }
+        let dir = Rc::new(AnchoredDir::open(path)?);
+        self.0.push(Rc::clone(&dir));
+        Ok(dir)
+    }
 }
 
 /// Fsyncs each directory once, however often it comes.
