@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use copyd_engine::{walk, Control, EngineError, ItemKind, Request, Resolved};
+use copyd_engine::{walk, Control, EngineError, ItemKind, RealLocations, Request, Resolved};
 
 use crate::config::SecurityConfig;
 use crate::error::Error;
@@ -58,18 +58,6 @@ fn check_system(rules: &SecurityConfig, path: &Path, privileged: bool) -> Result
             ),
         )),
         None => Ok(()),
-    }
-}
-
-/// Where `path` really is: its parent's real path joined with its name
-/// (the name itself is not followed: a symlink is copied as a symlink).
-fn real_location(path: &Path) -> PathBuf {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return path.to_path_buf();
-    };
-    match std::fs::canonicalize(parent) {
-        Ok(real) => real.join(name),
-        Err(_) => path.to_path_buf(),
     }
 }
 
@@ -158,8 +146,14 @@ pub fn check_resolved(
         || rules.max_path_length > 0
         || !rules.allowed_extensions.is_empty()
         || !rules.blocked_extensions.is_empty();
+    let mut real = RealLocations::default();
     for item in &resolved.items {
-        check_system(rules, &real_location(&item.source), privileged)?;
+        // A source whose directory cannot be resolved is judged by its path
+        // as written (the copy will fail to find it anyway).
+        let real_source = real
+            .of(&item.source)
+            .unwrap_or_else(|_| item.source.clone());
+        check_system(rules, &real_source, privileged)?;
         check_system(rules, &item.target, privileged)?;
         if !per_file || item.skip || item.kind == ItemKind::Symlink {
             continue;
@@ -191,9 +185,9 @@ pub fn vet(
     rules: &SecurityConfig,
     request: Request,
     privileged: bool,
-) -> Result<Result<(), Error>, EngineError> {
+) -> Result<Result<Resolved, Error>, EngineError> {
     let resolved = copyd_engine::resolve(request)?;
-    Ok(check_resolved(rules, &resolved, privileged))
+    Ok(check_resolved(rules, &resolved, privileged).map(|()| resolved))
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub use error::{EngineError, ErrorKind};
 pub use journal::{FileIdentity, Journal, NoJournal, ResumeState};
 pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RunState};
 pub use request::{
-    plan, resolve, Conflict, Item, ItemKind, Operation, Options, PlanReport, Preserve, Request,
-    Resolved,
+    plan, resolve, Conflict, Item, ItemKind, Operation, Options, PlanReport, Preserve,
+    RealLocations, Request, Resolved,
 };
 pub use transfer::{run, run_resumable, Outcome};

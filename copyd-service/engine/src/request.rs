@@ -5,7 +5,7 @@
 //! its source, targets do not collide. It creates nothing, so a request it
 //! refuses leaves the file system as it was.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, Metadata};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
@@ -241,16 +241,31 @@ fn kind_of(path: &Path, meta: &Metadata) -> Result<ItemKind> {
     }
 }
 
-/// The real path of `path`'s parent joined with its name: where it would be,
-/// whether or not it exists yet.
-fn real_location(path: &Path) -> Result<PathBuf> {
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let real_parent =
-        fs::canonicalize(parent).map_err(|err| EngineError::io("find directory", parent, &err))?;
-    Ok(match path.file_name() {
-        Some(name) => real_parent.join(name),
-        None => real_parent,
-    })
+/// Where paths really are, each directory worked out once: a request's
+/// sources mostly share one parent (`copy *.jpg dir/`), and the real path
+/// of a directory costs a readlink per component of it.
+#[derive(Debug, Default)]
+pub struct RealLocations(HashMap<PathBuf, PathBuf>);
+
+impl RealLocations {
+    /// The real path of `path`'s parent joined with its name (the name is
+    /// not followed): where it would be, whether or not it exists yet.
+    pub fn of(&mut self, path: &Path) -> Result<PathBuf> {
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        let real_parent = match self.0.get(parent) {
+            Some(real) => real.clone(),
+            None => {
+                let real = fs::canonicalize(parent)
+                    .map_err(|err| EngineError::io("find directory", parent, &err))?;
+                self.0.insert(parent.to_path_buf(), real.clone());
+                real
+            }
+        };
+        Ok(match path.file_name() {
+            Some(name) => real_parent.join(name),
+            None => real_parent,
+        })
+    }
 }
 
 /// Checks `request` and works out what goes where. Touches nothing.
@@ -276,6 +291,7 @@ pub fn resolve(request: Request) -> Result<Resolved> {
 
     let mut items = Vec::with_capacity(request.sources.len());
     let mut targets = HashSet::new();
+    let mut real = RealLocations::default();
     for source in &request.sources {
         let meta = lstat(source)?;
         let kind = kind_of(source, &meta)?;
@@ -300,20 +316,26 @@ pub fn resolve(request: Request) -> Result<Resolved> {
         } else {
             destination.clone()
         };
-        let parent = target.parent().unwrap_or(Path::new("/"));
-        match fs::metadata(parent) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(EngineError::invalid(format!(
-                    "{} is not a directory",
-                    parent.display()
-                )))
+        // Copied into the destination, the target's directory is the
+        // destination, seen above to be one.
+        if !into_directory {
+            let parent = target.parent().unwrap_or(Path::new("/"));
+            match fs::metadata(parent) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(EngineError::invalid(format!(
+                        "{} is not a directory",
+                        parent.display()
+                    )))
+                }
+                Err(err) => {
+                    return Err(EngineError::io("find destination directory", parent, &err))
+                }
             }
-            Err(err) => return Err(EngineError::io("find destination directory", parent, &err)),
         }
 
-        let real_source = real_location(source)?;
-        let real_target = real_location(&target)?;
+        let real_source = real.of(source)?;
+        let real_target = real.of(&target)?;
         if real_target == real_source {
             return Err(EngineError::invalid(format!(
                 "{} and {} are the same file",

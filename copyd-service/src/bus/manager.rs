@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use copyd_engine::{Operation, PlanReport, Request};
+use copyd_engine::{Operation, PlanReport, Request, Resolved};
 use zbus::message::Header;
 use zbus::{interface, Connection, OwnedObjectPath, OwnedVariant, Variant};
 
@@ -106,14 +106,15 @@ fn request_paths(request: &Request) -> Vec<&Path> {
 }
 
 /// Resolves the request and applies the per-file [security] rules, with
-/// the caller's rights (blocking).
+/// the caller's rights (blocking). The job is made from what this resolved:
+/// resolving looks at every source, once is enough.
 fn vet(
     rules: &SecurityConfig,
     caller: &Caller,
     method: &str,
     request: &Request,
     privileged: bool,
-) -> Result<()> {
+) -> Result<Resolved> {
     let checked = caller
         .acting
         .run(|| security::vet(rules, request.clone(), privileged))?;
@@ -203,8 +204,8 @@ impl ManagerObject {
         // job will.
         let job = tokio::task::spawn_blocking(move || -> Result<_> {
             let rules = &jobs.config.security;
-            vet(rules, &caller, &method_name, &request, parsed.privileged)?;
-            Ok(jobs.create(request, caller, parsed.start_paused, parsed.priority)?)
+            let resolved = vet(rules, &caller, &method_name, &request, parsed.privileged)?;
+            Ok(jobs.create(resolved, caller, parsed.start_paused, parsed.priority)?)
         })
         .await
         .map_err(|err| Error::Failed(err.to_string()))??;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use copyd_engine::{
     Control, EngineError, EngineSet, ErrorKind, FileIdentity, Journal, Operation, Progress,
-    ProgressSnapshot, RateLimiter, Request, Resolved, ResumeState, RunState,
+    ProgressSnapshot, RateLimiter, Resolved, ResumeState, RunState,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -421,11 +421,12 @@ impl JobManager {
         job
     }
 
-    /// Checks `request` and makes a job of it, not yet started. Bad input
-    /// fails here, before anything exists.
+    /// Makes a job of `resolved` (resolved with the caller's rights: what
+    /// the caller cannot see does not exist for its job), not yet started.
+    /// Bad input fails here, before anything exists.
     pub fn create(
         &self,
-        request: Request,
+        resolved: Resolved,
         caller: Caller,
         start_paused: bool,
         priority: i32,
@@ -441,10 +442,7 @@ impl JobManager {
             }
         }
         // An unusable engine is refused now, not when the job runs.
-        self.engines.select(&request.options.engine)?;
-        // Checked with the caller's rights: what the caller cannot see does
-        // not exist for its job.
-        let resolved = caller.acting.run(|| copyd_engine::resolve(request))?;
+        self.engines.select(&resolved.request.options.engine)?;
         let id_number = self.next_id.fetch_add(1, Ordering::Relaxed);
         let state = if start_paused {
             JobState::Paused
@@ -1041,7 +1039,8 @@ mod tests {
             options: Options::default(),
         };
         let caller = Caller::recovered(uid, vec![uid], None, false);
-        let job = manager(state).create(request, caller, false, 0).unwrap();
+        let resolved = copyd_engine::resolve(request).unwrap();
+        let job = manager(state).create(resolved, caller, false, 0).unwrap();
         Store::open(state).unwrap().open_log(job.number()).unwrap()
     }
 
