@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
-use zbus::{Connection, MatchRule, MessageStream, OwnedVariant, Variant};
+use zbus::{Connection, MatchRule, MessageStream};
 
 use crate::connect::BUS_NAME;
 use crate::proxy::{Completed, JobProxy, Progress};
@@ -48,65 +48,78 @@ impl JobSummary {
     }
 }
 
-fn lossy_path(value: Option<&OwnedVariant>) -> String {
-    value
-        .and_then(|v| Vec::<u8>::try_from(v.try_clone().ok()?).ok())
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-        .unwrap_or_default()
+/// The Job properties a summary shows, read straight off GetAll's reply.
+/// Read as a map of variants instead, every byte of every path became a
+/// value of its own: copyctl took 6 ms to take a job of 500 sources apart.
+#[derive(Debug, Default, serde::Deserialize, zbus::Type)]
+#[zbus(signature = "a{sv}")]
+#[serde(default, rename_all = "PascalCase")]
+struct JobProperties {
+    #[serde(with = "zbus::as_variant")]
+    id: String,
+    #[serde(with = "zbus::as_variant")]
+    state: String,
+    #[serde(with = "zbus::as_variant")]
+    operation: String,
+    #[serde(with = "zbus::as_variant")]
+    sources: Vec<Vec<u8>>,
+    #[serde(with = "zbus::as_variant")]
+    destination: Vec<u8>,
+    #[serde(with = "zbus::as_variant")]
+    bytes_done: u64,
+    #[serde(with = "zbus::as_variant")]
+    bytes_total: u64,
+    #[serde(with = "zbus::as_variant")]
+    files_done: u64,
+    #[serde(with = "zbus::as_variant")]
+    files_total: u64,
+    #[serde(with = "zbus::as_variant")]
+    rate: u64,
+    #[serde(with = "zbus::as_variant")]
+    engine: String,
+    #[serde(with = "zbus::as_variant")]
+    engine_bytes: HashMap<String, u64>,
+    #[serde(rename = "StartedByUID", with = "zbus::as_variant")]
+    started_by_uid: u32,
+    #[serde(with = "zbus::as_variant")]
+    error_name: String,
+    #[serde(with = "zbus::as_variant")]
+    error_message: String,
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Reads all of a job's properties in one call.
 pub async fn summary(connection: &Connection, path: &str) -> zbus::Result<JobSummary> {
-    let properties = zbus::fdo::PropertiesProxy::builder(connection)
-        .destination(BUS_NAME)
-        .path(path.to_owned())
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
+    let reply = connection
+        .call_method(
+            Some(BUS_NAME),
+            path,
+            Some("org.freedesktop.DBus.Properties"),
+            "GetAll",
+            &(JOB_INTERFACE,),
+        )
         .await?;
-    let all = properties
-        .get_all(zbus::names::InterfaceName::from_static_str_unchecked(
-            JOB_INTERFACE,
-        ))
-        .await?;
-    let text = |key: &str| match all.get(key).map(|v| &**v) {
-        Some(Variant::Str(s)) => s.as_str().to_owned(),
-        _ => String::new(),
-    };
-    let number = |key: &str| match all.get(key).map(|v| &**v) {
-        Some(&Variant::U64(n)) => n,
-        _ => 0,
-    };
-    let sources = all
-        .get("Sources")
-        .and_then(|v| Vec::<Vec<u8>>::try_from(v.try_clone().ok()?).ok())
-        .unwrap_or_default()
-        .iter()
-        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
-        .collect();
-    let engine_bytes = all
-        .get("EngineBytes")
-        .and_then(|v| HashMap::<String, u64>::try_from(v.try_clone().ok()?).ok())
-        .unwrap_or_default();
+    let all: JobProperties = reply.body().deserialize()?;
     Ok(JobSummary {
-        id: text("Id"),
+        id: all.id,
         path: path.to_owned(),
-        state: text("State"),
-        operation: text("Operation"),
-        sources,
-        destination: lossy_path(all.get("Destination")),
-        bytes_done: number("BytesDone"),
-        bytes_total: number("BytesTotal"),
-        files_done: number("FilesDone"),
-        files_total: number("FilesTotal"),
-        rate: number("Rate"),
-        engine: text("Engine"),
-        engine_bytes,
-        started_by_uid: match all.get("StartedByUID").map(|v| &**v) {
-            Some(&Variant::U32(uid)) => uid,
-            _ => 0,
-        },
-        error_name: text("ErrorName"),
-        error_message: text("ErrorMessage"),
+        state: all.state,
+        operation: all.operation,
+        sources: all.sources.iter().map(|bytes| lossy(bytes)).collect(),
+        destination: lossy(&all.destination),
+        bytes_done: all.bytes_done,
+        bytes_total: all.bytes_total,
+        files_done: all.files_done,
+        files_total: all.files_total,
+        rate: all.rate,
+        engine: all.engine,
+        engine_bytes: all.engine_bytes,
+        started_by_uid: all.started_by_uid,
+        error_name: all.error_name,
+        error_message: all.error_message,
     })
 }
 
