@@ -11,7 +11,7 @@
 #
 # Knobs (environment):
 #   RUNS=3            timed runs per tool (pairs alternate the tool order)
-#   SETS="file2g small tree sparse"
+#   SETS="file2g small tree sparse items"
 #   TARGETS="ext4 tmpfs"
 #   COLD=1            also run file2g ext4 -> ext4 with a cold cache (root)
 #   BENCH_DIR=/tmp/copyd-bench           sources and ext4 destinations
@@ -20,6 +20,9 @@
 #                     default security.system_paths refuse /dev/shm
 #   FILE_MIB=2048  SMALL_FILES=40000  SMALL_DIRS=200
 #   SPARSE_GIB=8  SPARSE_DATA_MIB=64
+#   ITEM_FILES=500    the "items" set: files of 1-64 KiB named one by one
+#                     (`copyctl copy f1 ... f500 dir/`, as a shell glob does),
+#                     each its own item, into an empty directory
 #   TREE_SRC=~/.cargo/registry/src       the "real source tree"
 #   TOOLS="copyd copyd-nosync cp xcp cpz"  those not installed are left out;
 #                     copyd-nosync is `copyctl copy --no-sync` (the sync
@@ -35,7 +38,7 @@
 set -euo pipefail
 
 RUNS=${RUNS:-3}
-SETS=${SETS:-"file2g small tree sparse"}
+SETS=${SETS:-"file2g small tree sparse items"}
 TARGETS=${TARGETS:-"ext4 tmpfs"}
 COLD=${COLD:-1}
 BENCH_DIR=${BENCH_DIR:-/tmp/copyd-bench}
@@ -45,6 +48,7 @@ SMALL_FILES=${SMALL_FILES:-40000}
 SMALL_DIRS=${SMALL_DIRS:-200}
 SPARSE_GIB=${SPARSE_GIB:-8}
 SPARSE_DATA_MIB=${SPARSE_DATA_MIB:-64}
+ITEM_FILES=${ITEM_FILES:-500}
 TREE_SRC=${TREE_SRC:-$HOME/.cargo/registry/src}
 TOOLS=${TOOLS:-"copyd copyd-nosync cp xcp cpz"}
 SETTLE=${SETTLE:-2}
@@ -144,6 +148,20 @@ EOF
         cp -a "$TREE_SRC" "$SRC/tree"
         touch "$SRC/tree.done"
     fi
+    if [[ $SETS == *items* && ! -e $SRC/items.done-$ITEM_FILES ]]; then
+        say "making $ITEM_FILES files of 1-64 KiB"
+        rm -rf "$SRC/items" "$SRC"/items.done-*
+        python3 - "$SRC/items" "$ITEM_FILES" <<'EOF'
+import os, random, sys
+root, files = sys.argv[1], int(sys.argv[2])
+rng = random.Random(7)
+os.makedirs(root)
+for i in range(files):
+    with open(f"{root}/photo{i:04}.jpg", "wb") as f:
+        f.write(os.urandom(rng.randint(1 << 10, 64 << 10)))
+EOF
+        touch "$SRC/items.done-$ITEM_FILES"
+    fi
     if [[ $SETS == *sparse* && ! -e $SRC/sparse.done-$SPARSE_GIB-$SPARSE_DATA_MIB ]]; then
         say "making a $SPARSE_GIB GiB sparse file with $SPARSE_DATA_MIB MiB of data"
         rm -f "$SRC/sparse" "$SRC"/sparse.done-*
@@ -234,6 +252,19 @@ copyd_hwm_mib() {
 # --- timing -------------------------------------------------------------------
 
 run_tool() { # tool src dst
+    if [[ ${2##*/} == items ]]; then
+        # Each file its own item, into a directory, as `tool dir/* dst/`.
+        mkdir -p "$3"
+        local files=("$2"/*)
+        case $1 in
+            copyd) "$COPYCTL" copy "${files[@]}" "$3/" >/dev/null ;;
+            copyd-nosync) "$COPYCTL" copy --no-sync "${files[@]}" "$3/" >/dev/null ;;
+            cp) cp --preserve=mode,timestamps "${files[@]}" "$3/" ;;
+            xcp) xcp "${files[@]}" "$3/" >/dev/null 2>&1 ;;
+            cpz) cpz "${files[@]}" "$3/" >/dev/null 2>&1 ;;
+        esac
+        return
+    fi
     case $1 in
         copyd) "$COPYCTL" copy -r "$2" "$3" >/dev/null ;;
         copyd-nosync) "$COPYCTL" copy -r --no-sync "$2" "$3" >/dev/null ;;
@@ -405,6 +436,7 @@ set_label() {
         small) echo "$SMALL_FILES files 1–16 KiB, $SMALL_DIRS dirs" ;;
         tree) echo "source tree ($(find "$SRC/tree" -type f | wc -l) files, $(du -sm "$SRC/tree" | cut -f1) MiB)" ;;
         sparse) echo "$SPARSE_GIB GiB sparse, $SPARSE_DATA_MIB MiB data" ;;
+        items) echo "$ITEM_FILES files of 1–64 KiB as $ITEM_FILES items" ;;
     esac
 }
 
