@@ -7,9 +7,8 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustix::io::Errno;
 
@@ -330,26 +329,22 @@ impl Transfer<'_> {
     fn copy_lone_files(&self, group: &[(usize, &Item, Tree)]) -> Result<usize> {
         let indices: Vec<usize> = group.iter().map(|(index, ..)| *index).collect();
         self.journal.items_started(&indices);
+        // Each file's directories, opened once for the whole group.
         let mut dirs = OpenDirs::default();
+        let places = group
+            .iter()
+            .map(|(_, item, _)| {
+                let source_dir = match self.operation {
+                    Operation::Move => Some(dirs.open(parent_of(&item.source))?),
+                    Operation::Copy => None,
+                };
+                Ok((dirs.open(parent_of(&item.target))?, source_dir))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut placed = 0;
-        let mut rest = group;
-        while !rest.is_empty() {
-            let since = std::time::Instant::now();
-            let mut built = Vec::new();
-            let mut failed = None;
-            for (index, item, tree) in rest {
-                match self.build_lone_file(*index, item, tree, &mut dirs) {
-                    Ok(lone) => built.push(lone),
-                    Err(err) => {
-                        failed = Some(err);
-                        break;
-                    }
-                }
-                if since.elapsed() >= GROUP_COMMIT_INTERVAL {
-                    break;
-                }
-            }
-            rest = &rest[built.len()..];
+        let mut pending: Vec<usize> = (0..group.len()).collect();
+        while !pending.is_empty() {
+            let (built, failed, left) = self.build_round(group, &places, &pending);
             let placing = self.place_together(&built);
             if let Some(err) = failed {
                 if let Err(placing) = placing {
@@ -359,8 +354,56 @@ impl Transfer<'_> {
             }
             placing?;
             placed += built.len();
+            pending = left;
         }
         Ok(placed)
+    }
+
+    /// Builds the files of `group` at positions `pending` on the workers,
+    /// in order, until one fails or GROUP_COMMIT_INTERVAL has passed.
+    /// Returns the files built, the first error, and the positions left
+    /// for the next round.
+    #[allow(clippy::type_complexity)]
+    fn build_round<'i>(
+        &self,
+        group: &[(usize, &'i Item, Tree)],
+        places: &[(Arc<AnchoredDir>, Option<Arc<AnchoredDir>>)],
+        pending: &[usize],
+    ) -> (Vec<LoneFile<'i>>, Option<EngineError>, Vec<usize>) {
+        let since = std::time::Instant::now();
+        let slots: Vec<Mutex<Option<Result<LoneFile<'i>>>>> =
+            pending.iter().map(|_| Mutex::new(None)).collect();
+        let numbered: Vec<usize> = (0..pending.len()).collect();
+        let _stopped = parallel::for_each(
+            parallel::worker_count(self.workers, pending.len()),
+            &numbered,
+            |&n| {
+                if since.elapsed() >= GROUP_COMMIT_INTERVAL {
+                    return Ok(()); // for the next round
+                }
+                let (index, item, tree) = &group[pending[n]];
+                let (anchor, source_dir) = &places[pending[n]];
+                let result = self.build_lone_file(*index, item, tree, anchor, source_dir);
+                let failed = result.is_err();
+                *slots[n].lock().unwrap() = Some(result);
+                match failed {
+                    // Stops the workers claiming more; the error is in its slot.
+                    true => Err(EngineError::cancelled()),
+                    false => Ok(()),
+                }
+            },
+        );
+        let (mut built, mut failed, mut left) = (Vec::new(), None, Vec::new());
+        for (slot, &position) in slots.into_iter().zip(pending) {
+            match slot.into_inner().unwrap() {
+                Some(Ok(lone)) => built.push(lone),
+                Some(Err(err)) => {
+                    failed.get_or_insert(err);
+                }
+                None => left.push(position),
+            }
+        }
+        (built, failed, left)
     }
 
     /// Builds a lone file of a group under its temporary name, not synced.
@@ -369,14 +412,10 @@ impl Transfer<'_> {
         index: usize,
         item: &'i Item,
         tree: &Tree,
-        dirs: &mut OpenDirs,
+        anchor: &Arc<AnchoredDir>,
+        source_dir: &Option<Arc<AnchoredDir>>,
     ) -> Result<LoneFile<'i>> {
-        let source_dir = match self.operation {
-            Operation::Move => Some(dirs.open(parent_of(&item.source))?),
-            Operation::Copy => None,
-        };
-        let anchor = dirs.open(parent_of(&item.target))?;
-        let (temp, target) = self.names_in(&anchor, item, index);
+        let (temp, target) = self.names_in(anchor, item, index);
         // A leftover can only be this very job's, from an interrupted run.
         fsutil::remove_all(&temp).map_err(|err| anchor.explain(err))?;
         if let Err(err) = self.build(item, index, tree, &temp, false, false) {
@@ -386,10 +425,10 @@ impl Transfer<'_> {
         Ok(LoneFile {
             index,
             item,
-            anchor,
+            anchor: Arc::clone(anchor),
             temp,
             target,
-            source_dir,
+            source_dir: source_dir.clone(),
         })
     }
 
@@ -1386,25 +1425,25 @@ struct LoneFile<'i> {
     index: usize,
     item: &'i Item,
     /// The target's directory, opened before the copy.
-    anchor: Rc<AnchoredDir>,
+    anchor: Arc<AnchoredDir>,
     temp: PathBuf,
     target: PathBuf,
     /// For a move, the source's directory, opened before the copy.
-    source_dir: Option<Rc<AnchoredDir>>,
+    source_dir: Option<Arc<AnchoredDir>>,
 }
 
 /// The directories a group of lone files was copied from and to, each
 /// opened once: the files of `copy *.jpg dir/` share one of each.
 #[derive(Default)]
-struct OpenDirs(Vec<Rc<AnchoredDir>>);
+struct OpenDirs(Vec<Arc<AnchoredDir>>);
 
 impl OpenDirs {
-    fn open(&mut self, path: &Path) -> Result<Rc<AnchoredDir>> {
+    fn open(&mut self, path: &Path) -> Result<Arc<AnchoredDir>> {
         if let Some(dir) = self.0.iter().find(|dir| dir.path == path) {
-            return Ok(Rc::clone(dir));
+            return Ok(Arc::clone(dir));
         }
-        let dir = Rc::new(AnchoredDir::open(path)?);
-        self.0.push(Rc::clone(&dir));
+        let dir = Arc::new(AnchoredDir::open(path)?);
+        self.0.push(Arc::clone(&dir));
         Ok(dir)
     }
 }
