@@ -318,14 +318,15 @@ impl Transfer<'_> {
     /// each would make alone (its Started line, its fdatasync, its
     /// directory's fsync: 500 files of up to 64 KiB took 337 ms against
     /// cp+sync's 57 ms). Their Started lines go in one flush; the copies
-    /// are built under their temporary names, then made durable by one
-    /// syncfs per file system, renamed, and their directories fsynced once
-    /// each (for moves, the sources deleted after, one fsync per source
-    /// directory). What is built is placed at least every
-    /// GROUP_COMMIT_INTERVAL, so a crash loses little work.
+    /// are built under their temporary names, on the workers, then made
+    /// durable by one syncfs per file system, renamed, and their
+    /// directories fsynced once each (for moves, the sources deleted after,
+    /// one fsync per source directory). What is built is placed at least
+    /// every GROUP_COMMIT_INTERVAL, so a crash loses little work.
     ///
-    /// On an error the files built before it are placed first, as if each
-    /// had gone alone. Returns how many were placed.
+    /// On an error, the files whose building had begun (every file before
+    /// it, maybe one after it on the other worker) are placed first, then
+    /// the error returns. Returns how many were placed.
     fn copy_lone_files(&self, group: &[(usize, &Item, Tree)]) -> Result<usize> {
         let indices: Vec<usize> = group.iter().map(|(index, ..)| *index).collect();
         self.journal.items_started(&indices);
