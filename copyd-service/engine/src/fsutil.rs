@@ -57,6 +57,21 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|err| EngineError::io("sync directory", dir, &err))
 }
 
+/// Whether `file` is on a local file system whose copy_file_range moves
+/// bytes through the page cache like any copy (ext4, tmpfs, xfs, btrfs,
+/// f2fs), as opposed to one that copies on a server (NFS, SMB) or one not
+/// known.
+pub fn is_local_page_cache_fs(file: &File) -> bool {
+    const LOCAL: [u64; 5] = [
+        0xEF53,      // ext2, ext3, ext4
+        0x0102_1994, // tmpfs
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0xF2F5_2010, // f2fs
+    ];
+    rustix::fs::fstatfs(file).is_ok_and(|stat| LOCAL.contains(&(stat.f_type as u64)))
+}
+
 /// Flushes everything written on the file system holding `path`: one call
 /// instead of one fsync per file when a tree of many small files was built.
 pub fn sync_filesystem(path: &Path) -> Result<()> {

@@ -24,6 +24,7 @@ pub mod journal;
 pub mod links;
 pub mod parallel;
 pub mod progress;
+pub mod read_ahead;
 pub mod request;
 pub mod residency;
 pub mod sparse;

@@ -22,7 +22,7 @@ use crate::journal::{
 use crate::progress::{Control, Progress};
 use crate::request::{Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
-use crate::{fsutil, links, parallel, residency, sparse};
+use crate::{fsutil, links, parallel, read_ahead, residency, sparse};
 
 /// What a finished transfer did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -45,6 +45,8 @@ struct Transfer<'a> {
     sparse: bool,
     /// Make each item durable before its rename, and the rename after.
     sync: bool,
+    /// The engine option is `auto`: the transfer picks how bytes move.
+    auto: bool,
     /// Threads for a tree's files (0: one per CPU).
     workers: usize,
     tag: &'a str,
@@ -68,6 +70,11 @@ const LARGE_FILE: u64 = 1 << 20;
 /// Files with at most this many bytes to copy go by read and write when
 /// copy_file_range cannot take them.
 const SMALL_DATA: u64 = 64 << 10;
+
+/// How much data a file must have for [`read_ahead`] to pay (below, a
+/// thread costs more than the overlap saves), and how much it may have
+/// (above, measured slower here: see `read_ahead`).
+const READ_AHEAD_BYTES: std::ops::RangeInclusive<u64> = (8 << 20)..=(256 << 20);
 
 /// At most how many streams copy one large file's pieces at once (when its
 /// bytes must come from the device).
@@ -124,6 +131,7 @@ pub fn run_resumable(
         preserve: options.preserve,
         sparse: options.sparse,
         sync: options.sync,
+        auto: options.engine == "auto",
         workers: options.workers,
         tag,
         progress,
@@ -912,6 +920,24 @@ impl Transfer<'_> {
         Ok(())
     }
 
+    /// Whether a file's `bytes` of data go by [`read_ahead`] (read and
+    /// write on two threads) rather than by the first engine of `chain`:
+    /// only under `auto`, for a moderate amount of data (see
+    /// READ_AHEAD_BYTES), where that engine would move the bytes through
+    /// the page cache anyway: splice, io_uring, read and write, or
+    /// copy_file_range into a local file system (on NFS or SMB it copies
+    /// on the server, which no reading here beats).
+    fn reads_ahead(&self, chain: &[&dyn FileCopier], dst: &File, bytes: u64) -> bool {
+        if !self.auto || !READ_AHEAD_BYTES.contains(&bytes) {
+            return false;
+        }
+        match chain.first().map(|engine| engine.name()) {
+            Some("copy_file_range") => fsutil::is_local_page_cache_fs(dst),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
     /// Copies a file's `len` bytes: whole by an engine that shares extents,
     /// if one can here; otherwise data extent by data extent (with sparse),
     /// leaving holes as holes and counting them as done.
@@ -1017,7 +1043,13 @@ impl Transfer<'_> {
             written_back(piece);
             Ok(())
         };
-        if streams == 1 {
+        let read_ahead = streams == 1 && self.reads_ahead(chain, dst, copied - start);
+        if read_ahead {
+            read_ahead::copy_pieces(src, dst, &pieces, ctx, |piece| {
+                written_back(piece);
+                offsets.maybe_commit(dst, piece.end)
+            })?;
+        } else if streams == 1 {
             for piece in &pieces {
                 copy_piece(piece)?;
                 offsets.maybe_commit(dst, piece.end)?;
@@ -1036,7 +1068,7 @@ impl Transfer<'_> {
                 offsets.maybe_commit(dst, finished.finish(number))
             })?;
         }
-        if !small_path {
+        if !small_path && !read_ahead {
             let skipped = movers.len() - chain.len() + failed_engines.into_inner();
             known.movers_skipped(file.device, skipped);
         }

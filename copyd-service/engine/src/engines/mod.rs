@@ -43,8 +43,12 @@ pub(crate) fn classify(
 
 /// The source ended before the range did: someone truncated it meanwhile.
 pub(crate) fn shrank(ctx: &CopyContext<'_>) -> CopyError {
-    CopyError::Failed(EngineError::new(
+    CopyError::Failed(shrank_error(ctx))
+}
+
+pub(crate) fn shrank_error(ctx: &CopyContext<'_>) -> EngineError {
+    EngineError::new(
         ErrorKind::Failed,
         format!("{} shrank while being copied", ctx.source.display()),
-    ))
+    )
 }
