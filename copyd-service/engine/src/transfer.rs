@@ -312,21 +312,20 @@ impl Transfer<'_> {
     }
 
     /// Whether `item` is one small regular file that may be copied in a
-    /// group with its neighbours ([`Self::copy_lone_files`]): only with
-    /// sync (without, there are no flushes to share), and not when an
+    /// group with its neighbours ([`Self::copy_lone_files`]): not when an
     /// earlier run left its partial copy to carry on from.
     fn is_small_lone_file(&self, index: usize, item: &Item, tree: &Tree) -> bool {
         let lone_file = matches!(&tree.entries[..], [entry] if entry.kind == EntryKind::File);
         let carry_on = self.resume.started.contains(&index)
             && temp_exists(&fsutil::temp_path(&item.target, self.tag, index));
-        self.sync && lone_file && tree.bytes < LARGE_FILE && !carry_on
+        lone_file && tree.bytes < LARGE_FILE && !carry_on
     }
 
-    /// Copies small lone files with sync as a group, sharing the flushes
-    /// each would make alone (its Started line, its fdatasync, its
-    /// directory's fsync: 500 files of up to 64 KiB took 337 ms against
-    /// cp+sync's 57 ms). Their Started lines go in one flush; the copies
-    /// are built under their temporary names, on the workers, then made
+    /// Copies small lone files as a group, built on the workers, and with
+    /// sync sharing the flushes each would make alone (its Started line,
+    /// its fdatasync, its directory's fsync: 500 files of up to 64 KiB took
+    /// 337 ms against cp+sync's 57 ms). Their Started lines go in one
+    /// flush; the copies are built under their temporary names, then made
     /// durable by one syncfs per file system, renamed, and their
     /// directories fsynced once each (for moves, the sources deleted after,
     /// one fsync per source directory). What is built is placed at least
@@ -442,12 +441,12 @@ impl Transfer<'_> {
     }
 
     /// Makes `built` durable with one syncfs per file system, renames each
-    /// into place and fsyncs their directories once each; for moves, then
-    /// deletes the sources. A rename that fails stops the renames, and the
+    /// into place and fsyncs their directories once each (the flushes only
+    /// with sync); for moves, then deletes the sources. A rename that fails stops the renames, and the
     /// copies not renamed are discarded; those renamed stay, made durable.
     fn place_together(&self, built: &[LoneFile<'_>]) -> Result<()> {
         let mut synced_devices = Vec::new();
-        for lone in built {
+        for lone in built.iter().filter(|_| self.sync) {
             let device = lone.anchor.device()?;
             if synced_devices.contains(&device) {
                 continue;
@@ -472,7 +471,9 @@ impl Transfer<'_> {
             .iter()
             .for_each(|lone| self.discard(&lone.temp));
         let placed = &built[..renamed];
-        sync_each_directory(placed.iter().map(|lone| &*lone.anchor))?;
+        if self.sync {
+            sync_each_directory(placed.iter().map(|lone| &*lone.anchor))?;
+        }
         for lone in placed {
             if let Some(source_dir) = &lone.source_dir {
                 remove_moved_source_in(source_dir, lone.item)?;

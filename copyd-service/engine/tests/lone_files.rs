@@ -1,6 +1,6 @@
-//! Small lone files copied with sync (`copy a b c … dir/`) go as groups
-//! sharing their flushes: all their Started reports first, then the copies,
-//! one syncfs, the renames. These tests hold a group to what each file
+//! Small lone files (`copy a b c … dir/`) go as groups, built on the
+//! workers, and with sync sharing their flushes: all their Started reports
+//! first, then the copies, one syncfs, the renames. These tests hold a group to what each file
 //! alone would give: identical copies, every placed file reported done,
 //! and on an error, the files before it placed and nothing of the rest
 //! left behind (no temporary, no partial target).
@@ -34,12 +34,23 @@ fn sources(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn resolved(operation: Operation, sources: &[PathBuf], destination: &Path, rate: u64) -> Resolved {
+    resolved_with(operation, sources, destination, rate, true)
+}
+
+fn resolved_with(
+    operation: Operation,
+    sources: &[PathBuf],
+    destination: &Path,
+    rate: u64,
+    sync: bool,
+) -> Resolved {
     resolve(Request {
         operation,
         sources: sources.to_vec(),
         destination: destination.to_path_buf(),
         options: Options {
             rate_limit: rate,
+            sync,
             ..Options::default()
         },
     })
