@@ -288,7 +288,11 @@ median() { # numbers on stdin
 # cp's is a few hundred KiB. (The sparse file, 6 alternating rounds: copyctl
 # dropped 43-97 ms, median 56; read back first 30-78 ms, median 35; cp,
 # dropped, 22-67 ms, median 31.)
-tool_files=("$COPYCTL")
+# The running copyd's and dbus-daemon's executables too: a drop takes their
+# code pages, which they fault back in from disk during the next copy (the
+# sparse file, copyd --no-sync, 6 alternating rounds after a drop: 34-79 ms,
+# copyd's executable read back first 33-45 ms).
+tool_files=("$COPYCTL" "$COPYD" "$(command -v dbus-daemon)")
 for tool in cp xcp cpz; do
     command -v "$tool" >/dev/null && tool_files+=("$(command -v "$tool")")
 done

@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 
 use crate::copier::CopyContext;
 use crate::error::{EngineError, Result};
@@ -33,6 +33,13 @@ const BUFFERS: usize = 3;
 /// The engine the bytes are counted under: this is read and write.
 const ENGINE: &str = "standard";
 
+/// Buffers kept for the next copy: fresh memory costs a page fault per
+/// page on first touch (and on a VM whose host takes freed memory back,
+/// the host's too), 768 of them for a file's three buffers.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Enough for two files read ahead at once (two workers).
+const SPARE_MAX: usize = 2 * BUFFERS;
+
 /// Copies `pieces` of `src` to the same offsets of `dst`, in order, and
 /// calls `piece_done` with each piece's end once it is written.
 pub fn copy_pieces(
@@ -44,16 +51,28 @@ pub fn copy_pieces(
 ) -> Result<()> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Result<(Vec<u8>, u64)>>(BUFFERS);
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-    for _ in 0..BUFFERS {
-        free_tx
-            .send(Vec::with_capacity(CHUNK))
-            .expect("the receiver is here");
+    {
+        let mut spare = SPARE.lock().unwrap();
+        for _ in 0..BUFFERS {
+            let buffer = spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK));
+            free_tx.send(buffer).expect("the receiver is here");
+        }
     }
     std::thread::scope(|scope| {
-        scope.spawn(move || read_pieces(src, pieces, ctx, free_rx, full_tx));
+        let reader = scope.spawn(move || {
+            read_pieces(src, pieces, ctx, &free_rx, full_tx);
+            free_rx
+        });
         // The writer's ends of both channels drop when it returns, early
         // or not, and the reader stops at its next send or receive.
-        write_pieces(dst, pieces, ctx, full_rx, free_tx, &mut piece_done)
+        let written = write_pieces(dst, pieces, ctx, full_rx, free_tx, &mut piece_done);
+        // After a whole copy every buffer is back in the free channel.
+        if let Ok(free) = reader.join() {
+            let mut spare = SPARE.lock().unwrap();
+            let room = SPARE_MAX.saturating_sub(spare.len());
+            spare.extend(free.try_iter().take(room));
+        }
+        written
     })
 }
 
@@ -61,7 +80,7 @@ fn read_pieces(
     src: &File,
     pieces: &[Range<u64>],
     ctx: &CopyContext<'_>,
-    free: mpsc::Receiver<Vec<u8>>,
+    free: &mpsc::Receiver<Vec<u8>>,
     full: mpsc::SyncSender<Result<(Vec<u8>, u64)>>,
 ) {
     for piece in pieces {
