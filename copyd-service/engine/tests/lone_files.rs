@@ -71,6 +71,25 @@ fn run_with(resolved: &Resolved, control: &Control) -> (Result<Outcome, EngineEr
     (result, journal.events())
 }
 
+/// `FILES` sources under `dir`, and their copy into `dir/dst` throttled to
+/// about 4 s (the last file would start after about 3 s).
+fn slow_copy(dir: &Path) -> (Vec<PathBuf>, PathBuf, Resolved) {
+    let sources = sources(dir);
+    let bytes: u64 = sources.iter().map(|s| fs::metadata(s).unwrap().len()).sum();
+    let dst = dir.join("dst");
+    fs::create_dir(&dst).unwrap();
+    let resolved = resolved(Operation::Copy, &sources, &dst, bytes / 4);
+    (sources, dst, resolved)
+}
+
+/// Does `act` on a thread of its own after `ms` milliseconds.
+fn after(ms: u64, act: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        act();
+    })
+}
+
 fn temporaries(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .unwrap()
@@ -146,17 +165,9 @@ fn a_group_stops_at_a_target_that_appeared_keeping_the_files_before_it() {
 #[test]
 fn a_group_stops_at_a_source_that_vanished_keeping_the_files_before_it() {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
-    let sources = sources(dir.path());
-    let bytes: u64 = sources.iter().map(|s| fs::metadata(s).unwrap().len()).sum();
-    let dst = dir.path().join("dst");
-    fs::create_dir(&dst).unwrap();
-    // About 4 s of copying; the last file would start after about 3 s.
-    let resolved = resolved(Operation::Copy, &sources, &dst, bytes / 4);
+    let (sources, dst, resolved) = slow_copy(dir.path());
     let last = sources[FILES - 1].clone();
-    let remover = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        fs::remove_file(last).unwrap();
-    });
+    let remover = after(300, move || fs::remove_file(last).unwrap());
     let (result, events) = run_with(&resolved, &Control::default());
     remover.join().unwrap();
     assert_eq!(result.unwrap_err().kind, ErrorKind::NotFound);
@@ -175,16 +186,11 @@ fn a_group_stops_at_a_source_that_vanished_keeping_the_files_before_it() {
 #[test]
 fn a_slow_group_places_as_it_goes_and_a_cancel_leaves_only_whole_files() {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
-    let sources = sources(dir.path());
-    let bytes: u64 = sources.iter().map(|s| fs::metadata(s).unwrap().len()).sum();
-    let dst = dir.path().join("dst");
-    fs::create_dir(&dst).unwrap();
-    let resolved = resolved(Operation::Copy, &sources, &dst, bytes / 4);
+    let (sources, dst, resolved) = slow_copy(dir.path());
     let control = Arc::new(Control::default());
     let canceller = {
         let control = Arc::clone(&control);
-        std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(2500));
+        after(2500, move || {
             control.cancel();
         })
     };
