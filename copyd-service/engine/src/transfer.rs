@@ -386,7 +386,8 @@ impl Transfer<'_> {
             parallel::worker_count(self.workers, pending.len()),
             &numbered,
             |&n| {
-                if since.elapsed() >= GROUP_COMMIT_INTERVAL {
+                // The first is always built, so every round makes progress.
+                if n > 0 && since.elapsed() >= GROUP_COMMIT_INTERVAL {
                     return Ok(()); // for the next round
                 }
                 let (index, item, tree) = &group[pending[n]];
@@ -442,20 +443,15 @@ impl Transfer<'_> {
 
     /// Makes `built` durable with one syncfs per file system, renames each
     /// into place and fsyncs their directories once each (the flushes only
-    /// with sync); for moves, then deletes the sources. A rename that fails stops the renames, and the
-    /// copies not renamed are discarded; those renamed stay, made durable.
+    /// with sync); for moves, then deletes the sources. A rename that fails
+    /// stops the renames, and the copies not renamed are discarded; those
+    /// renamed stay, made durable.
     fn place_together(&self, built: &[LoneFile<'_>]) -> Result<()> {
-        let mut synced_devices = Vec::new();
-        for lone in built.iter().filter(|_| self.sync) {
-            let device = lone.anchor.device()?;
-            if synced_devices.contains(&device) {
-                continue;
-            }
-            if let Err(err) = lone.anchor.sync_file_system() {
+        if self.sync {
+            if let Err(err) = sync_each_file_system(built.iter().map(|lone| &*lone.anchor)) {
                 built.iter().for_each(|lone| self.discard(&lone.temp));
                 return Err(err);
             }
-            synced_devices.push(device);
         }
         let mut failed = None;
         let mut renamed = 0;
@@ -1480,6 +1476,19 @@ impl OpenDirs {
         self.0.push(Arc::clone(&dir));
         Ok(dir)
     }
+}
+
+/// Syncs the file system of each directory, each file system once.
+fn sync_each_file_system<'d>(dirs: impl Iterator<Item = &'d AnchoredDir>) -> Result<()> {
+    let mut synced = Vec::new();
+    for dir in dirs {
+        let device = dir.device()?;
+        if !synced.contains(&device) {
+            dir.sync_file_system()?;
+            synced.push(device);
+        }
+    }
+    Ok(())
 }
 
 /// Fsyncs each directory once, however often it comes.
