@@ -1,18 +1,16 @@
 //! The org.example.Copyd1.Job object of one job, and the task that turns the
 //! job's events into D-Bus signals.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use zbus::message::Header;
-use zbus::names::InterfaceName;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, Connection, OwnedVariant, Variant};
 
-use super::job_path;
 use super::manager::ManagerObject;
+use super::{job_path, properties_changed};
 use crate::auth::{self, actions};
 use crate::caller::{self, Caller};
 use crate::error::{error_name, summary, Error, Result};
@@ -356,17 +354,6 @@ fn owner_emitter<'a>(
     Some(emitter.clone().set_destination(name))
 }
 
-/// Sends one PropertiesChanged for several properties of the job.
-async fn properties_changed(emitter: &SignalEmitter<'_>, changed: HashMap<&str, Variant<'_>>) {
-    let interface = InterfaceName::from_static_str_unchecked(JOB_INTERFACE);
-    if let Err(err) =
-        zbus::fdo::Properties::properties_changed(emitter, interface, changed, Cow::Borrowed(&[]))
-            .await
-    {
-        tracing::debug!(%err, "could not send PropertiesChanged");
-    }
-}
-
 fn progress_properties(
     job: &Job,
     report: &ProgressReport,
@@ -437,15 +424,17 @@ pub async fn forward_events(
                 if let Err(err) = sent {
                     tracing::debug!(%err, "could not send Progress");
                 }
-                properties_changed(&emitter, progress_properties(&job, &report)).await;
+                properties_changed(&emitter, JOB_INTERFACE, progress_properties(&job, &report))
+                    .await;
                 if let Some(owner) = &owner {
-                    properties_changed(owner, path_properties(&job)).await;
+                    properties_changed(owner, JOB_INTERFACE, path_properties(&job)).await;
                 }
             }
             JobEvent::State(state) => {
                 let status = job.status();
                 properties_changed(
                     &emitter,
+                    JOB_INTERFACE,
                     HashMap::from([
                         ("State", Variant::from(state.name())),
                         ("Cancelable", Variant::Bool(!state.is_finished())),
@@ -467,6 +456,7 @@ pub async fn forward_events(
                     .unwrap_or_default();
                 properties_changed(
                     &emitter,
+                    JOB_INTERFACE,
                     HashMap::from([
                         ("EndTime", Variant::U64(status.end_time)),
                         ("ErrorName", Variant::from(name.clone())),
@@ -474,7 +464,7 @@ pub async fn forward_events(
                 )
                 .await;
                 if let Some(owner) = &owner {
-                    properties_changed(owner, path_properties(&job)).await;
+                    properties_changed(owner, JOB_INTERFACE, path_properties(&job)).await;
                 }
                 let success = status.state == JobState::Completed;
                 if let Err(err) = emitter.completed(success, &name, &message).await {

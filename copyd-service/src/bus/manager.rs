@@ -10,7 +10,7 @@ use zbus::message::Header;
 use zbus::{interface, Connection, OwnedObjectPath, OwnedVariant, Variant};
 
 use super::job::publish;
-use super::{job_path, MANAGER_PATH};
+use super::{job_path, properties_changed, MANAGER_PATH};
 use crate::audit;
 use crate::auth::{self, actions};
 use crate::caller::{self, Acting, Caller};
@@ -233,7 +233,9 @@ impl ManagerObject {
         Ok(path)
     }
 
-    /// Announces ActiveJobs and QueuedJobs after a job changed state.
+    /// Announces ActiveJobs and QueuedJobs after a job changed state, in
+    /// one signal: a job moving from queued to active is never seen in
+    /// both counts or in neither.
     pub async fn job_counts_changed(connection: &Connection) {
         let Ok(iface) = connection
             .object_server()
@@ -242,10 +244,12 @@ impl ManagerObject {
         else {
             return;
         };
-        let emitter = iface.signal_emitter();
-        let manager = iface.get().await;
-        let _ = manager.active_jobs_changed(emitter).await;
-        let _ = manager.queued_jobs_changed(emitter).await;
+        let (active, queued) = iface.get().await.jobs.counts();
+        let changed = HashMap::from([
+            ("ActiveJobs", Variant::U32(active)),
+            ("QueuedJobs", Variant::U32(queued)),
+        ]);
+        properties_changed(iface.signal_emitter(), actions::MANAGER_INTERFACE, changed).await;
     }
 }
 

@@ -84,3 +84,19 @@ pub async fn connect(
     }
     Ok(connection)
 }
+
+/// Sends one PropertiesChanged for several properties of `interface`, so
+/// that a client sees them change together.
+pub(crate) async fn properties_changed(
+    emitter: &zbus::object_server::SignalEmitter<'_>,
+    interface: &'static str,
+    changed: std::collections::HashMap<&str, zbus::Variant<'_>>,
+) {
+    let interface = zbus::names::InterfaceName::from_static_str_unchecked(interface);
+    let invalidated = std::borrow::Cow::Borrowed(&[][..]);
+    if let Err(err) =
+        zbus::fdo::Properties::properties_changed(emitter, interface, changed, invalidated).await
+    {
+        tracing::debug!(%err, "could not send PropertiesChanged");
+    }
+}
