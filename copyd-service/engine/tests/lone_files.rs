@@ -20,17 +20,21 @@ use copyd_engine::{
 
 const FILES: usize = 10;
 
-/// `FILES` small files (1–40 KiB) under `dir/src`, each its own pattern.
-fn sources(dir: &Path) -> Vec<PathBuf> {
+/// `FILES` small files (1–40 KiB) under `dir/src`, each its own pattern,
+/// and an empty directory `dir/dst` to copy them into.
+fn sources_and_dst(dir: &Path) -> (Vec<PathBuf>, PathBuf) {
     let src = dir.join("src");
     fs::create_dir(&src).unwrap();
-    (0..FILES)
+    let sources = (0..FILES)
         .map(|i| {
             let path = src.join(format!("f{i}"));
             common::write_file(&path, 1024 + i * 4096, i as u64);
             path
         })
-        .collect()
+        .collect();
+    let dst = dir.join("dst");
+    fs::create_dir(&dst).unwrap();
+    (sources, dst)
 }
 
 fn resolved(operation: Operation, sources: &[PathBuf], destination: &Path, rate: u64) -> Resolved {
@@ -74,10 +78,8 @@ fn run_with(resolved: &Resolved, control: &Control) -> (Result<Outcome, EngineEr
 /// `FILES` sources under `dir`, and their copy into `dir/dst` throttled to
 /// about 4 s (the last file would start after about 3 s).
 fn slow_copy(dir: &Path) -> (Vec<PathBuf>, PathBuf, Resolved) {
-    let sources = sources(dir);
+    let (sources, dst) = sources_and_dst(dir);
     let bytes: u64 = sources.iter().map(|s| fs::metadata(s).unwrap().len()).sum();
-    let dst = dir.join("dst");
-    fs::create_dir(&dst).unwrap();
     let resolved = resolved(Operation::Copy, &sources, &dst, bytes / 4);
     (sources, dst, resolved)
 }
@@ -108,16 +110,20 @@ fn done(events: &[String]) -> Vec<usize> {
         .collect()
 }
 
+/// With sync and without: grouped either way (for the workers), and with
+/// sync also sharing the flushes.
 #[test]
 fn lone_files_are_reported_started_together_and_all_arrive() {
+    for sync in [true, false] {
+        lone_files_arrive(sync);
+    }
+}
+
+fn lone_files_arrive(sync: bool) {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
-    let sources = sources(dir.path());
-    let dst = dir.path().join("dst");
-    fs::create_dir(&dst).unwrap();
-    let (result, events) = run_with(
-        &resolved(Operation::Copy, &sources, &dst, 0),
-        &Control::default(),
-    );
+    let (sources, dst) = sources_and_dst(dir.path());
+    let resolved = resolved_with(Operation::Copy, &sources, &dst, 0, sync);
+    let (result, events) = run_with(&resolved, &Control::default());
     assert_eq!(result.unwrap().copied, FILES);
     // One group: every file reported started (one flush) before any is
     // placed. One at a time, "started i" and "done i" would alternate.
@@ -135,9 +141,7 @@ fn lone_files_are_reported_started_together_and_all_arrive() {
 #[test]
 fn a_group_stops_at_a_target_that_appeared_keeping_the_files_before_it() {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
-    let sources = sources(dir.path());
-    let dst = dir.path().join("dst");
-    fs::create_dir(&dst).unwrap();
+    let (sources, dst) = sources_and_dst(dir.path());
     let resolved = resolved(Operation::Copy, &sources, &dst, 0);
     // Someone else makes item 4's target after the job was checked.
     fs::write(dst.join("f4"), b"not ours").unwrap();
@@ -230,7 +234,7 @@ fn a_group_moved_across_file_systems_leaves_its_copies_and_no_sources() {
         return;
     };
     let dir = tempfile::tempdir_in("/tmp").unwrap();
-    let sources = sources(dir.path());
+    let (sources, _) = sources_and_dst(dir.path());
     let contents: Vec<Vec<u8>> = sources.iter().map(|s| fs::read(s).unwrap()).collect();
     let (result, events) = run_with(
         &resolved(Operation::Move, &sources, &mount.path, 0),
