@@ -12,6 +12,8 @@ use copyd_tests::polkit::{ensure_user, SecureEnv, ADMIN, OTHER, USER};
 use copyd_tests::tree::copyd_temp_leftovers;
 use copyd_tests::{JOB_IFACE, MANAGER_IFACE, MANAGER_PATH};
 
+mod raw_client;
+
 const E: &str = "org.example.Copyd1.Error.";
 
 fn mode(path: &Path, mode: u32) {
@@ -503,31 +505,22 @@ fn malformed_calls_are_errors_and_copyd_survives() {
         "{r}"
     );
     // 10^5 sources, in one message no command line could carry.
-    let address = env.address().to_string();
-    let reply = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let connection = zbus::connection::Builder::address(address.as_str())
-                .build()
-                .await
-                .unwrap();
-            let sources: Vec<Vec<u8>> = (0..100_000)
-                .map(|i| format!("/nonexistent/{i}").into_bytes())
-                .collect();
-            let options: std::collections::HashMap<String, zbus::OwnedVariant> = Default::default();
-            connection
-                .call_method(
-                    Some(copyd_tests::BUS_NAME),
-                    MANAGER_PATH,
-                    Some(MANAGER_IFACE),
-                    "Copy",
-                    &(sources, b"/nonexistent-dest".to_vec(), options),
-                )
-                .await
-                .map(|_| ())
-        });
+    let reply = raw_client::on_bus(env.address(), |connection| async move {
+        let sources: Vec<Vec<u8>> = (0..100_000)
+            .map(|i| format!("/nonexistent/{i}").into_bytes())
+            .collect();
+        let options: std::collections::HashMap<String, zbus::OwnedVariant> = Default::default();
+        connection
+            .call_method(
+                Some(copyd_tests::BUS_NAME),
+                MANAGER_PATH,
+                Some(MANAGER_IFACE),
+                "Copy",
+                &(sources, b"/nonexistent-dest".to_vec(), options),
+            )
+            .await
+            .map(|_| ())
+    });
     match reply {
         Err(zbus::Error::MethodError(name, _, _)) => {
             assert!(name.as_str().starts_with(E), "{name}")
