@@ -1479,9 +1479,15 @@ impl OpenDirs {
 }
 
 /// Syncs the file system of each directory, each file system once.
+/// (A group's files mostly share one directory: each directory is looked
+/// at once, not once per file.)
 fn sync_each_file_system<'d>(dirs: impl Iterator<Item = &'d AnchoredDir>) -> Result<()> {
-    let mut synced = Vec::new();
+    let (mut seen, mut synced): (Vec<&Path>, Vec<u64>) = (Vec::new(), Vec::new());
     for dir in dirs {
+        if seen.contains(&dir.path.as_path()) {
+            continue;
+        }
+        seen.push(&dir.path);
         let device = dir.device()?;
         if !synced.contains(&device) {
             dir.sync_file_system()?;
