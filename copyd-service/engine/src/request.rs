@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, Metadata};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{EngineError, ErrorKind, Result};
@@ -171,6 +170,8 @@ pub enum ItemKind {
     File,
     Directory,
     Symlink,
+    /// A FIFO, a socket or a device node, made anew at the target.
+    Special,
 }
 
 /// One source and the final path it gets.
@@ -215,29 +216,16 @@ fn lstat(path: &Path) -> Result<Metadata> {
     fs::symlink_metadata(path).map_err(|err| EngineError::io("find", path, &err))
 }
 
-fn kind_of(path: &Path, meta: &Metadata) -> Result<ItemKind> {
+fn kind_of(meta: &Metadata) -> ItemKind {
     let file_type = meta.file_type();
     if file_type.is_symlink() {
-        Ok(ItemKind::Symlink)
+        ItemKind::Symlink
     } else if file_type.is_dir() {
-        Ok(ItemKind::Directory)
+        ItemKind::Directory
     } else if file_type.is_file() {
-        Ok(ItemKind::File)
+        ItemKind::File
     } else {
-        let what = if file_type.is_fifo() {
-            "a FIFO"
-        } else if file_type.is_socket() {
-            "a socket"
-        } else {
-            "a device node"
-        };
-        Err(EngineError::new(
-            ErrorKind::NotSupported,
-            format!(
-                "{} is {what}; copyd copies only files, directories and symlinks",
-                path.display()
-            ),
-        ))
+        ItemKind::Special
     }
 }
 
@@ -294,7 +282,7 @@ pub fn resolve(request: Request) -> Result<Resolved> {
     let mut real = RealLocations::default();
     for source in &request.sources {
         let meta = lstat(source)?;
-        let kind = kind_of(source, &meta)?;
+        let kind = kind_of(&meta);
         // Like mv, a move takes directories whole without being asked.
         if kind == ItemKind::Directory
             && !request.options.recursive
@@ -399,6 +387,7 @@ pub struct PlanReport {
     pub files: u64,
     pub directories: u64,
     pub symlinks: u64,
+    pub specials: u64,
     pub bytes: u64,
     pub targets: Vec<PathBuf>,
     pub conflicts: Vec<PathBuf>,
@@ -432,6 +421,7 @@ pub fn plan(mut request: Request) -> Result<PlanReport> {
         report.files += tree.files;
         report.directories += tree.directories;
         report.symlinks += tree.symlinks;
+        report.specials += tree.specials;
         report.bytes += tree.bytes;
     }
     let parent = resolved.items[0]

@@ -692,25 +692,25 @@ impl Transfer<'_> {
             }
         }
 
-        for entry in entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
+        // Symlinks and special files are made anew, nothing read through
+        // them. One that cannot be (a device node, for a caller who may not
+        // create one) fails alone, unless it is the whole item.
+        let nodes = entries
+            .iter()
+            .filter(|e| matches!(e.kind, EntryKind::Symlink | EntryKind::Special));
+        for entry in nodes {
             self.control.checkpoint()?;
             let (source, copy) = paths(entry);
             self.progress.set_current_path(&source);
-            let link = match fs::read_link(&source) {
-                Ok(link) => link,
-                Err(err) => {
-                    let err = EngineError::io("read symlink", &source, &err).of_one_source_file();
-                    if !err.per_file {
-                        return Err(err);
-                    }
+            clear(&copy)?;
+            match make_node(entry, &source, &copy) {
+                Err(err) if err.per_file && entries.len() > 1 => {
                     self.failures.lock().unwrap().push((source, err));
                     self.progress.add_files_done(1);
                     continue;
                 }
-            };
-            clear(&copy)?;
-            std::os::unix::fs::symlink(&link, &copy)
-                .map_err(|err| EngineError::io("create symlink", &copy, &err))?;
+                result => result?,
+            }
             fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)?;
             self.progress.add_files_done(1);
         }
@@ -1216,6 +1216,31 @@ impl FileAt<'_> {
                 .open(self.copy),
         }
     }
+}
+
+/// Makes `copy` anew as what `source` is: a symlink to the same target, or
+/// a FIFO, socket or device node of the same kind (and device number),
+/// with the mode the copy of a file would get (`fsutil::copy_mode`, no
+/// setuid bits; the umask applies until the metadata is carried over).
+/// Whether a device node may be made is the kernel's call: it needs
+/// CAP_MKNOD, which an unprivileged job's thread does not have.
+fn make_node(entry: &Entry, source: &Path, copy: &Path) -> Result<()> {
+    if entry.kind == EntryKind::Symlink {
+        let link = fs::read_link(source)
+            .map_err(|err| EngineError::io("read symlink", source, &err).of_one_source_file())?;
+        return std::os::unix::fs::symlink(&link, copy)
+            .map_err(|err| EngineError::io("create symlink", copy, &err));
+    }
+    let metadata = &entry.metadata;
+    let file_type = rustix::fs::FileType::from_raw_mode(metadata.mode());
+    let what = match file_type {
+        rustix::fs::FileType::Fifo => "create FIFO",
+        rustix::fs::FileType::Socket => "create socket",
+        _ => "create device node",
+    };
+    let mode = rustix::fs::Mode::from_raw_mode(fsutil::copy_mode(metadata) & 0o777);
+    rustix::fs::mknodat(rustix::fs::CWD, copy, file_type, mode, metadata.rdev())
+        .map_err(|errno| EngineError::io(what, copy, &errno.into()).of_one_source_file())
 }
 
 /// A tree's directories by depth (the root's level first), in walk order

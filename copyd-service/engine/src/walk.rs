@@ -2,11 +2,10 @@
 
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
-use crate::error::{EngineError, ErrorKind, Result};
+use crate::error::{EngineError, Result};
 use crate::progress::Control;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +13,9 @@ pub enum EntryKind {
     Directory,
     File,
     Symlink,
+    /// A FIFO, a socket or a device node: made anew in the copy (as `cp -a`
+    /// and `rsync -a` do), never opened.
+    Special,
 }
 
 /// One thing to copy, relative to the walked root ("" is the root itself).
@@ -31,6 +33,7 @@ pub struct Tree {
     pub files: u64,
     pub directories: u64,
     pub symlinks: u64,
+    pub specials: u64,
     pub bytes: u64,
 }
 
@@ -40,7 +43,7 @@ impl Tree {
         self.entries.len() as u64
     }
 
-    fn push(&mut self, relative: PathBuf, metadata: Metadata) -> Result<EntryKind> {
+    fn push(&mut self, relative: PathBuf, metadata: Metadata) -> EntryKind {
         let file_type = metadata.file_type();
         let kind = if file_type.is_symlink() {
             self.symlinks += 1;
@@ -53,27 +56,15 @@ impl Tree {
             self.bytes += metadata.len();
             EntryKind::File
         } else {
-            let what = if file_type.is_fifo() {
-                "FIFO"
-            } else if file_type.is_socket() {
-                "socket"
-            } else {
-                "device node"
-            };
-            return Err(EngineError::new(
-                ErrorKind::NotSupported,
-                format!(
-                    "{} is a {what}; copyd copies only files, directories and symlinks",
-                    relative.display()
-                ),
-            ));
+            self.specials += 1;
+            EntryKind::Special
         };
         self.entries.push(Entry {
             relative,
             kind,
             metadata,
         });
-        Ok(kind)
+        kind
     }
 }
 
@@ -85,7 +76,7 @@ impl Tree {
 pub fn walk(root: &Path, control: &Control) -> Result<Tree> {
     let mut tree = Tree::default();
     let metadata = fs::symlink_metadata(root).map_err(|err| EngineError::io("find", root, &err))?;
-    if tree.push(PathBuf::new(), metadata)? != EntryKind::Directory {
+    if tree.push(PathBuf::new(), metadata) != EntryKind::Directory {
         return Ok(tree);
     }
     let mut listings = list_all(root, control)?;
@@ -95,7 +86,7 @@ pub fn walk(root: &Path, control: &Control) -> Result<Tree> {
         let children = listings.remove(&relative_dir).unwrap_or_default();
         let mut subdirs = Vec::new();
         for (relative, metadata) in children {
-            if tree.push(relative.clone(), metadata)? == EntryKind::Directory {
+            if tree.push(relative.clone(), metadata) == EntryKind::Directory {
                 subdirs.push(relative);
             }
         }
@@ -215,6 +206,14 @@ mod tests {
         fs::write(dir.path().join("a/b/f"), b"12345").unwrap();
         fs::write(dir.path().join("z"), b"1").unwrap();
         std::os::unix::fs::symlink("z", dir.path().join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("a/fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         let tree = walk(dir.path(), &Control::default()).unwrap();
         let names: Vec<_> = tree
             .entries
@@ -224,8 +223,14 @@ mod tests {
         let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
         assert!(pos("") < pos("a") && pos("a") < pos("a/b") && pos("a/b") < pos("a/b/f"));
         assert_eq!(
-            (tree.files, tree.directories, tree.symlinks, tree.bytes),
-            (2, 3, 1, 6)
+            (
+                tree.files,
+                tree.directories,
+                tree.symlinks,
+                tree.specials,
+                tree.bytes
+            ),
+            (2, 3, 1, 1, 6)
         );
     }
 }

@@ -59,6 +59,7 @@ fn plan_report(report: PlanReport, engine: &str) -> HashMap<String, OwnedVariant
         ("files", Variant::U64(report.files)),
         ("directories", Variant::U64(report.directories)),
         ("symlinks", Variant::U64(report.symlinks)),
+        ("specials", Variant::U64(report.specials)),
         ("bytes", Variant::U64(report.bytes)),
         ("targets", Variant::from(paths(report.targets))),
         ("conflicts", Variant::from(paths(report.conflicts))),

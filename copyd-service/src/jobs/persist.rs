@@ -29,6 +29,7 @@ fn kind_name(kind: ItemKind) -> &'static str {
         ItemKind::File => "file",
         ItemKind::Directory => "directory",
         ItemKind::Symlink => "symlink",
+        ItemKind::Special => "special",
     }
 }
 
@@ -37,6 +38,7 @@ fn kind(name: &str) -> Result<ItemKind, String> {
         "file" => Ok(ItemKind::File),
         "directory" => Ok(ItemKind::Directory),
         "symlink" => Ok(ItemKind::Symlink),
+        "special" => Ok(ItemKind::Special),
         other => Err(format!("unknown item kind {other:?}")),
     }
 }
