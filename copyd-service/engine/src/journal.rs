@@ -9,8 +9,10 @@ use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::error::{EngineError, Result};
 
 /// Who a source file was when its copy began: if any of this changes, the
 /// copy of it restarts from zero.
@@ -135,11 +137,34 @@ pub const GROUP_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a large file's durable prefix is advanced (one fdatasync).
 pub const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Files of one item finished since the last group commit.
+/// How long the committer lets a tree's finished files gather before it
+/// syncs them as a group: each syncfs also flushes the device's cache, so
+/// not one per file, but often enough that the disk writes while the
+/// workers copy.
+pub const GROUP_COMMIT_GATHER: Duration = Duration::from_millis(100);
+
+/// A tree's finished files, made durable as they come by a committer thread
+/// beside the workers ([`GroupCommit::commit_until_stopped`]): one syncfs
+/// per group, then one report of the group. The workers only note files
+/// and never wait for the disk; and since the disk writes while they copy,
+/// the syncfs that ends the tree finds little left to write (40,000 small
+/// files: that last syncfs took 530 ms of a 1.36 s copy when the workers
+/// synced only once a second themselves).
 pub struct GroupCommit<'a> {
     index: usize,
     journal: &'a dyn Journal,
-    state: Mutex<(Vec<PathBuf>, Instant)>,
+    state: Mutex<Pending>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    files: Vec<PathBuf>,
+    /// The committer waits for a file (and only then needs waking: a wake
+    /// is a system call, and files are noted by the ten thousand).
+    idle: bool,
+    stopped: bool,
+    failed: Option<EngineError>,
 }
 
 impl<'a> GroupCommit<'a> {
@@ -147,37 +172,183 @@ impl<'a> GroupCommit<'a> {
         GroupCommit {
             index,
             journal,
-            state: Mutex::new((Vec::new(), Instant::now())),
+            state: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
         }
     }
 
-    /// Notes a finished file; once the interval has passed, syncs the file
-    /// system with `sync` and reports every file noted so far.
-    ///
-    /// The sync runs outside the lock: the other workers go on finishing
-    /// (and noting) files meanwhile, into the next group. Every file of a
-    /// group was finished before its sync began, so the report stays true.
-    pub fn finished(
-        &self,
-        relative: PathBuf,
-        sync: impl FnOnce() -> crate::error::Result<()>,
-    ) -> crate::error::Result<()> {
-        let group = {
-            let mut state = self.state.lock().unwrap();
-            state.0.push(relative);
-            if state.1.elapsed() < GROUP_COMMIT_INTERVAL {
-                return Ok(());
-            }
-            state.1 = Instant::now();
-            std::mem::take(&mut state.0)
-        };
-        if let Err(err) = sync() {
-            // Not durable after all: back into the next group (the transfer
-            // fails on this error anyway).
-            self.state.lock().unwrap().0.extend(group);
-            return Err(err);
+    /// Notes a finished file for the next group; fails once a group's sync
+    /// has failed (the transfer ends on that error).
+    pub fn finished(&self, relative: PathBuf) -> Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(err) = &state.failed {
+            return Err(err.clone());
         }
-        self.journal.files_durable(self.index, &group);
+        state.files.push(relative);
+        if state.idle {
+            state.idle = false;
+            self.wake.notify_one();
+        }
         Ok(())
+    }
+
+    /// Runs `work` with the committer beside it on a thread of its own
+    /// (which, started from the job's thread, has its credentials), syncing
+    /// groups with `sync`; then stops the committer (also when `work`
+    /// panics) and returns `work`'s error, or else a group sync's.
+    pub fn commit_beside<T>(
+        &self,
+        sync: impl Fn() -> Result<()> + Sync,
+        work: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        struct StopOnDrop<'g, 'a>(&'g GroupCommit<'a>);
+        impl Drop for StopOnDrop<'_, '_> {
+            fn drop(&mut self) {
+                self.0.stop();
+            }
+        }
+        let done = std::thread::scope(|scope| {
+            scope.spawn(|| self.commit_until_stopped(&sync));
+            let _stop = StopOnDrop(self);
+            work()
+        })?;
+        self.failure()?;
+        Ok(done)
+    }
+
+    /// The committer's loop, until [`Self::stop`]: waits for finished
+    /// files, lets more gather for GROUP_COMMIT_GATHER, syncs them with
+    /// `sync` and reports them. Every file of a group was finished before
+    /// its sync began, so the report is true. Files noted but not yet
+    /// synced when it stops are not reported (the item's own end makes them
+    /// durable). A failed sync stops it; `finished` then returns the error.
+    fn commit_until_stopped(&self, sync: impl Fn() -> Result<()>) {
+        loop {
+            let group = {
+                let mut state = self.state.lock().unwrap();
+                while state.files.is_empty() && !state.stopped {
+                    state.idle = true;
+                    state = self.wake.wait(state).unwrap();
+                }
+                let gathered = Instant::now() + GROUP_COMMIT_GATHER;
+                while !state.stopped {
+                    let left = gathered.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    state = self.wake.wait_timeout(state, left).unwrap().0;
+                }
+                if state.stopped {
+                    return;
+                }
+                std::mem::take(&mut state.files)
+            };
+            if let Err(err) = sync() {
+                self.state.lock().unwrap().failed = Some(err);
+                return;
+            }
+            self.journal.files_durable(self.index, &group);
+        }
+    }
+
+    /// Ends the committer's loop (at once, or after the sync it is in).
+    fn stop(&self) {
+        self.state.lock().unwrap().stopped = true;
+        self.wake.notify_all();
+    }
+
+    /// The error of a failed group sync, if one failed: asked once the
+    /// committer has ended.
+    fn failure(&self) -> Result<()> {
+        match &self.state.lock().unwrap().failed {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Keeps the reports of durable files.
+    #[derive(Default)]
+    struct Reports(Mutex<Vec<Vec<PathBuf>>>);
+
+    impl Journal for Reports {
+        fn item_started(&self, _: usize) {}
+        fn item_done(&self, _: usize) {}
+        fn files_durable(&self, _: usize, relatives: &[PathBuf]) {
+            self.0.lock().unwrap().push(relatives.to_vec());
+        }
+        fn file_offset(&self, _: usize, _: &Path, _: FileIdentity, _: u64) {}
+    }
+
+    /// Files noted while the work runs are synced and reported in groups by
+    /// the committer, each after a sync that began after it was noted.
+    #[test]
+    fn finished_files_are_reported_after_a_sync_beside_the_work() {
+        let reports = Reports::default();
+        let (noted, synced) = (AtomicUsize::new(0), Mutex::new(Vec::new()));
+        let group = GroupCommit::new(0, &reports);
+        group
+            .commit_beside(
+                || {
+                    synced.lock().unwrap().push(noted.load(Ordering::SeqCst));
+                    Ok(())
+                },
+                || {
+                    for n in 0..6 {
+                        group.finished(PathBuf::from(format!("f{n}")))?;
+                        noted.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(GROUP_COMMIT_GATHER);
+                    }
+                    // The last files get their group synced before the end.
+                    std::thread::sleep(GROUP_COMMIT_GATHER * 3);
+                    Ok(())
+                },
+            )
+            .unwrap();
+        let reports = reports.0.into_inner().unwrap();
+        let all: Vec<_> = reports.iter().flatten().cloned().collect();
+        let expected: Vec<_> = (0..6).map(|n| PathBuf::from(format!("f{n}"))).collect();
+        assert_eq!(all, expected, "every file once, in order");
+        assert!(reports.len() >= 2, "in more than one group: {reports:?}");
+        // Each group's sync saw all of its files noted.
+        let synced = synced.into_inner().unwrap();
+        let mut reported = 0;
+        for (group, noted_at_sync) in reports.iter().zip(&synced) {
+            reported += group.len();
+            assert!(*noted_at_sync >= reported, "{synced:?} {reports:?}");
+        }
+    }
+
+    /// A failed group sync ends the work: the next file noted gets its
+    /// error, and so does the whole, even if the work ignored it.
+    #[test]
+    fn a_failed_group_sync_fails_the_work() {
+        let reports = Reports::default();
+        let group = GroupCommit::new(0, &reports);
+        let fail = || Err(EngineError::new(ErrorKind::Failed, "no disk"));
+        let err = group
+            .commit_beside(fail, || {
+                group.finished(PathBuf::from("a"))?;
+                std::thread::sleep(GROUP_COMMIT_GATHER * 4);
+                group.finished(PathBuf::from("b"))
+            })
+            .unwrap_err();
+        assert_eq!(err.message, "no disk");
+        let group = GroupCommit::new(0, &reports);
+        let err = group
+            .commit_beside(fail, || {
+                let _ = group.finished(PathBuf::from("a"));
+                std::thread::sleep(GROUP_COMMIT_GATHER * 4);
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(err.message, "no disk");
+        assert!(reports.0.lock().unwrap().is_empty());
     }
 }

@@ -618,13 +618,14 @@ impl Transfer<'_> {
             files.push(entry);
         }
         let workers = parallel::worker_count(self.workers, files.len());
+        // A tree whose progress is kept has its finished files made durable
+        // in groups as they come, beside the workers.
+        let committing = !single_file && self.journal.is_kept();
         // What follows every file's copy, however it was made.
         let finished = |entry: &Entry| -> Result<()> {
             self.progress.add_files_done(1);
-            if !single_file && self.journal.is_kept() {
-                group.finished(entry.relative.clone(), || {
-                    fsutil::sync_filesystem(temp_parent)
-                })?;
+            if committing {
+                group.finished(entry.relative.clone())?;
             }
             Ok(())
         };
@@ -657,27 +658,35 @@ impl Transfer<'_> {
         // Only a fresh build's copies are created in place by name: carrying
         // on looks at each path first.
         let fresh_tree = !single_file && !carry_on;
-        parallel::for_each_whole_run(workers, &files, &runs, |run, stopped| {
-            // A run of one directory's files names them relative to that
-            // directory and its copy, opened once.
-            let dirs = match fresh_tree && run.len() > 1 {
-                true => RunDirs::open(run, &item.source, temp, self.preserve),
-                false => None,
-            };
-            // Its small files may go through a ring in batches; whatever a
-            // batch does not copy goes the ordinary way.
-            let rest = match (&dirs, self.small_file_batches()) {
-                (Some(dirs), Some(rings)) => self.copy_in_batches(rings, run, dirs, &finished)?,
-                _ => run.to_vec(),
-            };
-            for entry in rest {
-                if stopped() {
-                    break;
+        let copy_files = || {
+            parallel::for_each_whole_run(workers, &files, &runs, |run, stopped| {
+                // A run of one directory's files names them relative to that
+                // directory and its copy, opened once.
+                let dirs = match fresh_tree && run.len() > 1 {
+                    true => RunDirs::open(run, &item.source, temp, self.preserve),
+                    false => None,
+                };
+                // Its small files may go through a ring in batches; whatever a
+                // batch does not copy goes the ordinary way.
+                let rest = match (&dirs, self.small_file_batches()) {
+                    (Some(dirs), Some(rings)) => {
+                        self.copy_in_batches(rings, run, dirs, &finished)?
+                    }
+                    _ => run.to_vec(),
+                };
+                for entry in rest {
+                    if stopped() {
+                        break;
+                    }
+                    one_file(entry, dirs.as_ref())?;
                 }
-                one_file(entry, dirs.as_ref())?;
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })
+        };
+        match committing {
+            true => group.commit_beside(|| fsutil::sync_filesystem(temp_parent), copy_files)?,
+            false => copy_files()?,
+        }
 
         for (entry, first) in entries.iter().zip(&link_of) {
             if let Some(first) = first {
