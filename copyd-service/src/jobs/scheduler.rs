@@ -49,7 +49,22 @@ pub fn disks_of<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<String> {
     disks
 }
 
+/// The disk of a device number, looked up in sysfs once per device, not
+/// for every job (a lookup is a canonicalize of the sysfs path, about ten
+/// readlinks here, and a stat). A number that comes to name another disk
+/// (one unplugged, another plugged in) keeps its old name: it only decides
+/// which jobs wait for each other.
 fn disk_of_device(dev: u64) -> String {
+    static KNOWN: Mutex<BTreeMap<u64, String>> = Mutex::new(BTreeMap::new());
+    if let Some(disk) = KNOWN.lock().unwrap().get(&dev) {
+        return disk.clone();
+    }
+    let disk = look_up_disk(dev);
+    KNOWN.lock().unwrap().insert(dev, disk.clone());
+    disk
+}
+
+fn look_up_disk(dev: u64) -> String {
     let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
     if major == 0 {
         return format!("anon:{major}:{minor}");
