@@ -1,9 +1,14 @@
-//! Hard links inside a copied tree: files that are one inode in the source
+//! Hard links in a copied set: files that are one inode in the source
 //! become one inode in the copy (with preserve links), instead of several
-//! independent copies.
+//! independent copies. Inside one tree, [`plan`] finds them from the walk;
+//! across the items of a job (`cp -a a b dir/`, where a and b are one
+//! file), [`PlacedCopies`] remembers the copies already in place.
 
 use std::collections::HashMap;
+use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::walk::{Entry, EntryKind};
 
@@ -16,10 +21,10 @@ pub fn plan(entries: &[Entry]) -> Vec<Option<usize>> {
         .iter()
         .enumerate()
         .map(|(index, entry)| {
-            let meta = &entry.metadata;
-            if entry.kind != EntryKind::File || meta.nlink() < 2 {
+            if !has_other_names(entry) {
                 return None;
             }
+            let meta = &entry.metadata;
             match first_of.entry((meta.dev(), meta.ino())) {
                 std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
                 std::collections::hash_map::Entry::Vacant(slot) => {
@@ -29,4 +34,67 @@ pub fn plan(entries: &[Entry]) -> Vec<Option<usize>> {
             }
         })
         .collect()
+}
+
+/// A file whose inode has other names, which may be in the copied set.
+pub fn has_other_names(entry: &Entry) -> bool {
+    entry.kind == EntryKind::File && entry.metadata.nlink() > 1
+}
+
+/// Copies already in place (under their final names) of files with other
+/// names, by source inode, for the later items of the same job. Not kept
+/// across a restart: a resumed job copies such a file again instead.
+#[derive(Default)]
+pub struct PlacedCopies(Mutex<HashMap<(u64, u64), Placed>>);
+
+/// Where a copy is, and which inode it was when placed.
+struct Placed {
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+impl PlacedCopies {
+    /// Remembers the copies of an item's `entries` placed under `target`
+    /// (one lstat for each file with other names).
+    pub fn remember(&self, entries: &[Entry], target: &Path) {
+        let mut placed = self.0.lock().unwrap();
+        for entry in entries.iter().filter(|e| has_other_names(e)) {
+            let source = (entry.metadata.dev(), entry.metadata.ino());
+            if placed.contains_key(&source) {
+                continue;
+            }
+            let path = crate::transfer::under(target, &entry.relative);
+            if let Ok(copy) = fs::symlink_metadata(&path) {
+                let identity = (copy.dev(), copy.ino());
+                placed.insert(source, Placed { path, identity });
+            }
+        }
+    }
+
+    /// Makes `copy` a hard link of the placed copy of `entry`'s inode.
+    /// False when there is none, or it cannot be linked (another file
+    /// system) or is no longer that copy (replaced since): then `entry` is
+    /// copied as usual, and nothing was left at `copy`.
+    pub fn link(&self, entry: &Entry, copy: &Path) -> bool {
+        let source = (entry.metadata.dev(), entry.metadata.ino());
+        let Some((path, identity)) = self
+            .0
+            .lock()
+            .unwrap()
+            .get(&source)
+            .map(|placed| (placed.path.clone(), placed.identity))
+        else {
+            return false;
+        };
+        if fs::hard_link(&path, copy).is_err() {
+            return false;
+        }
+        match fs::symlink_metadata(copy) {
+            Ok(linked) if (linked.dev(), linked.ino()) == identity => true,
+            _ => {
+                let _ = fs::remove_file(copy);
+                false
+            }
+        }
+    }
 }

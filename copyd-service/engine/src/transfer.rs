@@ -57,6 +57,9 @@ struct Transfer<'a> {
     journal: &'a dyn Journal,
     failures: std::sync::Mutex<Vec<(std::path::PathBuf, EngineError)>>,
     known: KnownUnsupported,
+    /// With preserve links: copies in place of files with other names, for
+    /// the later items' names of the same files.
+    placed: links::PlacedCopies,
 }
 
 /// How much of a large file is copied between chances to advance its
@@ -141,6 +144,7 @@ pub fn run_resumable(
         journal,
         failures: std::sync::Mutex::new(Vec::new()),
         known: KnownUnsupported::default(),
+        placed: links::PlacedCopies::default(),
     };
     control.set_rate_limit(options.rate_limit);
     control.checkpoint()?;
@@ -292,6 +296,9 @@ impl Transfer<'_> {
         let source_dir = self.moved_source_dir(item)?;
         self.copy_item(item, index, tree)?;
         let whole = self.failures.lock().unwrap().len() == failures_before;
+        if self.preserve.links && whole {
+            self.placed.remember(&tree.entries, &item.target);
+        }
         if let (Some(source_dir), true) = (&source_dir, whole) {
             // The copy is durable (copy_item synced it): now the source may go.
             remove_moved_source_in(source_dir, item)?;
@@ -315,7 +322,10 @@ impl Transfer<'_> {
     /// group with its neighbours ([`Self::copy_lone_files`]): not when an
     /// earlier run left its partial copy to carry on from.
     fn is_small_lone_file(&self, index: usize, item: &Item, tree: &Tree) -> bool {
-        let lone_file = matches!(&tree.entries[..], [entry] if entry.kind == EntryKind::File);
+        // A file with other names goes alone, in order: a later item may be
+        // one of them, to be linked to its copy once placed.
+        let lone_file = matches!(&tree.entries[..], [entry] if entry.kind == EntryKind::File
+            && !(self.preserve.links && links::has_other_names(entry)));
         let carry_on = self.resume.started.contains(&index)
             && temp_exists(&fsutil::temp_path(&item.target, self.tag, index));
         lone_file && tree.bytes < LARGE_FILE && !carry_on
@@ -637,6 +647,17 @@ impl Transfer<'_> {
                 self.progress.add_files_done(1);
                 return Ok(());
             }
+            // Another name of a file an earlier item copied: linked to that
+            // copy, as within a tree.
+            if self.preserve.links && links::has_other_names(entry) {
+                if carry_on {
+                    fsutil::remove_all(&copy)?;
+                }
+                if self.placed.link(entry, &copy) {
+                    self.progress.add_bytes_uncopied(entry.metadata.len());
+                    return finished(entry);
+                }
+            }
             self.progress.set_current_path(&source);
             let sync = single_file && sync_lone_file;
             let at = FileAt {
@@ -775,6 +796,7 @@ impl Transfer<'_> {
             entry.kind == EntryKind::File
                 && entry.metadata.len() <= BATCH_FILE_MAX
                 && !maybe_sparse(&entry.metadata)
+                && !(self.preserve.links && links::has_other_names(entry))
         });
         let names: Vec<(&Path, std::ffi::CString)> = batch
             .iter()
@@ -1091,7 +1113,7 @@ impl Transfer<'_> {
 /// `root` joined with a walked entry's relative path; the root entry's is
 /// empty, and `Path::join("")` would add a trailing slash, which makes
 /// opening a file fail with ENOTDIR.
-fn under(root: &Path, relative: &Path) -> std::path::PathBuf {
+pub(crate) fn under(root: &Path, relative: &Path) -> std::path::PathBuf {
     if relative.as_os_str().is_empty() {
         root.to_path_buf()
     } else {

@@ -251,6 +251,73 @@ fn hard_links_inside_the_tree_stay_links() {
     assert_ne!(ino("one"), ino("a/two"));
 }
 
+/// Names of one inode given as separate sources (`cp -a a b tree dir/`,
+/// with a, b and tree/c one file) stay one inode in the copy, also when a
+/// lone name is given after a tree holding another; without preserve links
+/// they are separate copies.
+#[test]
+fn hard_links_across_items_stay_links() {
+    use copyd_engine::{resolve, run, Control, EngineSet, Operation, Options, Progress, Request};
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("tree")).unwrap();
+    write_file(&src.join("a"), 70_000, 1);
+    fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    fs::hard_link(src.join("a"), src.join("tree/c")).unwrap();
+    write_file(&src.join("tree/d"), 500, 2);
+    fs::hard_link(src.join("tree/d"), src.join("e")).unwrap();
+    let copy = |preserve: Preserve, into: &str| {
+        let dst = dir.path().join(into);
+        fs::create_dir(&dst).unwrap();
+        let resolved = resolve(Request {
+            operation: Operation::Copy,
+            sources: ["a", "b", "tree", "e"]
+                .iter()
+                .map(|n| src.join(n))
+                .collect(),
+            destination: dst.clone(),
+            options: Options {
+                recursive: true,
+                preserve,
+                ..Options::default()
+            },
+        })
+        .unwrap();
+        let progress = Progress::new();
+        run(
+            &resolved,
+            &EngineSet::probe(),
+            "test",
+            &progress,
+            &Control::default(),
+        )
+        .unwrap();
+        let snap = progress.snapshot();
+        assert_eq!(
+            (snap.bytes_done, snap.files_done),
+            (snap.bytes_total, snap.files_total)
+        );
+        (dst, progress.engine_bytes().values().sum::<u64>())
+    };
+    let (linked, copied_bytes) = copy(Preserve::all(), "linked");
+    let ino = |p: &str| fs::metadata(linked.join(p)).unwrap().ino();
+    assert_eq!(ino("a"), ino("b"));
+    assert_eq!(ino("a"), ino("tree/c"));
+    assert_eq!(ino("tree/d"), ino("e"));
+    assert_eq!(fs::metadata(linked.join("a")).unwrap().nlink(), 3);
+    assert_eq!(
+        fs::read(linked.join("b")).unwrap(),
+        fs::read(src.join("a")).unwrap()
+    );
+    // Each inode cost one copy.
+    assert_eq!(copied_bytes, 70_500);
+
+    let (separate, copied_bytes) = copy(Preserve::default(), "separate");
+    let ino = |p: &str| fs::metadata(separate.join(p)).unwrap().ino();
+    assert_ne!(ino("a"), ino("b"));
+    assert_eq!(copied_bytes, 3 * 70_000 + 2 * 500);
+}
+
 /// Without root, chown to someone else fails with EPERM: the copy goes on
 /// with the caller as owner, as `cp -p` does, and never keeps setuid. The
 /// test thread drops to an ordinary uid the way copyd's workers do
