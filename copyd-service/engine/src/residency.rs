@@ -47,10 +47,45 @@ pub fn mostly_uncached(file: &File, pieces: &[Range<u64>]) -> bool {
     absent * 2 > samples
 }
 
+/// Whether most of `files` (paths of small files, at most a few) look
+/// absent from the page cache: each opened and its first 4 KiB read with
+/// RWF_NOWAIT. A file that cannot be opened or read so (gone, or a file
+/// system without RWF_NOWAIT) counts as cached; empty files do not count.
+pub fn most_files_uncached<'p>(files: impl Iterator<Item = &'p std::path::Path>) -> bool {
+    let (mut asked, mut absent) = (0, 0);
+    let mut buffer = [0u8; 4096];
+    for path in files {
+        let Ok(file) = crate::transfer::open_nofollow(path) else {
+            asked += 1;
+            continue;
+        };
+        let mut slices = [IoSliceMut::new(&mut buffer)];
+        match rustix::io::preadv2(&file, &mut slices, 0, ReadWriteFlags::NOWAIT) {
+            Ok(0) => {}
+            Err(Errno::AGAIN) => {
+                asked += 1;
+                absent += 1;
+            }
+            Ok(_) | Err(_) => asked += 1,
+        }
+    }
+    absent * 2 > asked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn small_files_just_written_are_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<_> = (0..4).map(|n| dir.path().join(format!("f{n}"))).collect();
+        for path in &paths {
+            std::fs::write(path, [1u8; 3000]).unwrap();
+        }
+        assert!(!most_files_uncached(paths.iter().map(|p| p.as_path())));
+    }
 
     #[test]
     fn a_file_just_read_is_cached() {
