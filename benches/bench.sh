@@ -13,7 +13,9 @@
 #   RUNS=3            timed runs per tool (pairs alternate the tool order)
 #   SETS="file2g small tree sparse items"
 #   TARGETS="ext4 tmpfs"
-#   COLD=1            also run file2g ext4 -> ext4 with a cold cache (root)
+#   COLD=1            also run each set of COLD_SETS ext4 -> ext4 with a cold
+#                     cache (root): the source read from the disk
+#   COLD_SETS="file2g small tree"
 #   BENCH_DIR=/tmp/copyd-bench           sources and ext4 destinations
 #   TMPFS_DIR=$BENCH_DIR/tmpfs           tmpfs destinations: a tmpfs is
 #                     mounted there (root) unless one already is; copyd's
@@ -41,6 +43,7 @@ RUNS=${RUNS:-3}
 SETS=${SETS:-"file2g small tree sparse items"}
 TARGETS=${TARGETS:-"ext4 tmpfs"}
 COLD=${COLD:-1}
+COLD_SETS=${COLD_SETS:-"file2g small tree"}
 BENCH_DIR=${BENCH_DIR:-/tmp/copyd-bench}
 TMPFS_DIR=${TMPFS_DIR:-$BENCH_DIR/tmpfs}
 FILE_MIB=${FILE_MIB:-2048}
@@ -457,7 +460,7 @@ say "tools: ${tools[*]}; $RUNS runs each; raw times in $TIMES"
 for set in $SETS; do
     for target in $TARGETS; do
         group "$set" "$target" warm
-        if [[ $set == file2g && $target == ext4 && $COLD == 1 ]]; then
+        if [[ " $COLD_SETS " == *" $set "* && $target == ext4 && $COLD == 1 ]]; then
             if [[ $(id -u) == 0 ]]; then
                 group "$set" "$target" cold
             else
