@@ -398,26 +398,32 @@ impl Transfer<'_> {
         let slots: Vec<Mutex<Option<Result<LoneFile<'i>>>>> =
             pending.iter().map(|_| Mutex::new(None)).collect();
         let numbered: Vec<usize> = (0..pending.len()).collect();
-        let _stopped = parallel::for_each(
+        let workers = self.workers_for_small_files(
             parallel::worker_count(self.workers, pending.len()),
-            &numbered,
-            |&n| {
-                // The first is always built, so every round makes progress.
-                if n > 0 && since.elapsed() >= GROUP_COMMIT_INTERVAL {
-                    return Ok(()); // for the next round
-                }
-                let (index, item, tree) = &group[pending[n]];
-                let (anchor, source_dir) = &places[pending[n]];
-                let result = self.build_lone_file(*index, item, tree, anchor, source_dir);
-                let failed = result.is_err();
-                *slots[n].lock().unwrap() = Some(result);
-                match failed {
-                    // Stops the workers claiming more; the error is in its slot.
-                    true => Err(EngineError::cancelled()),
-                    false => Ok(()),
-                }
+            pending.len(),
+            |k| {
+                group[pending[k * pending.len() / COLD_SAMPLES]]
+                    .1
+                    .source
+                    .clone()
             },
         );
+        let _stopped = parallel::for_each(workers, &numbered, |&n| {
+            // The first is always built, so every round makes progress.
+            if n > 0 && since.elapsed() >= GROUP_COMMIT_INTERVAL {
+                return Ok(()); // for the next round
+            }
+            let (index, item, tree) = &group[pending[n]];
+            let (anchor, source_dir) = &places[pending[n]];
+            let result = self.build_lone_file(*index, item, tree, anchor, source_dir);
+            let failed = result.is_err();
+            *slots[n].lock().unwrap() = Some(result);
+            match failed {
+                // Stops the workers claiming more; the error is in its slot.
+                true => Err(EngineError::cancelled()),
+                false => Ok(()),
+            }
+        });
         let (mut built, mut failed, mut left) = (Vec::new(), None, Vec::new());
         for (slot, &position) in slots.into_iter().zip(pending) {
             match slot.into_inner().unwrap() {
@@ -768,35 +774,47 @@ impl Transfer<'_> {
         Ok(())
     }
 
-    /// Workers for a tree's `files` (the first `large` of them large): one
-    /// per CPU, or as many as asked; but four per CPU (at most 16) for
-    /// small files whose bytes must come from the device, when the caller
-    /// did not choose and there are no more large files than CPUs (many
-    /// large files at once would compete for the device). Each small file
-    /// is one short read that waits for the device, and two readers leave a
-    /// virtio or NVMe queue nearly empty: 40,000 files of 1–16 KiB, cold,
-    /// `tree_bench` (2 CPUs), their copying took 3.08 s with 2 workers,
-    /// 1.95–2.20 s with 4, 1.47–2.08 s with 8, 1.35–2.19 s with 16; warm,
-    /// 8 workers did as well as 2 (ext4 in memory 683–746 ms against
-    /// 713–753 ms; tmpfs 436–462 ms against 422–442 ms). A few files are
-    /// sampled (see `residency::most_files_uncached`).
+    /// Workers for a tree's `files` (the first `large` of them large): as
+    /// [`Self::workers_for_small_files`] says, unless there are more large
+    /// files than CPUs (many large files at once compete for the device).
     fn file_workers(&self, files: &[&Entry], large: usize, source: &Path) -> usize {
         let workers = parallel::worker_count(self.workers, files.len());
         let small = &files[large..];
-        if self.workers != 0 || large > workers || small.len() < COLD_SAMPLES * 8 {
+        if large > workers {
             return workers;
         }
-        let sampled: Vec<PathBuf> = (0..COLD_SAMPLES)
-            .map(|k| under(source, &small[k * small.len() / COLD_SAMPLES].relative))
-            .collect();
+        self.workers_for_small_files(workers, small.len(), |k| {
+            under(source, &small[k * small.len() / COLD_SAMPLES].relative)
+        })
+        .min(files.len())
+    }
+
+    /// `workers` (one per CPU, or as many as asked), or four per CPU (at
+    /// most 16) for `count` small files whose bytes must come from the
+    /// device, when the caller did not choose a number: `sample(k)`, for k
+    /// below COLD_SAMPLES, names the files looked at (see
+    /// `residency::most_files_uncached`). Each such file is one short read
+    /// that waits for the device, and two readers leave a virtio or NVMe
+    /// queue nearly empty: 40,000 files of 1–16 KiB, cold, `tree_bench` (2
+    /// CPUs), their copying took 3.08 s with 2 workers, 1.95–2.20 s with 4,
+    /// 1.47–2.08 s with 8, 1.35–2.19 s with 16; warm, 8 workers did as well
+    /// as 2 (ext4 in memory 683–746 ms against 713–753 ms; tmpfs 436–462 ms
+    /// against 422–442 ms).
+    fn workers_for_small_files(
+        &self,
+        workers: usize,
+        count: usize,
+        sample: impl Fn(usize) -> PathBuf,
+    ) -> usize {
+        if self.workers != 0 || count < COLD_SAMPLES * 8 {
+            return workers;
+        }
+        let sampled: Vec<PathBuf> = (0..COLD_SAMPLES).map(sample).collect();
         if !residency::most_files_uncached(sampled.iter().map(PathBuf::as_path)) {
             return workers;
         }
-        tracing::debug!(
-            files = files.len(),
-            "a tree's small files are not cached: more workers"
-        );
-        (workers * 4).min(MAX_COLD_WORKERS).min(files.len())
+        tracing::debug!(count, "small files not cached: more workers");
+        (workers * 4).min(MAX_COLD_WORKERS).min(count)
     }
 
     /// The rings to copy a run's small files with: only when the io_uring
