@@ -154,7 +154,12 @@ fn list_all(root: &Path, control: &Control) -> Result<HashMap<PathBuf, Listing>>
         }
         wake.notify_all();
     };
-    let threads = crate::parallel::cpus();
+    // Four listers per CPU (at most 16): warm, listing is CPU work and more
+    // threads cost nothing (40,000 files in 200 directories: 50-80 ms with
+    // 2 or 8 listers); cold, each directory and inode read waits for the
+    // device, and more of them in flight shorten it (the same tree 0.225 ->
+    // 0.185 s; a source tree of 1,525 directories 0.12 -> 0.07 s).
+    let threads = (crate::parallel::cpus() * 4).min(16);
     std::thread::scope(|scope| {
         for _ in 1..threads {
             scope.spawn(lister);
