@@ -4,7 +4,7 @@
 use std::fs::{self, File, Metadata};
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Gid, RenameFlags, Timespec, Timestamps, Uid, CWD};
@@ -49,9 +49,20 @@ pub fn rename_into_place(temp: &Path, target: &Path, replace: bool) -> Result<()
     remove_all(temp)
 }
 
+/// Opens a directory to sync it: O_DIRECTORY, so that whatever else stands
+/// at `dir` by now (a FIFO, whose plain open would wait for a writer) is an
+/// error at once.
+fn open_dir_to_sync(dir: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
+        .open(dir)
+}
+
 /// Makes a directory's entries (creations, renames) durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    let handle = File::open(dir).map_err(|err| EngineError::io("open directory", dir, &err))?;
+    let handle =
+        open_dir_to_sync(dir).map_err(|err| EngineError::io("open directory", dir, &err))?;
     handle
         .sync_all()
         .map_err(|err| EngineError::io("sync directory", dir, &err))
@@ -72,10 +83,11 @@ pub fn is_local_page_cache_fs(file: &File) -> bool {
     rustix::fs::fstatfs(file).is_ok_and(|stat| LOCAL.contains(&(stat.f_type as u64)))
 }
 
-/// Flushes everything written on the file system holding `path`: one call
-/// instead of one fsync per file when a tree of many small files was built.
+/// Flushes everything written on the file system holding the directory
+/// `path`: one call instead of one fsync per file when a tree of many
+/// small files was built.
 pub fn sync_filesystem(path: &Path) -> Result<()> {
-    let handle = File::open(path).map_err(|err| EngineError::io("open", path, &err))?;
+    let handle = open_dir_to_sync(path).map_err(|err| EngineError::io("open", path, &err))?;
     rustix::fs::syncfs(&handle).map_err(|errno| EngineError::io("sync", path, &errno.into()))
 }
 

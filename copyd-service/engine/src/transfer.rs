@@ -1265,18 +1265,7 @@ impl FileAt<'_> {
 
     fn open_source(&self) -> io::Result<File> {
         match self.dirs {
-            Some(dirs) => {
-                let flags = rustix::fs::OFlags::RDONLY
-                    | rustix::fs::OFlags::NOFOLLOW
-                    | rustix::fs::OFlags::CLOEXEC;
-                let fd = rustix::fs::openat(
-                    &dirs.source,
-                    Self::name(self.source),
-                    flags,
-                    rustix::fs::Mode::empty(),
-                )?;
-                Ok(File::from(fd))
-            }
+            Some(dirs) => open_source_at(dirs.source.as_fd(), Self::name(self.source)),
             None => open_nofollow(self.source),
         }
     }
@@ -1456,12 +1445,32 @@ fn is_cross_device(err: &EngineError) -> bool {
     err.is_os_error(Errno::XDEV)
 }
 
-/// Opens `path` read-only without following a final symlink.
+/// Opens the source file `path` read-only, as [`open_source_at`] does.
 pub fn open_nofollow(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
+    open_source_at(rustix::fs::CWD, path)
+}
+
+/// Opens the source file `name` in `dir` read-only, without following a
+/// final symlink and without waiting. A file swapped for a FIFO since the
+/// walk would block a plain open until a writer came, holding the job, its
+/// disk's place in the queue and any cancel for as long as its owner
+/// liked. Anything but a regular file is refused (as a vanished file: the
+/// rest of a tree goes on); the file is then put back in blocking mode
+/// (io_uring answers EAGAIN for reads of an O_NONBLOCK file the page cache
+/// lacks, instead of waiting for the device).
+pub fn open_source_at(dir: std::os::fd::BorrowedFd<'_>, name: &Path) -> io::Result<File> {
+    use rustix::fs::OFlags;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty())?;
+    let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+    if kind != rustix::fs::FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no longer a regular file (replaced since it was looked at)",
+        ));
+    }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(File::from(fd))
 }
 
 fn temp_exists(temp: &Path) -> bool {

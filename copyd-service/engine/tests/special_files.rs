@@ -258,3 +258,55 @@ fn a_move_across_file_systems_takes_special_files_along() {
         );
     }
 }
+
+/// A file swapped for a FIFO after the walk (its owner's doing) fails alone
+/// as a vanished file; the copy neither opens it for reading (which would
+/// wait for a writer forever, holding the job and its disk's place in the
+/// queue) nor stops.
+#[test]
+fn a_file_replaced_by_a_fifo_mid_copy_is_not_waited_on() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    // Copied first (large files go first), slowly: the swap happens meanwhile.
+    write_file(&tree.join("big"), 4 << 20, 1);
+    for n in 0..3 {
+        write_file(&tree.join(format!("small{n}")), 1000, n);
+    }
+    let target = dir.path().join("copy");
+    let (done, finished) = std::sync::mpsc::channel();
+    let (from, to) = (tree.clone(), target.clone());
+    std::thread::spawn(move || {
+        let options = Options {
+            recursive: true,
+            workers: 1,
+            rate_limit: 2 << 20,
+            ..Options::default()
+        };
+        let _ = done.send(copy_with(&from, &to, options, &EngineSet::probe()));
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let swapped = tree.join("small1");
+    fs::remove_file(&swapped).unwrap();
+    make(&swapped, FileType::Fifo, 0);
+    let copied = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the copy waited on the FIFO")
+        .unwrap();
+    let failed: Vec<_> = copied
+        .outcome
+        .failures
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(failed, [swapped], "{:?}", copied.outcome.failures);
+    assert!(copied.outcome.failures[0]
+        .1
+        .to_string()
+        .contains("no longer a regular file"));
+    assert_eq!(
+        fs::read(target.join("small2")).unwrap(),
+        fs::read(tree.join("small2")).unwrap()
+    );
+    assert!(fs::symlink_metadata(target.join("small1")).is_err());
+}
