@@ -1455,9 +1455,11 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
 /// walk would block a plain open until a writer came, holding the job, its
 /// disk's place in the queue and any cancel for as long as its owner
 /// liked. Anything but a regular file is refused (as a vanished file: the
-/// rest of a tree goes on); the file is then put back in blocking mode
-/// (io_uring answers EAGAIN for reads of an O_NONBLOCK file the page cache
-/// lacks, instead of waiting for the device).
+/// rest of a tree goes on); the file is then put back in blocking mode, so
+/// that no engine's reads of it depend on how each treats O_NONBLOCK on a
+/// regular file. (A batch of small files through io_uring opens its
+/// sources in the ring and hands any it could not copy to this path;
+/// `tests/special_files.rs` swaps a FIFO into both.)
 pub fn open_source_at(dir: std::os::fd::BorrowedFd<'_>, name: &Path) -> io::Result<File> {
     use rustix::fs::OFlags;
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
