@@ -8,7 +8,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::{copy, output, write_file, ScratchMount};
+use common::{
+    as_ordinary_user, copy, output, set_odd_times, write_file, ScratchMount, ORDINARY_USER,
+};
 use copyd_engine::Preserve;
 
 fn is_root() -> bool {
@@ -41,27 +43,6 @@ fn xattrs(path: &Path) -> String {
 fn run(program: &str, args: &[&str], path: &Path) {
     let status = Command::new(program).args(args).arg(path).status().unwrap();
     assert!(status.success(), "{program} {args:?} {}", path.display());
-}
-
-/// Sets nanosecond times that no copy could get by accident.
-fn set_odd_times(path: &Path) {
-    let times = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: 1_000_000_000,
-            tv_nsec: 123_456_789,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: 1_200_000_000,
-            tv_nsec: 987_654_321,
-        },
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &times,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
 }
 
 /// The times `set_odd_times` gave. Compared with these rather than with
@@ -340,30 +321,20 @@ fn an_unprivileged_copy_keeps_going_without_the_owner() {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o4755)).unwrap();
     }
     let target = dir.path().join("copy");
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let (uid, gid) = (Uid::from_raw(2000), Gid::from_raw(2000));
-                rustix::thread::set_thread_groups(&[]).unwrap();
-                rustix::thread::set_thread_res_gid(gid, gid, gid).unwrap();
-                rustix::thread::set_thread_res_uid(uid, uid, uid).unwrap();
-                let options = copyd_engine::Options {
-                    recursive: true,
-                    preserve: Preserve::all(),
-                    workers: 2,
-                    ..Default::default()
-                };
-                common::copy_with(&tree, &target, options, &copyd_engine::EngineSet::probe())
-                    .unwrap();
-            })
-            .join()
-            .unwrap();
+    as_ordinary_user(|| {
+        let options = copyd_engine::Options {
+            recursive: true,
+            preserve: Preserve::all(),
+            workers: 2,
+            ..Default::default()
+        };
+        common::copy_with(&tree, &target, options, &copyd_engine::EngineSet::probe()).unwrap();
     });
     for name in ["suid", "other"] {
         let meta = fs::metadata(target.join(name)).unwrap();
         assert_eq!(
             (meta.uid(), meta.gid()),
-            (2000, 2000),
+            (ORDINARY_USER, ORDINARY_USER),
             "{name}: the caller owns the copy"
         );
         assert_eq!(
@@ -372,7 +343,7 @@ fn an_unprivileged_copy_keeps_going_without_the_owner() {
             "{name}: setuid must go with the owner"
         );
     }
-    assert_eq!(fs::metadata(&target).unwrap().uid(), 2000);
+    assert_eq!(fs::metadata(&target).unwrap().uid(), ORDINARY_USER);
 }
 
 #[test]

@@ -10,7 +10,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{copy, copy_with, rsync_differences, write_file};
+use common::{
+    as_ordinary_user, copy, copy_with, rsync_differences, set_odd_times, write_file, ORDINARY_USER,
+};
 use copyd_engine::{EngineSet, ErrorKind, Options, Preserve};
 use rustix::fs::{FileType, Mode, CWD};
 
@@ -53,18 +55,8 @@ fn tree_of_specials(tree: &Path) -> Vec<&'static str> {
             .unwrap();
         }
     }
-    let times = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: 1_000_000_000,
-            tv_nsec: 123_456_789,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: 1_100_000_000,
-            tv_nsec: 987_654_321,
-        },
-    };
     for name in &names {
-        rustix::fs::utimensat(CWD, tree.join(name), &times, rustix::fs::AtFlags::empty()).unwrap();
+        set_odd_times(&tree.join(name));
     }
     names
 }
@@ -164,7 +156,6 @@ fn a_lone_fifo_is_made_anew_not_read() {
 /// privilege.
 #[test]
 fn a_device_node_the_caller_may_not_make_fails_alone() {
-    use rustix::fs::{Gid, Uid};
     if !is_root() {
         eprintln!("SKIP: needs root to make a device node and switch users");
         return;
@@ -178,22 +169,13 @@ fn a_device_node_the_caller_may_not_make_fails_alone() {
     let tree = dir.path().join("tree");
     tree_of_specials(&tree);
     let target = dir.path().join("copy");
-    let copied = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let (uid, gid) = (Uid::from_raw(2000), Gid::from_raw(2000));
-                rustix::thread::set_thread_groups(&[]).unwrap();
-                rustix::thread::set_thread_res_gid(gid, gid, gid).unwrap();
-                rustix::thread::set_thread_res_uid(uid, uid, uid).unwrap();
-                let options = Options {
-                    recursive: true,
-                    preserve: Preserve::all(),
-                    ..Options::default()
-                };
-                copy_with(&tree, &target, options, &EngineSet::probe()).unwrap()
-            })
-            .join()
-            .unwrap()
+    let copied = as_ordinary_user(|| {
+        let options = Options {
+            recursive: true,
+            preserve: Preserve::all(),
+            ..Options::default()
+        };
+        copy_with(&tree, &target, options, &EngineSet::probe()).unwrap()
     });
     let mut failed: Vec<_> = copied
         .outcome
@@ -216,7 +198,7 @@ fn a_device_node_the_caller_may_not_make_fails_alone() {
     );
     for name in ["fifo", "sub/socket"] {
         let meta = fs::symlink_metadata(target.join(name)).unwrap();
-        assert_eq!(meta.uid(), 2000, "{name}: the caller's");
+        assert_eq!(meta.uid(), ORDINARY_USER, "{name}: the caller's");
     }
 }
 

@@ -334,3 +334,49 @@ impl Recorder {
             .collect()
     }
 }
+
+/// Sets nanosecond times that no copy could get by accident (atime
+/// 1,000,000,000.123456789, mtime 1,200,000,000.987654321), on the path
+/// itself, not a symlink's target.
+pub fn set_odd_times(path: &Path) {
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 123_456_789,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: 1_200_000_000,
+            tv_nsec: 987_654_321,
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+/// The ordinary user (uid and gid) [`as_ordinary_user`] switches to.
+pub const ORDINARY_USER: u32 = 2000;
+
+/// Runs `work` on a thread that has switched to uid and gid 2000 (no
+/// supplementary groups) the way copyd's job threads act as their caller:
+/// per-thread credentials, which the engine's own threads inherit. Needs
+/// root.
+pub fn as_ordinary_user<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    use rustix::fs::{Gid, Uid};
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let (uid, gid) = (Uid::from_raw(ORDINARY_USER), Gid::from_raw(ORDINARY_USER));
+                rustix::thread::set_thread_groups(&[]).unwrap();
+                rustix::thread::set_thread_res_gid(gid, gid, gid).unwrap();
+                rustix::thread::set_thread_res_uid(uid, uid, uid).unwrap();
+                work()
+            })
+            .join()
+            .unwrap()
+    })
+}
