@@ -52,8 +52,8 @@ pub fn rename_into_place(temp: &Path, target: &Path, replace: bool) -> Result<()
 /// Opens a directory to sync it: O_DIRECTORY, so that whatever else stands
 /// at `dir` by now (a FIFO, whose plain open would wait for a writer) is an
 /// error at once.
-fn open_dir_to_sync(dir: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
+fn open_dir_to_sync(dir: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
         .open(dir)

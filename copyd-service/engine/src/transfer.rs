@@ -786,7 +786,6 @@ impl Transfer<'_> {
         self.workers_for_small_files(workers, small.len(), |k| {
             under(source, &small[k * small.len() / COLD_SAMPLES].relative)
         })
-        .min(files.len())
     }
 
     /// `workers` (one per CPU, or as many as asked), or four per CPU (at
