@@ -10,11 +10,11 @@
 //! (copy_file_range without offload moves the data through a pipe in the
 //! kernel, a page at a time); into tmpfs 27.5 ms against 33.1 ms by read
 //! and write on one thread (in a slower moment, 38.1 ms against splice's
-//! 40.7 ms); a 256 MiB file, ext4, 72 ms against 90 ms. Where it does not: a 1 GiB file came out level and
-//! a 2 GiB file slower (4.6 s against 2.0 s by copy_file_range, six
-//! rounds), when writing fresh page cache is most of the time and the
-//! second CPU only competes for it. Hence the bounds on its use in
-//! `transfer`.
+//! 40.7 ms); a 256 MiB file, ext4, 72 ms against 90 ms. Where it does
+//! not: a 1 GiB file came out level and a 2 GiB file slower (4.6 s against
+//! 2.0 s by copy_file_range, six rounds), when writing fresh page cache is
+//! most of the time and the second CPU only competes for it. Hence the
+//! bounds on its use in `transfer`.
 
 use std::fs::File;
 use std::io;
