@@ -223,6 +223,50 @@ fn a_job_of_many_items_survives_kills() {
     assert_eq!(lines("\"Ended\""), 1, "{log}");
 }
 
+/// `copy -a a f000 … f059 b dir/` where a and b are one file: copyd is
+/// killed after a is in place, and the resumed job links b to a's copy, as
+/// an uninterrupted job does, instead of copying the file again.
+#[test]
+fn hard_links_across_items_survive_a_kill() {
+    use std::os::unix::fs::MetadataExt;
+    const FILLERS: u64 = 60;
+    const SIZE: u64 = 256 << 10;
+    let bus = TestBus::start(Policy::Permissive);
+    let mut daemon = Some(Daemon::start(&bus));
+    let work = copyd_tests::scratch_dir("recovery-links");
+    let (sources_dir, target) = (work.path().join("src"), work.path().join("dst"));
+    std::fs::create_dir_all(&sources_dir).unwrap();
+    std::fs::create_dir_all(&target).unwrap();
+    make_big_file(&sources_dir.join("a"), SIZE, 7);
+    std::fs::hard_link(sources_dir.join("a"), sources_dir.join("b")).unwrap();
+    let mut sources = vec![sources_dir.join("a")];
+    for i in 0..FILLERS {
+        let path = sources_dir.join(format!("f{i:03}"));
+        make_big_file(&path, SIZE, 60 + i);
+        sources.push(path);
+    }
+    sources.push(sources_dir.join("b"));
+    // ~4 s of copying.
+    let rate: &'static str = Box::leak(((FILLERS + 2) * SIZE / 4).to_string().into_boxed_str());
+    let mut opts = opts_rate(rate, false);
+    opts.extend(["preserve", "as", "3", "mode", "timestamps", "links"]);
+    let sources: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
+    let job = Busctl::new(bus.address()).copy(&sources, &target, &opts);
+    assert!(
+        kill_when(&mut daemon, &bus, &job, |_, files| files >= FILLERS / 3),
+        "the copy finished before the kill"
+    );
+    finish(&bus, &job);
+    assert_trees_equal(&sources_dir, &target);
+    let ino = |name: &str| std::fs::metadata(target.join(name)).unwrap().ino();
+    assert_eq!(
+        ino("a"),
+        ino("b"),
+        "b was copied again, not linked to a's copy"
+    );
+    no_temporaries(work.path());
+}
+
 /// A copy without sync (sync=false) survives kill -9 too: each item is
 /// still renamed into place whole, and the item in flight is redone from its
 /// start. Its progress log never vouches for a file or an offset, not even

@@ -112,6 +112,10 @@ pub struct ResumeState {
     pub durable_files: HashMap<usize, HashSet<PathBuf>>,
     /// Per (item, file), the durable prefix of a partial copy.
     pub offsets: HashMap<(usize, PathBuf), (FileIdentity, u64)>,
+    /// Items an earlier run put in place (skipped now). With preserve
+    /// links, a later item's name of a file one of them copied is linked to
+    /// that copy, as in an uninterrupted run.
+    pub placed: HashSet<usize>,
 }
 
 impl ResumeState {

@@ -2,7 +2,8 @@
 //! become one inode in the copy (with preserve links), instead of several
 //! independent copies. Inside one tree, [`plan`] finds them from the walk;
 //! across the items of a job (`cp -a a b dir/`, where a and b are one
-//! file), [`PlacedCopies`] remembers the copies already in place.
+//! file), [`PlacedCopies`] remembers the copies already in place, also
+//! those an earlier run of a resumed job placed.
 
 use std::collections::HashMap;
 use std::fs;
@@ -10,7 +11,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::walk::{Entry, EntryKind};
+use crate::error::Result;
+use crate::progress::Control;
+use crate::request::Item;
+use crate::walk::{self, Entry, EntryKind};
 
 /// For each entry, the earlier entry it is a hard link of, if any: the
 /// first of a group of names of one inode is copied, the others are linked
@@ -42,8 +46,7 @@ pub fn has_other_names(entry: &Entry) -> bool {
 }
 
 /// Copies already in place (under their final names) of files with other
-/// names, by source inode, for the later items of the same job. Not kept
-/// across a restart: a resumed job copies such a file again instead.
+/// names, by source inode, for the later items of the same job.
 #[derive(Default)]
 pub struct PlacedCopies(Mutex<HashMap<(u64, u64), Placed>>);
 
@@ -55,7 +58,9 @@ struct Placed {
 
 impl PlacedCopies {
     /// Remembers the copies of an item's `entries` placed under `target`
-    /// (one lstat for each file with other names).
+    /// (one lstat for each file with other names). Only a regular file of
+    /// the source's size counts as its copy: after a restart, what an
+    /// earlier run placed may have been replaced since.
     pub fn remember(&self, entries: &[Entry], target: &Path) {
         let mut placed = self.0.lock().unwrap();
         for entry in entries.iter().filter(|e| has_other_names(e)) {
@@ -64,11 +69,28 @@ impl PlacedCopies {
                 continue;
             }
             let path = crate::transfer::under(target, &entry.relative);
-            if let Ok(copy) = fs::symlink_metadata(&path) {
-                let identity = (copy.dev(), copy.ino());
-                placed.insert(source, Placed { path, identity });
+            match fs::symlink_metadata(&path) {
+                Ok(copy) if copy.is_file() && copy.len() == entry.metadata.len() => {
+                    let identity = (copy.dev(), copy.ino());
+                    placed.insert(source, Placed { path, identity });
+                }
+                _ => {}
             }
         }
+    }
+
+    /// Remembers the copies of `items`, which an earlier run of a resumed
+    /// job put in place, by walking their sources again. A source that can
+    /// no longer be walked (a moved one is gone) is passed over: later names
+    /// of its files are copied, not linked.
+    pub fn remember_earlier(&self, items: &[&Item], control: &Control) -> Result<()> {
+        for item in items {
+            control.checkpoint()?;
+            if let Ok(tree) = walk::walk(&item.source, control) {
+                self.remember(&tree.entries, &item.target);
+            }
+        }
+        Ok(())
     }
 
     /// Makes `copy` a hard link of the placed copy of `entry`'s inode.

@@ -157,15 +157,21 @@ pub fn run_resumable(
 
     let mut outcome = Outcome::default();
     let mut to_copy = Vec::new();
+    // Items an earlier run of this job put in place.
+    let mut placed_earlier = Vec::new();
     for (index, item) in resolved.items.iter().enumerate() {
         if item.skip {
             progress.add_totals(1, 0);
             progress.add_files_done(1);
             outcome.skipped += 1;
+            if resume.placed.contains(&index) {
+                placed_earlier.push(item);
+            }
             continue;
         }
         if transfer.already_in_place(item, index)? {
             outcome.copied += 1;
+            placed_earlier.push(item);
             continue;
         }
         if resolved.request.operation == Operation::Move && transfer.try_rename(item, index)? {
@@ -182,6 +188,13 @@ pub fn run_resumable(
         let tree = walk::walk(&item.source, control)?;
         progress.add_totals(tree.entry_count(), tree.bytes);
         trees.push(tree);
+    }
+    // A file with other names may have one among what an earlier run
+    // placed: linked to that copy, as it would have been without the
+    // restart. (Those items are walked again only in that case.)
+    let may_link = |tree: &Tree| tree.entries.iter().any(links::has_other_names);
+    if options.preserve.links && !placed_earlier.is_empty() && trees.iter().any(may_link) {
+        transfer.placed.remember_earlier(&placed_earlier, control)?;
     }
 
     let mut work = to_copy.into_iter().zip(trees).peekable();

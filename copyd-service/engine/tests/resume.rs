@@ -83,6 +83,7 @@ fn a_tree_carries_on_from_its_journal() {
                 .collect(),
         )]),
         offsets: HashMap::from([((0, PathBuf::from("big")), (identity, 1 << 20))]),
+        ..ResumeState::default()
     };
 
     let progress = Progress::new();
@@ -212,4 +213,94 @@ fn a_move_over_an_existing_target_that_ended_before_the_crash_is_done() {
     fs::rename(&source, &target).unwrap();
     assert_eq!(resume_after_item_0_started(&resolved, "8"), ["done 0"]);
     assert_eq!(fs::read(&target).unwrap(), b"moved before the crash");
+}
+
+/// `copy -a a b tree e dir/` where a, b and tree/c are one file: an earlier
+/// run placed `a` and died. The resumed run links b and tree/c to that copy
+/// instead of copying the file twice more, as an uninterrupted run does
+/// (metadata.rs); one whose copy was replaced since is copied instead.
+#[test]
+fn hard_links_to_items_placed_before_a_restart_stay_links() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("tree")).unwrap();
+    fs::write(src.join("a"), pattern(70_000, 1)).unwrap();
+    fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    fs::hard_link(src.join("a"), src.join("tree/c")).unwrap();
+    fs::write(src.join("tree/d"), pattern(500, 2)).unwrap();
+    fs::hard_link(src.join("tree/d"), src.join("e")).unwrap();
+    fs::write(src.join("f"), pattern(3_000, 3)).unwrap();
+    fs::hard_link(src.join("f"), src.join("g")).unwrap();
+    let resumed = |into: &str, replace_f: bool| {
+        let dst = dir.path().join(into);
+        fs::create_dir(&dst).unwrap();
+        let mut resolved = resolve(Request {
+            operation: Operation::Copy,
+            sources: ["a", "f", "b", "tree", "e", "g"]
+                .iter()
+                .map(|n| src.join(n))
+                .collect(),
+            destination: dst.clone(),
+            options: Options {
+                recursive: true,
+                preserve: copyd_engine::Preserve::all(),
+                ..Options::default()
+            },
+        })
+        .unwrap();
+        // The earlier run: a and f copied and recorded done, then the crash.
+        let mut earlier = resolved.clone();
+        earlier.items.truncate(2);
+        copyd_engine::run(
+            &earlier,
+            &EngineSet::probe(),
+            "9",
+            &Progress::new(),
+            &Control::default(),
+        )
+        .unwrap();
+        if replace_f {
+            // Someone replaced f's copy between the crash and the restart.
+            fs::remove_file(dst.join("f")).unwrap();
+            fs::write(dst.join("f"), b"not the copy").unwrap();
+        }
+        // As the daemon resumes it: the done items are skipped.
+        resolved.items[0].skip = true;
+        resolved.items[1].skip = true;
+        let resume = ResumeState {
+            resuming: true,
+            placed: HashSet::from([0, 1]),
+            ..ResumeState::default()
+        };
+        let progress = Progress::new();
+        run_resumable(
+            &resolved,
+            &EngineSet::probe(),
+            "9",
+            &progress,
+            &Control::default(),
+            &resume,
+            &Recorder::default(),
+        )
+        .unwrap();
+        let copied: u64 = progress.engine_bytes().values().sum();
+        (dst, copied)
+    };
+
+    let (dst, copied) = resumed("linked", false);
+    let ino = |p: &str| fs::metadata(dst.join(p)).unwrap().ino();
+    assert_eq!(ino("a"), ino("b"));
+    assert_eq!(ino("a"), ino("tree/c"));
+    assert_eq!(ino("tree/d"), ino("e"));
+    assert_eq!(ino("f"), ino("g"));
+    // Only tree/d was copied by the resumed run.
+    assert_eq!(copied, 500);
+
+    let (dst, copied) = resumed("replaced", true);
+    let ino = |p: &str| fs::metadata(dst.join(p)).unwrap().ino();
+    assert_eq!(ino("a"), ino("b"));
+    assert_ne!(ino("f"), ino("g"));
+    assert_eq!(fs::read(dst.join("g")).unwrap(), pattern(3_000, 3));
+    assert_eq!(copied, 500 + 3_000);
 }

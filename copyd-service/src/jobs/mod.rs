@@ -607,7 +607,8 @@ impl JobManager {
         let worker = {
             let (engines, job) = (self.engines.clone(), job.clone());
             let journal = JobJournal::open(&self, job.clone());
-            let resume = std::mem::take(&mut *job.resume.lock().unwrap());
+            let mut resume = std::mem::take(&mut *job.resume.lock().unwrap());
+            resume.placed = job.items_done.lock().unwrap().iter().copied().collect();
             // The whole run happens on a thread with the caller's rights
             // (or as copyd for a privileged job): see caller::Acting.
             tokio::task::spawn_blocking(move || {
