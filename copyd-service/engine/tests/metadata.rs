@@ -241,12 +241,7 @@ fn hard_links_across_items_stay_links() {
     use copyd_engine::{resolve, run, Control, EngineSet, Operation, Options, Progress, Request};
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let src = dir.path().join("src");
-    fs::create_dir_all(src.join("tree")).unwrap();
-    write_file(&src.join("a"), 70_000, 1);
-    fs::hard_link(src.join("a"), src.join("b")).unwrap();
-    fs::hard_link(src.join("a"), src.join("tree/c")).unwrap();
-    write_file(&src.join("tree/d"), 500, 2);
-    fs::hard_link(src.join("tree/d"), src.join("e")).unwrap();
+    common::hard_linked_sources(&src);
     let copy = |preserve: Preserve, into: &str| {
         let dst = dir.path().join(into);
         fs::create_dir(&dst).unwrap();

@@ -224,12 +224,7 @@ fn hard_links_to_items_placed_before_a_restart_stay_links() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let src = dir.path().join("src");
-    fs::create_dir_all(src.join("tree")).unwrap();
-    fs::write(src.join("a"), pattern(70_000, 1)).unwrap();
-    fs::hard_link(src.join("a"), src.join("b")).unwrap();
-    fs::hard_link(src.join("a"), src.join("tree/c")).unwrap();
-    fs::write(src.join("tree/d"), pattern(500, 2)).unwrap();
-    fs::hard_link(src.join("tree/d"), src.join("e")).unwrap();
+    common::hard_linked_sources(&src);
     fs::write(src.join("f"), pattern(3_000, 3)).unwrap();
     fs::hard_link(src.join("f"), src.join("g")).unwrap();
     let resumed = |into: &str, replace_f: bool| {

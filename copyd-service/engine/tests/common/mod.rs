@@ -139,6 +139,18 @@ pub fn write_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
     data
 }
 
+/// Sources whose names are hard links of each other, across items and
+/// into a tree: `a`, `b` and `tree/c` one file of 70,000 bytes, `tree/d`
+/// and `e` one of 500.
+pub fn hard_linked_sources(src: &Path) {
+    std::fs::create_dir_all(src.join("tree")).unwrap();
+    write_file(&src.join("a"), 70_000, 1);
+    std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    std::fs::hard_link(src.join("a"), src.join("tree/c")).unwrap();
+    write_file(&src.join("tree/d"), 500, 2);
+    std::fs::hard_link(src.join("tree/d"), src.join("e")).unwrap();
+}
+
 /// Drops `file`'s clean pages from the page cache (POSIX_FADV_DONTNEED,
 /// which anyone who may read a file may do) until `pieces` of it look
 /// uncached to copyd's probe; false if they never do (tmpfs keeps its
