@@ -41,6 +41,10 @@ pub struct Outcome {
 /// Everything the steps of one transfer share.
 struct Transfer<'a> {
     chain: Vec<&'a dyn FileCopier>,
+    /// The engines of `chain` that share extents (reflink), and the ones
+    /// that move bytes, in chain order: split once, not for every file.
+    cloners: Vec<&'a dyn FileCopier>,
+    movers: Vec<&'a dyn FileCopier>,
     preserve: Preserve,
     sparse: bool,
     /// Make each item durable before its rename, and the rename after.
@@ -135,8 +139,12 @@ pub fn run_resumable(
     // may be reported (and no sync is made to report one).
     let items_only = ItemsOnly(journal);
     let journal: &dyn Journal = if options.sync { journal } else { &items_only };
+    let chain = engines.select(&options.engine)?;
+    let (cloners, movers) = chain.iter().partition(|engine| engine.shares_extents());
     let transfer = Transfer {
-        chain: engines.select(&options.engine)?,
+        chain,
+        cloners,
+        movers,
         preserve: options.preserve,
         sparse: options.sparse,
         sync: options.sync,
@@ -644,7 +652,7 @@ impl Transfer<'_> {
                 Some(run)
                     if run.start >= large
                         && run.len() < SMALL_FILE_RUN
-                        && files[run.start].relative.parent() == entry.relative.parent() =>
+                        && files[run.start].directory() == entry.directory() =>
                 {
                     run.end = next + 1
                 }
@@ -1048,16 +1056,13 @@ impl Transfer<'_> {
         file: FileFacts,
     ) -> Result<()> {
         let known = &self.known;
-        let (cloners, movers): (Vec<&dyn FileCopier>, Vec<&dyn FileCopier>) = self
-            .chain
-            .iter()
-            .partition(|engine| engine.shares_extents());
+        let (cloners, movers) = (&self.cloners, &self.movers);
         let skip = known.get(file.device);
         // Sharing extents is all or nothing: only for a copy from the start.
         // (Known not to work here, it is not tried, unless nothing else is.)
         let try_clone = !skip.no_clone || movers.is_empty();
         if try_clone && start == 0 && !cloners.is_empty() {
-            match try_chain(&cloners, src, dst, 0, len, ctx)? {
+            match try_chain(cloners, src, dst, 0, len, ctx)? {
                 Ok(_) => return Ok(()),
                 Err(unsupported) if movers.is_empty() => {
                     return Err(unsupported.into_error(ctx.source))
@@ -1184,7 +1189,7 @@ pub(crate) fn under(root: &Path, relative: &Path) -> std::path::PathBuf {
     if relative.as_os_str().is_empty() {
         root.to_path_buf()
     } else {
-        root.join(relative)
+        fsutil::joined(root, relative)
     }
 }
 
@@ -1213,7 +1218,7 @@ impl RunDirs {
         let parent = run[0].relative.parent()?;
         if run
             .iter()
-            .any(|e| e.kind != EntryKind::File || e.relative.parent() != Some(parent))
+            .any(|e| e.kind != EntryKind::File || e.directory() != parent.as_os_str())
         {
             return None;
         }

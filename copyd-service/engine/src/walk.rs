@@ -37,6 +37,20 @@ pub struct Tree {
     pub bytes: u64,
 }
 
+impl Entry {
+    /// The entry's directory, as `relative.parent()` gives it ("" for
+    /// the root's children), found by its last '/'. A walked path is names
+    /// joined by single slashes, so that is where its parent ends; parsing
+    /// components from the back, as `Path::parent` does, was a tenth of the
+    /// workers' instructions on small files (callgrind).
+    pub fn directory(&self) -> &std::ffi::OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = self.relative.as_os_str().as_bytes();
+        let end = bytes.iter().rposition(|&b| b == b'/').unwrap_or(0);
+        std::ffi::OsStr::from_bytes(&bytes[..end])
+    }
+}
+
 impl Tree {
     /// Entries of every kind: what a job's file counts count.
     pub fn entry_count(&self) -> u64 {
@@ -210,7 +224,7 @@ impl<'r> Listers<'r> {
 
 /// One directory's children, sorted by name, with their metadata.
 fn list_one(root: &Path, relative_dir: &Path) -> Result<Listing> {
-    let dir = root.join(relative_dir);
+    let dir = crate::fsutil::joined(root, relative_dir);
     // Each name is asked for once: `DirEntry::file_name` allocates, and a
     // sort keyed on it called it twice per comparison (a third of a small
     // file tree's user-space instructions went there).
@@ -227,7 +241,7 @@ fn list_one(root: &Path, relative_dir: &Path) -> Result<Listing> {
         // descriptor), not by the whole path again; symlinks are not
         // followed.
         match child.metadata() {
-            Ok(metadata) => listing.push((relative_dir.join(name), metadata)),
+            Ok(metadata) => listing.push((crate::fsutil::joined(relative_dir, name), metadata)),
             // Gone between listing and looking: nothing to copy.
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
             Err(err) => return Err(EngineError::io("inspect", &child.path(), &err)),
