@@ -134,9 +134,11 @@ impl ResumeState {
     }
 }
 
-/// How often finished files are made durable as a group (one syncfs for all
-/// of them) and reported: often enough that a crash loses little work,
-/// rarely enough that small-file throughput stays that of a plain copy.
+/// How often a group of small lone files (`copy f1 … f500 dir/`) is
+/// placed, made durable with one syncfs and reported: often enough that a
+/// crash loses little work, rarely enough that their throughput stays that
+/// of a plain copy. (A tree's files are committed by its own committer,
+/// every GROUP_COMMIT_GATHER.)
 pub const GROUP_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a large file's durable prefix is advanced (one fdatasync).
 pub const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(2);

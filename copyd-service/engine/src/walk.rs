@@ -217,7 +217,12 @@ impl<'r> Listers<'r> {
             for _ in 0..started {
                 scope.spawn(|| self.list(scope));
             }
-            self.wake.notify_all();
+            // Only waiting listers need telling (of new directories, of
+            // the end, of a failure): a wake is a system call, and this
+            // runs once per directory.
+            if state.idle > 0 {
+                self.wake.notify_all();
+            }
         }
     }
 }
