@@ -67,8 +67,16 @@ impl Daemon {
     /// Kills copyd with SIGKILL and starts it again in place, on the same
     /// bus, state directory and config.
     pub fn crash_and_restart(&mut self, bus: &TestBus) {
+        self.crash_and_restart_after(bus, || {});
+    }
+
+    /// Like [`Self::crash_and_restart`], running `while_down` between the
+    /// kill and the new start: what others do while copyd is not running.
+    pub fn crash_and_restart_after(&mut self, bus: &TestBus, while_down: impl FnOnce()) {
         let crashed = std::mem::replace(self, Daemon::placeholder(bus));
-        *self = Daemon::start_in(bus, crashed.kill9());
+        let dir = crashed.kill9();
+        while_down();
+        *self = Daemon::start_in(bus, dir);
     }
 
     /// A Daemon with no process, to stand in while the real one restarts.

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use copyd_engine::{
-    resolve, Control, EngineSet, FileIdentity, Journal, NoJournal, Operation, Options, Progress,
-    Request, ResumeState,
+    resolve, Control, CopyIdentity, EngineSet, FileIdentity, Journal, NoJournal, Operation,
+    Options, Progress, Request, ResumeState,
 };
 
 /// Keeps nothing, but says it does: the transfer then syncs as it does
@@ -24,6 +24,7 @@ struct CountingJournal;
 
 impl Journal for CountingJournal {
     fn item_started(&self, _: usize) {}
+    fn items_built(&self, _: &[(usize, CopyIdentity)]) {}
     fn item_done(&self, _: usize) {}
     fn files_durable(&self, _: usize, _: &[PathBuf]) {}
     fn file_offset(&self, _: usize, _: &Path, _: FileIdentity, _: u64) {}

@@ -35,6 +35,24 @@ impl FileIdentity {
     }
 }
 
+/// Which inode a finished copy is: recorded durably before the copy is
+/// renamed into place, so that recovery can tell copyd's own copy at a
+/// target from anything someone else put there meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct CopyIdentity {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl CopyIdentity {
+    pub fn of(metadata: &Metadata) -> Self {
+        CopyIdentity {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+        }
+    }
+}
+
 /// Receives the durable progress of a transfer. All methods are called only
 /// after what they describe is on disk.
 pub trait Journal: Sync {
@@ -53,6 +71,16 @@ pub trait Journal: Sync {
             self.item_started(index);
         }
     }
+    /// Item `index` is complete (and with sync durable) under its temporary
+    /// name, which is the inode `copy`, and is about to be renamed into
+    /// place; for a move by rename, `copy` is the source about to be
+    /// renamed. Durable before the rename (with sync): recovery counts an
+    /// item as placed only when its target is this inode.
+    fn item_built(&self, index: usize, copy: CopyIdentity) {
+        self.items_built(&[(index, copy)]);
+    }
+    /// Several items built, reported at once: one flush for them all.
+    fn items_built(&self, built: &[(usize, CopyIdentity)]);
     /// Item `index` is complete, durable and under its final name (for a
     /// move, its source is gone as well). Of a copy with `sync` off, only
     /// "complete and under its final name": it may not be on disk yet.
@@ -73,6 +101,7 @@ impl Journal for NoJournal {
         false
     }
     fn item_started(&self, _: usize) {}
+    fn items_built(&self, _: &[(usize, CopyIdentity)]) {}
     fn item_done(&self, _: usize) {}
     fn files_durable(&self, _: usize, _: &[PathBuf]) {}
     fn file_offset(&self, _: usize, _: &Path, _: FileIdentity, _: u64) {}
@@ -94,6 +123,9 @@ impl Journal for ItemsOnly<'_> {
     fn items_started(&self, indices: &[usize]) {
         self.0.items_started(indices)
     }
+    fn items_built(&self, built: &[(usize, CopyIdentity)]) {
+        self.0.items_built(built)
+    }
     fn item_done(&self, index: usize) {
         self.0.item_done(index)
     }
@@ -108,6 +140,9 @@ pub struct ResumeState {
     pub resuming: bool,
     /// Items whose building had started.
     pub started: HashSet<usize>,
+    /// Items built whole, with the inode each was (or, for a move by
+    /// rename, the source's) just before its rename into place.
+    pub built: HashMap<usize, CopyIdentity>,
     /// Per item, the files complete and durable in its temporary copy.
     pub durable_files: HashMap<usize, HashSet<PathBuf>>,
     /// Per (item, file), the durable prefix of a partial copy.
@@ -285,6 +320,7 @@ mod tests {
 
     impl Journal for Reports {
         fn item_started(&self, _: usize) {}
+        fn items_built(&self, _: &[(usize, CopyIdentity)]) {}
         fn item_done(&self, _: usize) {}
         fn files_durable(&self, _: usize, relatives: &[PathBuf]) {
             self.0.lock().unwrap().push(relatives.to_vec());

@@ -24,6 +24,7 @@ pub mod journal;
 pub mod links;
 pub mod parallel;
 pub mod progress;
+pub mod provenance;
 pub mod read_ahead;
 pub mod request;
 pub mod residency;
@@ -34,7 +35,7 @@ pub mod xattr;
 
 pub use copier::{CopyContext, CopyError, EngineSet, FileCopier};
 pub use error::{EngineError, ErrorKind};
-pub use journal::{FileIdentity, Journal, NoJournal, ResumeState};
+pub use journal::{CopyIdentity, FileIdentity, Journal, NoJournal, ResumeState};
 pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RunState};
 pub use request::{
     plan, resolve, Conflict, Item, ItemKind, Operation, Options, PlanReport, Preserve,

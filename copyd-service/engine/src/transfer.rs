@@ -2,6 +2,7 @@
 //! under temporary names for everything else, and deletion of moved sources
 //! only once their copies are durable.
 
+use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
@@ -16,13 +17,13 @@ use crate::copier::{try_chain, CopyContext, EngineSet, FileCopier, StandardCopie
 use crate::engines::io_uring::{BatchRings, SmallFile, SmallFileResult, BATCH_FILE_MAX};
 use crate::error::{EngineError, Result};
 use crate::journal::{
-    FileIdentity, GroupCommit, ItemsOnly, Journal, NoJournal, ResumeState, GROUP_COMMIT_INTERVAL,
-    OFFSET_COMMIT_INTERVAL,
+    CopyIdentity, FileIdentity, GroupCommit, ItemsOnly, Journal, NoJournal, ResumeState,
+    GROUP_COMMIT_INTERVAL, OFFSET_COMMIT_INTERVAL,
 };
 use crate::progress::{Control, Progress};
-use crate::request::{Item, Operation, Preserve, Resolved};
+use crate::request::{Conflict, Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
-use crate::{fsutil, links, parallel, read_ahead, residency, sparse};
+use crate::{fsutil, links, parallel, provenance, read_ahead, residency, sparse};
 
 /// What a finished transfer did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -177,12 +178,43 @@ pub fn run_resumable(
             }
             continue;
         }
-        if transfer.already_in_place(item, index)? {
-            outcome.copied += 1;
-            placed_earlier.push(item);
-            continue;
-        }
-        if resolved.request.operation == Operation::Move && transfer.try_rename(item, index)? {
+        let item = match transfer.look_at_target(item, index)? {
+            AtTarget::Placed => {
+                outcome.copied += 1;
+                placed_earlier.push(item);
+                continue;
+            }
+            AtTarget::Foreign => {
+                if options.on_conflict != Conflict::Overwrite {
+                    // The item will not be built: what an earlier run left
+                    // of it under its temporary name goes.
+                    transfer.discard_own_leftover(item, index);
+                }
+                match options.on_conflict {
+                    Conflict::Skip => {
+                        transfer.count_item_without_copy();
+                        journal.item_done(index);
+                        outcome.skipped += 1;
+                        continue;
+                    }
+                    Conflict::Fail => {
+                        transfer.count_item_without_copy();
+                        let failure = (
+                            item.source.clone(),
+                            provenance::foreign_target(&item.target),
+                        );
+                        transfer.failures.lock().unwrap().push(failure);
+                        continue;
+                    }
+                    Conflict::Overwrite => Cow::Owned(Item {
+                        replace: true,
+                        ..item.clone()
+                    }),
+                }
+            }
+            AtTarget::Free => Cow::Borrowed(item),
+        };
+        if resolved.request.operation == Operation::Move && transfer.try_rename(&item, index)? {
             journal.item_done(index);
             outcome.renamed += 1;
             continue;
@@ -192,6 +224,10 @@ pub fn run_resumable(
 
     // Walk everything first, so totals are known before the first byte.
     let mut trees = Vec::with_capacity(to_copy.len());
+    let to_copy: Vec<(usize, &Item)> = to_copy
+        .iter()
+        .map(|(index, item)| (*index, &**item))
+        .collect();
     for (_, item) in &to_copy {
         let tree = walk::walk(&item.source, control)?;
         progress.add_totals(tree.entry_count(), tree.bytes);
@@ -255,37 +291,39 @@ fn remove_moved_source(item: &Item) -> Result<()> {
 }
 
 impl Transfer<'_> {
-    /// Whether an earlier run already put `item` in place and only crashed
-    /// before saying so: its building had started, its temporary is gone
-    /// (only the final rename removes it) and its target exists (which,
-    /// short of on-conflict overwrite, it did not when the job was made).
-    /// A move's leftover source is then deleted.
-    fn already_in_place(&self, item: &Item, index: usize) -> Result<bool> {
-        if !self.resume.resuming {
-            return Ok(false);
+    /// What stands at `item`'s target now. The target did not exist when
+    /// the job was made (short of on-conflict overwrite), so anything there
+    /// is either this item's copy, placed by an earlier run that died before
+    /// saying so, or someone else's. Only the inode recorded before the
+    /// rename proves the first (see `provenance`); a move's leftover source
+    /// is then deleted, its copy being proven.
+    fn look_at_target(&self, item: &Item, index: usize) -> Result<AtTarget> {
+        let target = match fs::symlink_metadata(&item.target) {
+            Ok(target) => target,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(AtTarget::Free),
+            Err(err) => return Err(EngineError::io("look at", &item.target, &err)),
+        };
+        if self.resume.resuming && provenance::is_placed_copy(&target, index, self.resume) {
+            if self.is_move() && fs::symlink_metadata(&item.source).is_ok() {
+                remove_moved_source(item)?;
+            }
+            self.count_item_without_copy();
+            self.journal.item_done(index);
+            return Ok(AtTarget::Placed);
         }
-        let target_exists = fs::symlink_metadata(&item.target).is_ok();
-        let source_exists = fs::symlink_metadata(&item.source).is_ok();
-        let temp = fsutil::temp_path(&item.target, self.tag, index);
-        // With overwrite the old target also "exists": a copy is redone, to
-        // be sure. A move's source is deleted only once its copy is in
-        // place, so a move whose source is gone is done either way.
-        let built = self.resume.started.contains(&index)
-            && !temp_exists(&temp)
-            && target_exists
-            && (!item.replace || (self.is_move() && !source_exists));
-        // A move by rename leaves no trace but this: source gone, target there.
-        let renamed = self.is_move() && !source_exists && target_exists && !item.replace;
-        if !(built || renamed) {
-            return Ok(false);
-        }
-        if built && source_exists && self.is_move() {
-            remove_moved_source(item)?;
-        }
+        Ok(match item.replace {
+            // The old target the job was asked to replace (or another file
+            // in its place: replaced all the same).
+            true => AtTarget::Free,
+            false => AtTarget::Foreign,
+        })
+    }
+
+    /// Counts an item that needs no copy (placed before, skipped, failed)
+    /// as one file done, so the totals add up.
+    fn count_item_without_copy(&self) {
         self.progress.add_totals(1, 0);
         self.progress.add_files_done(1);
-        self.journal.item_done(index);
-        Ok(true)
     }
 
     fn is_move(&self) -> bool {
@@ -297,12 +335,16 @@ impl Transfer<'_> {
     fn try_rename(&self, item: &Item, index: usize) -> Result<bool> {
         self.control.checkpoint()?;
         self.progress.set_current_path(&item.source);
-        if item.replace {
-            // Renamed over an old target, the item leaves no trace recovery
-            // could tell from that target but this (see already_in_place);
-            // without replace, "source gone, target there" says it.
-            self.journal.item_started(index);
+        let source = fs::symlink_metadata(&item.source)
+            .map_err(|err| EngineError::io("look at", &item.source, &err))?;
+        let target_dir = fs::metadata(parent_of(&item.target))
+            .map_err(|err| EngineError::io("look at", parent_of(&item.target), &err))?;
+        if source.dev() != target_dir.dev() {
+            return Ok(false);
         }
+        // After the rename the target is this inode: what recovery checks
+        // before it takes a target for this item's (see look_at_target).
+        self.journal.item_built(index, CopyIdentity::of(&source));
         match fsutil::rename_into_place(&item.source, &item.target, item.replace) {
             Ok(()) => {}
             Err(err) if is_cross_device(&err) => return Ok(false),
@@ -354,7 +396,11 @@ impl Transfer<'_> {
         let lone_file = matches!(&tree.entries[..], [entry] if entry.kind == EntryKind::File
             && !(self.preserve.links && links::has_other_names(entry)));
         let carry_on = self.resume.started.contains(&index)
-            && temp_exists(&fsutil::temp_path(&item.target, self.tag, index));
+            && self.own_leftover(
+                &fsutil::temp_path(&item.target, self.tag, index),
+                item,
+                index,
+            );
         lone_file && tree.bytes < LARGE_FILE && !carry_on
     }
 
@@ -468,8 +514,8 @@ impl Transfer<'_> {
         source_dir: &Option<Arc<AnchoredDir>>,
     ) -> Result<LoneFile<'i>> {
         let (temp, target) = self.names_in(anchor, item, index);
-        // A leftover can only be this very job's, from an interrupted run.
-        fsutil::remove_all(&temp).map_err(|err| anchor.explain(err))?;
+        self.clear_leftover(&temp, item, index)
+            .map_err(|err| anchor.explain(err))?;
         if let Err(err) = self.build(item, index, tree, &temp, false, false) {
             self.discard(&temp);
             return Err(anchor.explain(err));
@@ -492,6 +538,17 @@ impl Transfer<'_> {
     fn place_together(&self, built: &[LoneFile<'_>]) -> Result<()> {
         if self.sync {
             if let Err(err) = sync_each_file_system(built.iter().map(|lone| &*lone.anchor)) {
+                built.iter().for_each(|lone| self.discard(&lone.temp));
+                return Err(err);
+            }
+        }
+        let identities = built
+            .iter()
+            .map(|lone| Ok((lone.index, built_identity(&lone.temp)?)))
+            .collect::<Result<Vec<_>>>();
+        match identities {
+            Ok(identities) => self.journal.items_built(&identities),
+            Err(err) => {
                 built.iter().for_each(|lone| self.discard(&lone.temp));
                 return Err(err);
             }
@@ -537,6 +594,41 @@ impl Transfer<'_> {
         }
     }
 
+    /// Whether something stands at `temp` that is this job's own, left by
+    /// an earlier run (see `provenance`).
+    fn own_leftover(&self, temp: &Path, item: &Item, index: usize) -> bool {
+        fs::symlink_metadata(temp).is_ok_and(|leftover| {
+            provenance::is_own_leftover(&leftover, item, index, self.resume, self.preserve)
+        })
+    }
+
+    /// Removes what an earlier run left of an item that will not be built
+    /// now, if it is this job's own; a failure is only logged (the item is
+    /// not built either way).
+    fn discard_own_leftover(&self, item: &Item, index: usize) {
+        let Ok(anchor) = AnchoredDir::open(parent_of(&item.target)) else {
+            return;
+        };
+        let (temp, _) = self.names_in(&anchor, item, index);
+        if self.own_leftover(&temp, item, index) {
+            if let Err(err) = fsutil::remove_all(&temp) {
+                tracing::warn!(err = %anchor.explain(err), "could not remove a temporary copy");
+            }
+        }
+    }
+
+    /// Frees `temp` for a fresh build: removes a leftover of this job's;
+    /// anything else there is left alone, and the item fails (the name has
+    /// a random part per job: nobody else's file gets it by chance).
+    fn clear_leftover(&self, temp: &Path, item: &Item, index: usize) -> Result<()> {
+        match fs::symlink_metadata(temp) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(EngineError::io("look at", temp, &err)),
+            Ok(_) if self.own_leftover(temp, item, index) => fsutil::remove_all(temp),
+            Ok(_) => Err(provenance::foreign_temporary(temp)),
+        }
+    }
+
     /// The item's temporary and final paths through `anchor`, its target's
     /// directory opened before the copy: everything after goes through that
     /// open directory, so a symlink swapped into the destination's path
@@ -553,16 +645,19 @@ impl Transfer<'_> {
     fn copy_item(&self, item: &Item, index: usize, tree: &Tree) -> Result<()> {
         let anchor = AnchoredDir::open(parent_of(&item.target))?;
         let (temp, target) = self.names_in(&anchor, item, index);
-        let carry_on = self.resume.started.contains(&index) && temp_exists(&temp);
+        let carry_on =
+            self.resume.started.contains(&index) && self.own_leftover(&temp, item, index);
         if !carry_on {
-            // A leftover can only be this very job's, from an interrupted run
-            // whose journal did not get to say so.
-            fsutil::remove_all(&temp).map_err(|err| anchor.explain(err))?;
+            self.clear_leftover(&temp, item, index)
+                .map_err(|err| anchor.explain(err))?;
             self.journal.item_started(index);
         }
         let built = self
             .build(item, index, tree, &temp, carry_on, self.sync)
-            .and_then(|()| fsutil::rename_into_place(&temp, &target, item.replace));
+            .and_then(|()| {
+                self.journal.item_built(index, built_identity(&temp)?);
+                fsutil::rename_into_place(&temp, &target, item.replace)
+            });
         if let Err(err) = built {
             self.discard(&temp);
             return Err(anchor.explain(err));
@@ -1492,8 +1587,21 @@ pub fn open_source_at(dir: std::os::fd::BorrowedFd<'_>, name: &Path) -> io::Resu
     Ok(File::from(fd))
 }
 
-fn temp_exists(temp: &Path) -> bool {
-    fs::symlink_metadata(temp).is_ok()
+/// The inode of a built copy at `temp`, for the journal before its rename.
+fn built_identity(temp: &Path) -> Result<CopyIdentity> {
+    fs::symlink_metadata(temp)
+        .map(|built| CopyIdentity::of(&built))
+        .map_err(|err| EngineError::io("look at", temp, &err))
+}
+
+/// What [`Transfer::look_at_target`] found at an item's target.
+enum AtTarget {
+    /// Nothing, or the old target on-conflict overwrite replaces.
+    Free,
+    /// The item's copy, placed by an earlier run.
+    Placed,
+    /// Something this job cannot prove it made.
+    Foreign,
 }
 
 /// An open source file and the identity the walk saw at its path.
@@ -1653,14 +1761,14 @@ fn sync_each_directory<'d>(dirs: impl Iterator<Item = &'d AnchoredDir>) -> Resul
 /// happens to the path it was opened by. (The thread group may always look
 /// at its own descriptors, whatever credentials a worker thread acts with.)
 /// Without /proc, the plain path is used.
-struct AnchoredDir {
+pub(crate) struct AnchoredDir {
     dir: File,
     path: std::path::PathBuf,
     via: std::path::PathBuf,
 }
 
 impl AnchoredDir {
-    fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let dir = OpenOptions::new()
             .read(true)
             .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
@@ -1680,7 +1788,7 @@ impl AnchoredDir {
         })
     }
 
-    fn join(&self, name: &std::ffi::OsStr) -> std::path::PathBuf {
+    pub(crate) fn join(&self, name: &std::ffi::OsStr) -> std::path::PathBuf {
         self.via.join(name)
     }
 
@@ -1706,7 +1814,7 @@ impl AnchoredDir {
     }
 
     /// Speaks of the directory by the path people gave, not by descriptor.
-    fn explain(&self, mut err: EngineError) -> EngineError {
+    pub(crate) fn explain(&self, mut err: EngineError) -> EngineError {
         if self.via != self.path {
             let via = self.via.display().to_string();
             err.message = err.message.replace(&via, &self.path.display().to_string());

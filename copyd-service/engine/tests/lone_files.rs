@@ -126,10 +126,14 @@ fn lone_files_arrive(sync: bool) {
     let (result, events) = run_with(&resolved, &Control::default());
     assert_eq!(result.unwrap().copied, FILES);
     // One group: every file reported started (one flush) before any is
-    // placed. One at a time, "started i" and "done i" would alternate.
+    // built, and built (one flush) before any is placed. One at a time,
+    // "started i", "built i" and "done i" would alternate.
+    let first_built = events.iter().position(|e| e.starts_with("built")).unwrap();
     let first_done = events.iter().position(|e| e.starts_with("done")).unwrap();
     let started: Vec<String> = (0..FILES).map(|i| format!("started {i}")).collect();
-    assert_eq!(events[..first_done], started[..], "{events:?}");
+    let built: Vec<String> = (0..FILES).map(|i| format!("built {i}")).collect();
+    assert_eq!(events[..first_built], started[..], "{events:?}");
+    assert_eq!(events[first_built..first_done], built[..], "{events:?}");
     assert_eq!(done(&events), (0..FILES).collect::<Vec<_>>());
     for source in &sources {
         let copy = dst.join(source.file_name().unwrap());
@@ -138,27 +142,31 @@ fn lone_files_arrive(sync: bool) {
     assert_eq!(temporaries(&dst), Vec::<String>::new());
 }
 
+/// A target someone else made after the job was checked is not copyd's
+/// copy: with on-conflict fail, that item alone fails (listed, its target
+/// untouched) and the rest of the group is placed.
 #[test]
-fn a_group_stops_at_a_target_that_appeared_keeping_the_files_before_it() {
+fn a_target_that_appeared_fails_alone_and_is_left_untouched() {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let (sources, dst) = sources_and_dst(dir.path());
     let resolved = resolved(Operation::Copy, &sources, &dst, 0);
-    // Someone else makes item 4's target after the job was checked.
     fs::write(dst.join("f4"), b"not ours").unwrap();
     let (result, events) = run_with(&resolved, &Control::default());
-    assert_eq!(result.unwrap_err().kind, ErrorKind::AlreadyExists);
+    let outcome = result.unwrap();
+    assert_eq!(outcome.copied, FILES - 1);
+    let failed: Vec<_> = outcome
+        .failures
+        .iter()
+        .map(|(path, err)| (path.clone(), err.kind))
+        .collect();
+    assert_eq!(failed, [(sources[4].clone(), ErrorKind::AlreadyExists)]);
     assert_eq!(fs::read(dst.join("f4")).unwrap(), b"not ours");
-    assert_eq!(done(&events), [0, 1, 2, 3]);
+    let placed: Vec<usize> = (0..FILES).filter(|&i| i != 4).collect();
+    assert_eq!(done(&events), placed);
     for (i, source) in sources.iter().enumerate() {
-        let copy = dst.join(source.file_name().unwrap());
-        match i {
-            0..4 => assert_eq!(fs::read(source).unwrap(), fs::read(copy).unwrap()),
-            4 => {}
-            _ => assert!(
-                !copy.exists(),
-                "{} was placed after the error",
-                copy.display()
-            ),
+        if i != 4 {
+            let copy = dst.join(source.file_name().unwrap());
+            assert_eq!(fs::read(source).unwrap(), fs::read(copy).unwrap());
         }
     }
     assert_eq!(temporaries(&dst), Vec::<String>::new());

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use common::Recorder;
 use copyd_engine::fsutil::temp_path;
 use copyd_engine::{
-    resolve, run_resumable, Control, EngineSet, FileIdentity, Operation, Options, Progress,
-    Request, Resolved, ResumeState,
+    resolve, run_resumable, Control, CopyIdentity, EngineSet, ErrorKind, FileIdentity, Operation,
+    Options, Outcome, Progress, Request, Resolved, ResumeState,
 };
 
 fn request(source: &Path, destination: &Path) -> Request {
@@ -162,6 +162,11 @@ fn a_changed_source_restarts_its_file_from_zero() {
     assert_eq!(fs::read(&target).unwrap(), pattern(2 << 20, 1));
 }
 
+/// The inode at `path`, as the journal records a built copy's.
+fn identity_of(path: &Path) -> CopyIdentity {
+    CopyIdentity::of(&fs::symlink_metadata(path).unwrap())
+}
+
 #[test]
 fn an_item_renamed_before_the_crash_is_recognised_as_done() {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
@@ -169,21 +174,102 @@ fn an_item_renamed_before_the_crash_is_recognised_as_done() {
     fs::write(&source, b"done before the crash").unwrap();
     let target = dir.path().join("copy");
     let resolved = resolve(request(&source, &target)).unwrap();
-    // The earlier run renamed the copy into place, then died before saying so.
+    // The earlier run built the copy, recorded its inode, renamed it into
+    // place, then died before saying it was done.
     fs::write(&target, b"done before the crash").unwrap();
-    assert_eq!(resume_after_item_0_started(&resolved, "6"), ["done 0"]);
+    let built = Some(identity_of(&target));
+    let (outcome, events) = resume_after_item_0_started(&resolved, "6", built);
+    assert_eq!(events, ["done 0"]);
+    assert!(outcome.failures.is_empty());
+}
+
+/// A file at the target that the journal did not record as the item's copy
+/// (someone made it while copyd was down) is not taken for the copy: with
+/// on-conflict fail the item fails, the file stays as it is, and a move
+/// keeps its source.
+#[test]
+fn a_target_someone_else_made_during_the_crash_is_not_taken_for_the_copy() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let source = dir.path().join("file");
+    fs::write(&source, b"the only copy of this").unwrap();
+    let target = dir.path().join("moved");
+    let mut request = request(&source, &target);
+    request.operation = Operation::Move;
+    let resolved = resolve(request).unwrap();
+    fs::write(&target, b"a stranger's file").unwrap();
+    let (outcome, events) = resume_after_item_0_started(&resolved, "7", None);
+    assert_eq!(events, Vec::<String>::new());
+    assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
+    assert_eq!(outcome.failures[0].1.kind, ErrorKind::AlreadyExists);
+    assert_eq!(fs::read(&source).unwrap(), b"the only copy of this");
+    assert_eq!(fs::read(&target).unwrap(), b"a stranger's file");
+    // Also when the journal recorded another inode (the real copy, since
+    // replaced by someone).
+    let (outcome, _) = resume_after_item_0_started(&resolved, "7", Some(identity_of(&source)));
+    assert_eq!(outcome.failures.len(), 1);
+    assert_eq!(fs::read(&source).unwrap(), b"the only copy of this");
+}
+
+/// A file at the item's temporary name that this job did not make (owned
+/// by another user) is neither adopted nor removed: the item fails.
+#[test]
+fn a_foreign_file_at_the_temporary_name_is_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let source = dir.path().join("file");
+    fs::write(&source, pattern(1 << 20, 2)).unwrap();
+    fs::set_permissions(&source, fs::Permissions::from_mode(0o644)).unwrap();
+    let target = dir.path().join("copy");
+    let resolved = resolve(request(&source, &target)).unwrap();
+    let temp = temp_path(&target, "4", 0);
+    fs::write(&temp, b"planted").unwrap();
+    rustix::fs::chown(
+        &temp,
+        Some(rustix::fs::Uid::from_raw(common::ORDINARY_USER + 1)),
+        None,
+    )
+    .unwrap();
+    // As the job's user, first as if resuming, then afresh.
+    for resuming in [true, false] {
+        let resume = ResumeState {
+            resuming,
+            started: HashSet::from([0]),
+            ..ResumeState::default()
+        };
+        let result = common::as_ordinary_user(|| {
+            run_resumable(
+                &resolved,
+                &EngineSet::probe(),
+                "4",
+                &Progress::new(),
+                &Control::default(),
+                &resume,
+                &Recorder::default(),
+            )
+        });
+        assert_eq!(result.unwrap_err().kind, ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&temp).unwrap(), b"planted");
+        assert!(!target.exists());
+    }
 }
 
 /// Resumes `resolved` (job `tag`) as after a crash once the journal said
-/// item 0 had started and nothing more; what the run reported.
-fn resume_after_item_0_started(resolved: &Resolved, tag: &str) -> Vec<String> {
+/// item 0 had started and, with `built`, was built as that inode; what the
+/// run returned and reported.
+fn resume_after_item_0_started(
+    resolved: &Resolved,
+    tag: &str,
+    built: Option<CopyIdentity>,
+) -> (Outcome, Vec<String>) {
     let journal = Recorder::default();
     let resume = ResumeState {
         resuming: true,
         started: HashSet::from([0]),
+        built: built.into_iter().map(|copy| (0, copy)).collect(),
         ..ResumeState::default()
     };
-    run_resumable(
+    let outcome = run_resumable(
         resolved,
         &EngineSet::probe(),
         tag,
@@ -193,7 +279,7 @@ fn resume_after_item_0_started(resolved: &Resolved, tag: &str) -> Vec<String> {
         &journal,
     )
     .unwrap();
-    journal.events()
+    (outcome, journal.events())
 }
 
 #[test]
@@ -208,10 +294,12 @@ fn a_move_over_an_existing_target_that_ended_before_the_crash_is_done() {
     request.options.on_conflict = copyd_engine::Conflict::Overwrite;
     let resolved = resolve(request).unwrap();
     assert!(resolved.items[0].replace);
-    // The earlier run put the copy in place and deleted the source, then
-    // died before its checkpoint said the item was done.
+    // The earlier run recorded the source's inode, renamed it over the old
+    // target, then died before its checkpoint said the item was done.
+    let built = Some(identity_of(&source));
     fs::rename(&source, &target).unwrap();
-    assert_eq!(resume_after_item_0_started(&resolved, "8"), ["done 0"]);
+    let (_, events) = resume_after_item_0_started(&resolved, "8", built);
+    assert_eq!(events, ["done 0"]);
     assert_eq!(fs::read(&target).unwrap(), b"moved before the crash");
 }
 
@@ -298,4 +386,30 @@ fn hard_links_to_items_placed_before_a_restart_stay_links() {
     assert_ne!(ino("f"), ino("g"));
     assert_eq!(fs::read(dst.join("g")).unwrap(), pattern(3_000, 3));
     assert_eq!(copied, 500 + 3_000);
+}
+
+/// An item whose target someone else took while copyd was down is not
+/// built; what the earlier run left of it under its temporary name (its
+/// own, by owner) goes, and the stranger's file stays.
+#[test]
+fn an_item_given_up_for_a_foreign_target_leaves_no_temporary() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let source = dir.path().join("file");
+    fs::write(&source, pattern(1 << 20, 3)).unwrap();
+    let target = dir.path().join("copy");
+    let resolved = resolve(request(&source, &target)).unwrap();
+    let temp = temp_path(&target, "3", 0);
+    fs::write(&temp, vec![0xAB; 1000]).unwrap();
+    fs::write(&target, b"a stranger's file").unwrap();
+    // As an ordinary user, in a sticky directory, as in /tmp.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(&source, fs::Permissions::from_mode(0o644)).unwrap();
+    let user = Some(rustix::fs::Uid::from_raw(common::ORDINARY_USER));
+    rustix::fs::chown(&temp, user, None).unwrap();
+    let (outcome, _) =
+        common::as_ordinary_user(|| resume_after_item_0_started(&resolved, "3", None));
+    assert_eq!(outcome.failures.len(), 1);
+    assert!(!temp.exists(), "the job's own leftover stayed");
+    assert_eq!(fs::read(&target).unwrap(), b"a stranger's file");
 }

@@ -123,7 +123,7 @@ impl JobObject {
     ) -> Result<()> {
         refuse_options(&options)?;
         self.authorize(connection, &header).await?;
-        Ok(self.jobs.cancel(&self.job, &self.events)?)
+        Ok(self.jobs.cancel(&self.job, &self.events).await?)
     }
 
     async fn pause(

@@ -131,6 +131,30 @@ pub struct Job {
     /// What an earlier run left durable, for the next run to carry on from.
     resume: Mutex<ResumeState>,
     created_us: u64,
+    /// What the job's temporary names are made from: its id and a random
+    /// part, drawn when the job is made and kept in its checkpoint. Ids
+    /// restart at 1 in every private copyd, and two copyds may build in
+    /// one directory: the random part keeps their names apart.
+    temp_tag: String,
+}
+
+/// What a job was made with, kept across restarts by its checkpoint.
+struct Origin {
+    created_us: u64,
+    priority: i32,
+    temp_tag: String,
+}
+
+/// A new job's temporary-name tag: `<id>-<16 random hex digits>`.
+fn new_temp_tag(id_number: u64) -> String {
+    let mut random = [0u8; 8];
+    if let Err(err) = rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty()) {
+        // Only a kernel older than 3.17 lacks getrandom; the time then
+        // still separates copyds started apart.
+        tracing::warn!(%err, "getrandom failed: the temporary names use the time instead");
+        random = now_us().to_le_bytes();
+    }
+    format!("{id_number}-{:016x}", u64::from_le_bytes(random))
 }
 
 /// Microseconds since the Unix epoch.
@@ -334,6 +358,7 @@ impl JobManager {
             start_time_us: status.start_time,
             end_time_us: status.end_time,
             error: status.error.as_ref().map(error_record),
+            temp_tag: Some(job.temp_tag.clone()),
         };
         if let Err(err) = store.save(&record) {
             tracing::warn!(job = %job.id, %err, "could not write the job's checkpoint");
@@ -378,9 +403,13 @@ impl JobManager {
         resolved: Resolved,
         caller: Caller,
         state: JobState,
-        created_us: u64,
-        priority: i32,
+        origin: Origin,
     ) -> Arc<Job> {
+        let Origin {
+            created_us,
+            priority,
+            temp_tag,
+        } = origin;
         let disks = scheduler::disks_of(resolved.items.iter().flat_map(|item| {
             let target_dir = item.target.parent().unwrap_or(std::path::Path::new("/"));
             [item.source.as_path(), target_dir]
@@ -416,6 +445,7 @@ impl JobManager {
             items_done: Mutex::new(BTreeSet::new()),
             resume: Mutex::new(ResumeState::default()),
             created_us,
+            temp_tag,
         });
         self.jobs.lock().unwrap().insert(id_number, job.clone());
         job
@@ -449,7 +479,12 @@ impl JobManager {
         } else {
             JobState::Queued
         };
-        let job = self.new_job(id_number, resolved, caller, state, now_us(), priority);
+        let origin = Origin {
+            created_us: now_us(),
+            priority,
+            temp_tag: new_temp_tag(id_number),
+        };
+        let job = self.new_job(id_number, resolved, caller, state, origin);
         self.persist(&job);
         Ok(job)
     }
@@ -510,8 +545,11 @@ impl JobManager {
                 resolved,
                 caller,
                 state,
-                record.created_us,
-                record.priority,
+                Origin {
+                    created_us: record.created_us,
+                    priority: record.priority,
+                    temp_tag: (record.temp_tag.clone()).unwrap_or_else(|| record.id.to_string()),
+                },
             );
             {
                 let mut status = job.status.lock().unwrap();
@@ -557,22 +595,36 @@ impl JobManager {
         Ok(())
     }
 
-    pub fn cancel(
-        &self,
-        job: &Job,
+    pub async fn cancel(
+        self: &Arc<Self>,
+        job: &Arc<Job>,
         events: &mpsc::UnboundedSender<JobEvent>,
     ) -> Result<(), EngineError> {
         if job.cancel()? {
             // Nothing runs an interrupted job, so nothing else will remove
-            // what its last run left under temporary names: do it here.
-            let done = job.items_done.lock().unwrap().clone();
-            for (index, item) in job.resolved.items.iter().enumerate() {
-                if !done.contains(&index) {
-                    let temp = copyd_engine::fsutil::temp_path(&item.target, &job.id, index);
-                    if let Err(err) = copyd_engine::fsutil::remove_all(&temp) {
-                        tracing::warn!(job = %job.id, %err, "could not remove a temporary copy");
-                    }
+            // what its last run left under temporary names. The engine does
+            // it, as the job's caller (the temporaries stand in directories
+            // the caller chose), and only where they are provably the job's.
+            let done = job.items_done.lock().unwrap().iter().copied().collect();
+            let resume = job.resume.lock().unwrap().clone();
+            let job_for_cleanup = job.clone();
+            let cleanup = tokio::task::spawn_blocking(move || {
+                let job = job_for_cleanup;
+                job.caller.acting.run(|| {
+                    copyd_engine::provenance::discard_leftovers(
+                        &job.resolved,
+                        &job.temp_tag,
+                        &resume,
+                        &done,
+                    )
+                })
+            });
+            match cleanup.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(job = %job.id, %err, "could not remove a temporary copy")
                 }
+                Err(err) => tracing::error!(job = %job.id, %err, "temporary cleanup panicked"),
             }
             self.finish(job, Err(EngineError::cancelled()), events);
         }
@@ -616,7 +668,7 @@ impl JobManager {
                     copyd_engine::run_resumable(
                         &resolved,
                         &engines,
-                        &job.id,
+                        &job.temp_tag,
                         &job.progress,
                         &job.control,
                         &resume,
@@ -882,8 +934,12 @@ fn resume_state(log: &[LogEntry]) -> ResumeState {
         match entry {
             LogEntry::Started { item } => {
                 state.started.insert(*item);
+                state.built.remove(item);
                 state.durable_files.remove(item);
                 state.offsets.retain(|(index, _), _| index != item);
+            }
+            LogEntry::Built { item, copy } => {
+                state.built.insert(*item, *copy);
             }
             LogEntry::Durable { item, files } => {
                 let durable = state.durable_files.entry(*item).or_default();
@@ -966,6 +1022,18 @@ impl Journal for JobJournal {
             self.append(
                 LogEntry::Started { item },
                 durable && n + 1 == indices.len(),
+            );
+        }
+    }
+
+    fn items_built(&self, built: &[(usize, copyd_engine::CopyIdentity)]) {
+        // Durable before the renames into place (with sync): recovery takes
+        // a target for an item's copy only if it is the inode named here.
+        let durable = self.job.resolved.request.options.sync;
+        for (n, &(item, copy)) in built.iter().enumerate() {
+            self.append(
+                LogEntry::Built { item, copy },
+                durable && n + 1 == built.len(),
             );
         }
     }

@@ -88,6 +88,10 @@ pub struct JobRecord {
     pub end_time_us: u64,
     /// (D-Bus error name suffix, message) of a failed or cancelled job.
     pub error: Option<(String, String)>,
+    /// What the job's temporary names are made from (see `Job::temp_tag`).
+    /// Checkpoints written before it had none: their names used the id.
+    #[serde(default)]
+    pub temp_tag: Option<String>,
 }
 
 /// Why a checkpoint file was not trusted.
@@ -104,6 +108,12 @@ pub enum LogEntry {
     /// The item's building starts afresh: what the log said of it before no
     /// longer holds.
     Started { item: usize },
+    /// The item is built whole and is this inode (for a move by rename: the
+    /// source about to be renamed); its rename into place comes next.
+    Built {
+        item: usize,
+        copy: copyd_engine::CopyIdentity,
+    },
     /// These files of the item are complete and durable in its temporary copy.
     Durable { item: usize, files: Vec<Vec<u8>> },
     /// This many leading bytes of a file of the item are durable.
@@ -372,6 +382,7 @@ mod tests {
             start_time_us: 2,
             end_time_us: 0,
             error: None,
+            temp_tag: Some(format!("{id}-00112233445566ff")),
         }
     }
 

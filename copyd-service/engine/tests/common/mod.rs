@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use copyd_engine::{
-    resolve, run, Control, EngineError, EngineSet, FileIdentity, Journal, Operation, Options,
-    Outcome, Preserve, Progress, Request,
+    resolve, run, Control, CopyIdentity, EngineError, EngineSet, FileIdentity, Journal, Operation,
+    Options, Outcome, Preserve, Progress, Request,
 };
 
 /// A scratch file system on a loop device (or a size-limited tmpfs), gone
@@ -315,6 +315,12 @@ pub struct Recorder {
 impl Journal for Recorder {
     fn item_started(&self, index: usize) {
         self.events.lock().unwrap().push(format!("started {index}"));
+    }
+    fn items_built(&self, built: &[(usize, CopyIdentity)]) {
+        let mut events = self.events.lock().unwrap();
+        for (index, _) in built {
+            events.push(format!("built {index}"));
+        }
     }
     fn item_done(&self, index: usize) {
         self.events.lock().unwrap().push(format!("done {index}"));
