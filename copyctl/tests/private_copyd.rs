@@ -116,6 +116,65 @@ fn copy_and_move_through_a_private_copyd() {
     assert_eq!(std::fs::read_dir(other.join("src")).unwrap().count(), 1);
 }
 
+/// Two private copyds (no service installed) copying into one directory at
+/// once: each one's job ids start at 1, so temporary names made of the id
+/// alone were the same (`.copyd-1-0.tmp`) and the second copy failed or,
+/// worse, took over the first one's half-built tree. Each name now has a
+/// random part per job; both copies must complete, whole.
+#[test]
+fn two_private_copyds_copy_into_one_directory_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("src");
+    tree(&source);
+    let copies = [dir.path().join("p1"), dir.path().join("p2")];
+    // Slowed down (the tree is about 1 MB) so that the two overlap.
+    let children: Vec<_> = copies
+        .iter()
+        .map(|copy| {
+            Command::new(env!("CARGO_BIN_EXE_copyctl"))
+                .args(["copy", "-r", "--rate-limit", "1MB/s"])
+                .arg(&source)
+                .arg(copy)
+                .env_remove("DBUS_SESSION_BUS_ADDRESS")
+                .env_remove("COPYD_ADDRESS")
+                .env(
+                    "DBUS_SYSTEM_BUS_ADDRESS",
+                    "unix:path=/nonexistent/copyd-test-bus",
+                )
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (child, copy) in children.into_iter().zip(&copies) {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "copy to {}: {}",
+            copy.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let diff = Command::new("diff")
+            .arg("-r")
+            .arg("--no-dereference")
+            .arg(&source)
+            .arg(copy)
+            .output()
+            .unwrap();
+        assert!(
+            diff.status.success(),
+            "{}",
+            String::from_utf8_lossy(&diff.stdout)
+        );
+    }
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 3, "temporaries left: {names:?}");
+}
+
 /// The manual pages in docs/ are generated from the command-line definitions;
 /// this keeps the committed copies from going stale.
 #[test]

@@ -161,7 +161,12 @@ fn a_resumed_move_keeps_every_source_whose_copy_it_cannot_prove() {
     }
     let left: Vec<_> = copyd_temp_leftovers(shared.0.as_path())
         .into_iter()
-        .map(|name| (fs::symlink_metadata(shared.0.join(&name)).map(|m| m.uid()), name))
+        .map(|name| {
+            (
+                fs::symlink_metadata(shared.0.join(&name)).map(|m| m.uid()),
+                name,
+            )
+        })
         .collect();
     assert!(
         left.is_empty(),
