@@ -360,6 +360,20 @@ async fn transfer(
     if json {
         print_summary(&summary, true);
     }
+    if !summary.failed_files.is_empty() {
+        // As cp does: one line per file that could not be copied, then how
+        // many were; the rest of the job is in place. (The daemon keeps
+        // FailedFiles only for a job that ended on them alone.)
+        for (path, why) in &summary.failed_files {
+            eprintln!("copyctl: cannot copy '{path}': {why}");
+        }
+        let failed = summary.failed_files.len() as u64;
+        return Err(Failure(format!(
+            "{} of {} files copied; {failed} failed",
+            summary.files_total.saturating_sub(failed),
+            summary.files_total
+        )));
+    }
     if !summary.succeeded() {
         return Err(Failure(format!(
             "{}: {}",

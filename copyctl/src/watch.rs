@@ -36,6 +36,9 @@ pub struct JobSummary {
     pub started_by_uid: u32,
     pub error_name: String,
     pub error_message: String,
+    /// Source files that could not be copied while the rest went on, with
+    /// why (the job's FailedFiles).
+    pub failed_files: Vec<(String, String)>,
 }
 
 impl JobSummary {
@@ -85,6 +88,8 @@ struct JobProperties {
     error_name: String,
     #[serde(with = "zbus::as_variant")]
     error_message: String,
+    #[serde(with = "zbus::as_variant")]
+    failed_files: Vec<(Vec<u8>, String)>,
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -120,6 +125,9 @@ pub async fn summary(connection: &Connection, path: &str) -> zbus::Result<JobSum
         started_by_uid: all.started_by_uid,
         error_name: all.error_name,
         error_message: all.error_message,
+        failed_files: (all.failed_files.iter())
+            .map(|(path, why)| (lossy(path), why.clone()))
+            .collect(),
     })
 }
 

@@ -19,6 +19,7 @@ pub mod cmd;
 pub mod contract;
 pub mod daemon;
 pub mod gio;
+pub mod mounts;
 pub mod polkit;
 pub mod tree;
 

@@ -10,39 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use copyd_tests::busctl::{parse_busctl_object_path, Busctl};
+use copyd_tests::mounts::Tmpfs;
 use copyd_tests::polkit::{chown, ensure_user, SecureEnv, OTHER, USER};
 use copyd_tests::tree::copyd_temp_leftovers;
 
 const FILES: usize = 100;
 const FILE_BYTES: usize = 10_000;
-
-/// A tmpfs of 64 MiB, mode 1777, mounted for the test and unmounted after.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path) -> Tmpfs {
-        fs::create_dir_all(at).unwrap();
-        copyd_tests::cmd::run(std::process::Command::new("mount").args([
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=64m,mode=1777",
-            "tmpfs",
-            at.to_str().unwrap(),
-        ]))
-        .assert_success();
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
 
 fn content(i: usize) -> Vec<u8> {
     (0..FILE_BYTES).map(|n| (n * 31 + i * 7) as u8).collect()
@@ -90,7 +63,7 @@ fn a_resumed_move_keeps_every_source_whose_copy_it_cannot_prove() {
         USER,
         "Move",
         &source_refs,
-        shared.0.as_path(),
+        shared.path(),
         &["rate-limit", "t", "200000"],
     );
     out.assert_success();
@@ -100,7 +73,7 @@ fn a_resumed_move_keeps_every_source_whose_copy_it_cannot_prove() {
     // As in the report: killed after about 2.5 s, once some copies are in
     // place and others are not.
     wait_files_done(&busctl, &job, 45);
-    let placed = |i: &usize| shared.0.join(format!("f{i:03}")).exists();
+    let placed = |i: &usize| shared.path().join(format!("f{i:03}")).exists();
     busctl.wait_job_state(&job, Duration::from_secs(30), |_| {
         (0..FILES).any(|i| placed(&i))
     });
@@ -108,7 +81,7 @@ fn a_resumed_move_keeps_every_source_whose_copy_it_cannot_prove() {
     let mut planted = Vec::new();
     env.daemon.crash_and_restart_after(&env.bus, || {
         for i in 0..FILES {
-            let target = shared.0.as_path().join(format!("f{i:03}"));
+            let target = shared.path().join(format!("f{i:03}"));
             if fs::symlink_metadata(&target).is_err() {
                 fs::write(&target, b"B's own file").unwrap();
                 chown(&target, other);
@@ -125,7 +98,7 @@ fn a_resumed_move_keeps_every_source_whose_copy_it_cannot_prove() {
 
     let mut moved = 0;
     for (i, source) in sources.iter().enumerate() {
-        let target = shared.0.as_path().join(format!("f{i:03}"));
+        let target = shared.path().join(format!("f{i:03}"));
         let at_target = fs::symlink_metadata(&target).unwrap();
         if planted.contains(&i) {
             assert_eq!(
@@ -159,11 +132,11 @@ fn a_resumed_move_keeps_every_source_whose_copy_it_cannot_prove() {
             "f{i:03} is not in FailedFiles: {failed}"
         );
     }
-    let left: Vec<_> = copyd_temp_leftovers(shared.0.as_path())
+    let left: Vec<_> = copyd_temp_leftovers(shared.path())
         .into_iter()
         .map(|name| {
             (
-                fs::symlink_metadata(shared.0.join(&name)).map(|m| m.uid()),
+                fs::symlink_metadata(shared.path().join(&name)).map(|m| m.uid()),
                 name,
             )
         })
