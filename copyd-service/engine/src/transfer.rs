@@ -22,7 +22,7 @@ use crate::journal::{
 use crate::progress::{Control, Progress};
 use crate::request::{Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
-use crate::{fsutil, links, parallel, read_ahead, residency, sparse};
+use crate::{engines, fsutil, links, parallel, read_ahead, residency, sparse};
 
 /// What a finished transfer did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -867,9 +867,15 @@ impl Transfer<'_> {
         dirs: &RunDirs,
         finished: &dyn Fn(&Entry) -> Result<()>,
     ) -> Result<Vec<&'e Entry>> {
+        // A batch copies each file's size in bytes: files whose size may
+        // not be their contents' (see `copy_file`) go the ordinary way.
+        let untrusted = self
+            .known
+            .sizes_untrusted(run[0].metadata.dev(), &dirs.source);
         let (batch, mut rest): (Vec<&Entry>, Vec<&Entry>) = run.iter().partition(|entry| {
             entry.kind == EntryKind::File
-                && entry.metadata.len() <= BATCH_FILE_MAX
+                && !untrusted
+                && (1..=BATCH_FILE_MAX).contains(&entry.metadata.len())
                 && !maybe_sparse(&entry.metadata)
                 && !(self.preserve.links && links::has_other_names(entry))
         });
@@ -958,7 +964,12 @@ impl Transfer<'_> {
             walked: identity,
             is_walked: std::sync::OnceLock::new(),
         };
-        let resume_at = match carry_on {
+        // A size that need not be the file's (0, as procfs says, or a page,
+        // as sysfs says): the file is read to its end instead, by read and
+        // write, since sparse detection and copy_file_range go by the size.
+        let size_untrusted =
+            entry.metadata.len() == 0 || self.known.sizes_untrusted(entry.metadata.dev(), &src);
+        let resume_at = match carry_on && !size_untrusted {
             true => self
                 .resume
                 .offset(index, &entry.relative, identity)
@@ -1001,15 +1012,34 @@ impl Transfer<'_> {
         if start > 0 {
             self.progress.add_bytes_uncopied(start);
         }
-        if len > start {
-            let file = FileFacts {
-                synced: sync || self.journal.is_kept(),
-                device: entry.metadata.dev(),
-                // Fewer blocks than bytes: maybe holes (or inline data), so
-                // look for them; else the whole file is data (as cp judges).
-                maybe_sparse: maybe_sparse(&entry.metadata),
-            };
-            self.copy_data(&src, &dst, start, len, &ctx, &offsets, file)?;
+        if size_untrusted {
+            let copied = engines::standard::copy_to_end(&src, &dst, 0, &ctx)?;
+            // The walk counted `len` bytes for it: the totals grow by what
+            // it had beyond, and what it did not have counts as done.
+            match copied.checked_sub(len) {
+                Some(more) => self.progress.add_totals(0, more),
+                None => self.progress.add_bytes_uncopied(len - copied),
+            }
+        } else {
+            if len > start {
+                let file = FileFacts {
+                    synced: sync || self.journal.is_kept(),
+                    device: entry.metadata.dev(),
+                    // Fewer blocks than bytes: maybe holes (or inline data),
+                    // so look for them; else the whole file is data (as cp
+                    // judges).
+                    maybe_sparse: maybe_sparse(&entry.metadata),
+                };
+                self.copy_data(&src, &dst, start, len, &ctx, &offsets, file)?;
+            }
+            // Data at the size means the size lied (a file system that
+            // reports sizes wrong, or a file still growing): the rest goes
+            // by read to end of file, as cp would have read it.
+            let more = engines::standard::copy_to_end(&src, &dst, len, &ctx)?;
+            if more > 0 {
+                tracing::debug!(file = %source.display(), more, "more data than its size: read to its end");
+                self.progress.add_totals(0, more);
+            }
         }
         let preserve = match (resume_at, at.dirs) {
             (None, Some(dirs)) => dirs.preserve_after_create(&entry.metadata),
@@ -1409,6 +1439,9 @@ struct FileFacts {
 #[derive(Default)]
 struct KnownUnsupported {
     by_device: std::sync::Mutex<std::collections::HashMap<u64, Skips>>,
+    /// Whether the file system of a source device reports file sizes that
+    /// are not their contents' (see `sizes_untrusted`), asked once each.
+    untrusted_sizes: std::sync::Mutex<std::collections::HashMap<u64, bool>>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -1438,6 +1471,17 @@ impl KnownUnsupported {
             .no_clone = true;
     }
 
+    /// Whether `file`, on `device`, is on a file system whose files' sizes
+    /// say nothing of their contents: procfs and the like make a file's
+    /// text when it is read and give sizes of 0 or of a page.
+    fn sizes_untrusted(&self, device: u64, file: &File) -> bool {
+        let mut known = self.untrusted_sizes.lock().unwrap();
+        *known.entry(device).or_insert_with(|| {
+            rustix::fs::fstatfs(file)
+                .is_ok_and(|fs| SYNTHETIC_FILE_SYSTEMS.contains(&(fs.f_type as u64)))
+        })
+    }
+
     fn movers_skipped(&self, device: u64, skipped: usize) {
         if skipped == 0 {
             return;
@@ -1447,6 +1491,20 @@ impl KnownUnsupported {
         skips.movers = skips.movers.max(skipped);
     }
 }
+
+/// The statfs magic numbers of file systems that make their files' contents
+/// when read, with sizes unrelated to them: procfs, sysfs, debugfs, tracefs,
+/// securityfs, configfs, cgroup and cgroup2.
+const SYNTHETIC_FILE_SYSTEMS: &[u64] = &[
+    0x9fa0,
+    0x6265_6572,
+    0x6462_6720,
+    0x7472_6163,
+    0x7363_6673,
+    0x6265_6570,
+    0x0027_e0eb,
+    0x6367_7270,
+];
 
 /// Whether a clone's "unsupported" speaks for the file systems rather than
 /// this pair of files (btrfs says EINVAL to cloning between files of
