@@ -627,7 +627,9 @@ impl Transfer<'_> {
                         result.map_err(|err| EngineError::io("create directory", &copy, &err))?
                     }
                 }
-                self.progress.add_files_done(1);
+                // Counted done with its metadata, after its files: counted
+                // here, a tree's directories made files_done run ahead of
+                // bytes_done before any file was copied.
                 Ok(())
             })?;
         }
@@ -785,7 +787,9 @@ impl Transfer<'_> {
         for level in levels.iter().rev() {
             parallel::for_each(level_workers(level), level, |entry| {
                 let (source, copy) = paths(entry);
-                fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)
+                fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)?;
+                self.progress.add_files_done(1);
+                Ok(())
             })?;
         }
         if !single_file && self.sync {
