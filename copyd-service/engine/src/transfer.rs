@@ -66,9 +66,26 @@ struct Transfer<'a> {
     placed: links::PlacedCopies,
 }
 
-/// How much of a large file is copied between chances to advance its
-/// durable offset.
+/// The most of a large file copied between chances to advance its durable
+/// offset.
 const SEGMENT: u64 = 32 << 20;
+
+/// At most how many bytes of a file are copied between two advances of its
+/// durable offset (besides OFFSET_COMMIT_INTERVAL): a commit is made once
+/// the next piece could go past it.
+const OFFSET_COMMIT_BYTES: u64 = 64 << 20;
+
+/// About how long one piece of a file takes, so that a slow or rate-limited
+/// copy still comes by a chance to commit its offset on time: pieces are
+/// cut to this much of the rate measured so far.
+const PIECE_TIME: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The smallest and the first piece of a paced copy (see `Pace`).
+const MIN_PIECE: u64 = 64 << 10;
+const FIRST_PIECE: u64 = 1 << 20;
+
+/// What [`read_ahead`] is given as one piece: its unit of reading.
+const READ_AHEAD_PART: u64 = 1 << 20;
 
 /// Files of this size or more are copied first, largest first, one per
 /// worker at a time.
@@ -1179,14 +1196,33 @@ impl Transfer<'_> {
         };
         let read_ahead = streams == 1 && self.reads_ahead(chain, dst, copied - start);
         if read_ahead {
-            read_ahead::copy_pieces(src, dst, &pieces, ctx, |piece| {
-                written_back(piece);
-                offsets.maybe_commit(dst, piece.end)
+            // Told of every MiB written (it writes a MiB at a time), so the
+            // offset can advance on time at any rate; writeback still goes
+            // by segment.
+            let parts = pieces_of(&extents, start, READ_AHEAD_PART);
+            let mut written_from = start;
+            read_ahead::copy_pieces(src, dst, &parts, ctx, |part| {
+                let whole_segment = part.end - written_from >= SEGMENT;
+                if whole_segment || pieces.iter().any(|piece| piece.end == part.end) {
+                    written_back(&(written_from..part.end));
+                    written_from = part.end;
+                }
+                offsets.maybe_commit(dst, part.end)
             })?;
         } else if streams == 1 {
+            // Each piece again in parts of about PIECE_TIME, however fast the
+            // bytes go, so that the offset can advance on time.
+            let mut pace = Pace::new(ctx.control.rate_limit());
             for piece in &pieces {
-                copy_piece(piece)?;
-                offsets.maybe_commit(dst, piece.end)?;
+                let mut at = piece.start;
+                while at < piece.end {
+                    let part = at..pace.end_of_part(at, piece.end);
+                    let began = std::time::Instant::now();
+                    copy_piece(&part)?;
+                    pace.took(part.end - part.start, began.elapsed());
+                    offsets.maybe_commit(dst, part.end)?;
+                    at = part.end;
+                }
             }
         } else {
             tracing::debug!(
@@ -1603,10 +1639,12 @@ impl OffsetCommits<'_> {
             return Ok(());
         }
         let mut committed = self.committed.lock().unwrap();
-        if offset <= committed.0
-            || committed.1.elapsed() < OFFSET_COMMIT_INTERVAL
-            || !self.source.is_walked()?
-        {
+        // Due once the next piece (at most SEGMENT, about PIECE_TIME) could
+        // take the copy past OFFSET_COMMIT_BYTES or OFFSET_COMMIT_INTERVAL
+        // since the last commit.
+        let due = offset - committed.0.min(offset) > OFFSET_COMMIT_BYTES - SEGMENT
+            || committed.1.elapsed() + 2 * PIECE_TIME >= OFFSET_COMMIT_INTERVAL;
+        if offset <= committed.0 || !due || !self.source.is_walked()? {
             return Ok(());
         }
         dst.sync_data()
@@ -1615,6 +1653,45 @@ impl OffsetCommits<'_> {
             .file_offset(self.index, self.relative, self.source.walked, offset);
         *committed = (offset, std::time::Instant::now());
         Ok(())
+    }
+}
+
+/// The lengths of the parts a piece of a file is copied in: about
+/// PIECE_TIME of the rate measured on the parts before (at first, of the
+/// rate limit, if any), at least MIN_PIECE, at most SEGMENT, growing at most
+/// twofold a part. Parts end on MIN_PIECE boundaries where they can, as
+/// whole blocks suit copy_file_range's offloads and reflinks.
+struct Pace {
+    next: u64,
+}
+
+impl Pace {
+    fn new(rate_limit: u64) -> Self {
+        let first = match rate_limit {
+            0 => FIRST_PIECE,
+            rate => (rate as f64 * PIECE_TIME.as_secs_f64()) as u64,
+        };
+        Pace {
+            next: first.clamp(MIN_PIECE, SEGMENT),
+        }
+    }
+
+    /// Where the part starting at `at` of a piece ending at `end` ends.
+    fn end_of_part(&self, at: u64, end: u64) -> u64 {
+        let part_end = (at + self.next) / MIN_PIECE * MIN_PIECE;
+        match part_end > at && part_end < end {
+            true => part_end,
+            false => end.min(at + self.next),
+        }
+    }
+
+    /// A part of `len` bytes took `took`.
+    fn took(&mut self, len: u64, took: std::time::Duration) {
+        let rate = len as f64 / took.as_secs_f64().max(1e-6);
+        let fits = (rate * PIECE_TIME.as_secs_f64()) as u64;
+        self.next = fits
+            .min(self.next.saturating_mul(2))
+            .clamp(MIN_PIECE, SEGMENT);
     }
 }
 
