@@ -156,6 +156,8 @@ impl From<String> for Failure {
 
 /// Makes `path` absolute for the daemon, which refuses relative paths and
 /// `.`/`..` components (it does not share our working directory).
+/// A path written `DIR/` or `DIR/.` keeps saying "a directory": the daemon
+/// refuses it unless there is one, as cp does.
 fn absolute(path: &Path) -> Result<PathBuf, Failure> {
     let absolute =
         std::path::absolute(path).map_err(|err| Failure(format!("{}: {err}", path.display())))?;
@@ -165,19 +167,29 @@ fn absolute(path: &Path) -> Result<PathBuf, Failure> {
     {
         return Ok(absolute);
     }
-    if let Ok(real) = absolute.canonicalize() {
-        return Ok(real);
+    let resolved = match absolute.canonicalize() {
+        Ok(real) => real,
+        Err(_) => match (absolute.parent(), absolute.file_name()) {
+            (Some(parent), Some(name)) => parent
+                .canonicalize()
+                .map(|real| real.join(name))
+                .map_err(|err| Failure(format!("{}: {err}", parent.display())))?,
+            _ => {
+                return Err(Failure(format!(
+                    "{}: cannot make it absolute",
+                    path.display()
+                )))
+            }
+        },
+    };
+    let written = path.as_os_str().as_bytes();
+    let names_a_directory = written.ends_with(b"/") || written.ends_with(b"/.");
+    if names_a_directory && !resolved.as_os_str().as_bytes().ends_with(b"/") {
+        let mut with_slash = resolved.into_os_string();
+        with_slash.push("/");
+        return Ok(PathBuf::from(with_slash));
     }
-    match (absolute.parent(), absolute.file_name()) {
-        (Some(parent), Some(name)) => parent
-            .canonicalize()
-            .map(|real| real.join(name))
-            .map_err(|err| Failure(format!("{}: {err}", parent.display()))),
-        _ => Err(Failure(format!(
-            "{}: cannot make it absolute",
-            path.display()
-        ))),
-    }
+    Ok(resolved)
 }
 
 impl TransferArgs {

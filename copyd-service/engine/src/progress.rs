@@ -45,17 +45,19 @@ impl Progress {
 
     /// Counts `n` bytes copied by `engine`.
     pub fn add_bytes(&self, engine: &'static str, n: u64) {
-        self.bytes_done.fetch_add(n, Ordering::Relaxed);
+        // Release, with files_done's: see `snapshot`.
+        self.bytes_done.fetch_add(n, Ordering::Release);
         *self.engine_bytes.lock().unwrap().entry(engine).or_default() += n;
     }
 
     /// Counts bytes that were done without copying (a rename, a skipped file).
     pub fn add_bytes_uncopied(&self, n: u64) {
-        self.bytes_done.fetch_add(n, Ordering::Relaxed);
+        self.bytes_done.fetch_add(n, Ordering::Release);
     }
 
+    /// Counts `n` files done; their bytes must have been counted before.
     pub fn add_files_done(&self, n: u64) {
-        self.files_done.fetch_add(n, Ordering::Relaxed);
+        self.files_done.fetch_add(n, Ordering::Release);
     }
 
     pub fn set_current_path(&self, path: &Path) {
@@ -70,9 +72,13 @@ impl Progress {
 
     pub fn snapshot(&self) -> ProgressSnapshot {
         // Read "done" before "total" so that done <= total holds for a
-        // snapshot taken while totals still grow.
-        let bytes_done = self.bytes_done.load(Ordering::Relaxed);
-        let files_done = self.files_done.load(Ordering::Relaxed);
+        // snapshot taken while totals still grow. Files before bytes, both
+        // acquiring what the adds released: a file is counted after its
+        // bytes, so a snapshot that counts a file counts its bytes too
+        // (read the other way round, a file finishing in between showed
+        // without them).
+        let files_done = self.files_done.load(Ordering::Acquire);
+        let bytes_done = self.bytes_done.load(Ordering::Acquire);
         ProgressSnapshot {
             bytes_done,
             files_done,

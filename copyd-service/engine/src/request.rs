@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, Metadata};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{EngineError, ErrorKind, Result};
@@ -212,6 +213,33 @@ fn require_absolute(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `path` as written can only name a directory: it ends in `/` or
+/// `/.`. `Path` drops both when it splits a path into components, so
+/// `/backup/` would otherwise become a file named `backup`.
+fn names_a_directory(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_bytes();
+    bytes.ends_with(b"/") || bytes.ends_with(b"/.")
+}
+
+/// The error for a destination written as a directory that is none: like
+/// cp's "cannot create regular file 'DIR/': Not a directory", and typed by
+/// what stands there (nothing, or something else).
+fn not_a_directory(destination: &Path) -> EngineError {
+    match fs::metadata(destination) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => EngineError::new(
+            ErrorKind::NotFound,
+            format!(
+                "the destination {} names a directory, and there is none",
+                destination.display()
+            ),
+        ),
+        _ => EngineError::invalid(format!(
+            "the destination {} names a directory, and is not one",
+            destination.display()
+        )),
+    }
+}
+
 fn lstat(path: &Path) -> Result<Metadata> {
     fs::symlink_metadata(path).map_err(|err| EngineError::io("find", path, &err))
 }
@@ -270,6 +298,9 @@ pub fn resolve(request: Request) -> Result<Resolved> {
     let destination = &request.destination;
     // Like cp, an existing directory (or a symlink to one) is copied into.
     let into_directory = fs::metadata(destination).is_ok_and(|m| m.is_dir());
+    if !into_directory && names_a_directory(destination) {
+        return Err(not_a_directory(destination));
+    }
     if request.sources.len() > 1 && !into_directory {
         return Err(EngineError::invalid(format!(
             "with several sources, the destination {} must be an existing directory",

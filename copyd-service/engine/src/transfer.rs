@@ -23,7 +23,7 @@ use crate::journal::{
 use crate::progress::{Control, Progress};
 use crate::request::{Conflict, Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
-use crate::{fsutil, links, parallel, provenance, read_ahead, residency, sparse};
+use crate::{engines, fsutil, links, parallel, provenance, read_ahead, residency, sparse};
 
 /// What a finished transfer did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -67,9 +67,26 @@ struct Transfer<'a> {
     placed: links::PlacedCopies,
 }
 
-/// How much of a large file is copied between chances to advance its
-/// durable offset.
+/// The most of a large file copied between chances to advance its durable
+/// offset.
 const SEGMENT: u64 = 32 << 20;
+
+/// At most how many bytes of a file are copied between two advances of its
+/// durable offset (besides OFFSET_COMMIT_INTERVAL): a commit is made once
+/// the next piece could go past it.
+const OFFSET_COMMIT_BYTES: u64 = 64 << 20;
+
+/// About how long one piece of a file takes, so that a slow or rate-limited
+/// copy still comes by a chance to commit its offset on time: pieces are
+/// cut to this much of the rate measured so far.
+const PIECE_TIME: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The smallest and the first piece of a paced copy (see `Pace`).
+const MIN_PIECE: u64 = 64 << 10;
+const FIRST_PIECE: u64 = 1 << 20;
+
+/// What [`read_ahead`] is given as one piece: its unit of reading.
+const READ_AHEAD_PART: u64 = 1 << 20;
 
 /// Files of this size or more are copied first, largest first, one per
 /// worker at a time.
@@ -722,7 +739,9 @@ impl Transfer<'_> {
                         result.map_err(|err| EngineError::io("create directory", &copy, &err))?
                     }
                 }
-                self.progress.add_files_done(1);
+                // Counted done with its metadata, after its files: counted
+                // here, a tree's directories made files_done run ahead of
+                // bytes_done before any file was copied.
                 Ok(())
             })?;
         }
@@ -880,7 +899,9 @@ impl Transfer<'_> {
         for level in levels.iter().rev() {
             parallel::for_each(level_workers(level), level, |entry| {
                 let (source, copy) = paths(entry);
-                fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)
+                fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)?;
+                self.progress.add_files_done(1);
+                Ok(())
             })?;
         }
         if !single_file && self.sync {
@@ -962,9 +983,15 @@ impl Transfer<'_> {
         dirs: &RunDirs,
         finished: &dyn Fn(&Entry) -> Result<()>,
     ) -> Result<Vec<&'e Entry>> {
+        // A batch copies each file's size in bytes: files whose size may
+        // not be their contents' (see `copy_file`) go the ordinary way.
+        let untrusted = self
+            .known
+            .sizes_untrusted(run[0].metadata.dev(), &dirs.source);
         let (batch, mut rest): (Vec<&Entry>, Vec<&Entry>) = run.iter().partition(|entry| {
             entry.kind == EntryKind::File
-                && entry.metadata.len() <= BATCH_FILE_MAX
+                && !untrusted
+                && (1..=BATCH_FILE_MAX).contains(&entry.metadata.len())
                 && !maybe_sparse(&entry.metadata)
                 && !(self.preserve.links && links::has_other_names(entry))
         });
@@ -1053,7 +1080,12 @@ impl Transfer<'_> {
             walked: identity,
             is_walked: std::sync::OnceLock::new(),
         };
-        let resume_at = match carry_on {
+        // A size that need not be the file's (0, as procfs says, or a page,
+        // as sysfs says): the file is read to its end instead, by read and
+        // write, since sparse detection and copy_file_range go by the size.
+        let size_untrusted =
+            entry.metadata.len() == 0 || self.known.sizes_untrusted(entry.metadata.dev(), &src);
+        let resume_at = match carry_on && !size_untrusted {
             true => self
                 .resume
                 .offset(index, &entry.relative, identity)
@@ -1096,15 +1128,34 @@ impl Transfer<'_> {
         if start > 0 {
             self.progress.add_bytes_uncopied(start);
         }
-        if len > start {
-            let file = FileFacts {
-                synced: sync || self.journal.is_kept(),
-                device: entry.metadata.dev(),
-                // Fewer blocks than bytes: maybe holes (or inline data), so
-                // look for them; else the whole file is data (as cp judges).
-                maybe_sparse: maybe_sparse(&entry.metadata),
-            };
-            self.copy_data(&src, &dst, start, len, &ctx, &offsets, file)?;
+        if size_untrusted {
+            let copied = engines::standard::copy_to_end(&src, &dst, 0, &ctx)?;
+            // The walk counted `len` bytes for it: the totals grow by what
+            // it had beyond, and what it did not have counts as done.
+            match copied.checked_sub(len) {
+                Some(more) => self.progress.add_totals(0, more),
+                None => self.progress.add_bytes_uncopied(len - copied),
+            }
+        } else {
+            if len > start {
+                let file = FileFacts {
+                    synced: sync || self.journal.is_kept(),
+                    device: entry.metadata.dev(),
+                    // Fewer blocks than bytes: maybe holes (or inline data),
+                    // so look for them; else the whole file is data (as cp
+                    // judges).
+                    maybe_sparse: maybe_sparse(&entry.metadata),
+                };
+                self.copy_data(&src, &dst, start, len, &ctx, &offsets, file)?;
+            }
+            // Data at the size means the size lied (a file system that
+            // reports sizes wrong, or a file still growing): the rest goes
+            // by read to end of file, as cp would have read it.
+            let more = engines::standard::copy_to_end(&src, &dst, len, &ctx)?;
+            if more > 0 {
+                tracing::debug!(file = %source.display(), more, "more data than its size: read to its end");
+                self.progress.add_totals(0, more);
+            }
         }
         let preserve = match (resume_at, at.dirs) {
             (None, Some(dirs)) => dirs.preserve_after_create(&entry.metadata),
@@ -1240,14 +1291,33 @@ impl Transfer<'_> {
         };
         let read_ahead = streams == 1 && self.reads_ahead(chain, dst, copied - start);
         if read_ahead {
-            read_ahead::copy_pieces(src, dst, &pieces, ctx, |piece| {
-                written_back(piece);
-                offsets.maybe_commit(dst, piece.end)
+            // Told of every MiB written (it writes a MiB at a time), so the
+            // offset can advance on time at any rate; writeback still goes
+            // by segment.
+            let parts = pieces_of(&extents, start, READ_AHEAD_PART);
+            let mut written_from = start;
+            read_ahead::copy_pieces(src, dst, &parts, ctx, |part| {
+                let whole_segment = part.end - written_from >= SEGMENT;
+                if whole_segment || pieces.iter().any(|piece| piece.end == part.end) {
+                    written_back(&(written_from..part.end));
+                    written_from = part.end;
+                }
+                offsets.maybe_commit(dst, part.end)
             })?;
         } else if streams == 1 {
+            // Each piece again in parts of about PIECE_TIME, however fast the
+            // bytes go, so that the offset can advance on time.
+            let mut pace = Pace::new(ctx.control.rate_limit());
             for piece in &pieces {
-                copy_piece(piece)?;
-                offsets.maybe_commit(dst, piece.end)?;
+                let mut at = piece.start;
+                while at < piece.end {
+                    let part = at..pace.end_of_part(at, piece.end);
+                    let began = std::time::Instant::now();
+                    copy_piece(&part)?;
+                    pace.took(part.end - part.start, began.elapsed());
+                    offsets.maybe_commit(dst, part.end)?;
+                    at = part.end;
+                }
             }
         } else {
             tracing::debug!(
@@ -1504,6 +1574,9 @@ struct FileFacts {
 #[derive(Default)]
 struct KnownUnsupported {
     by_device: std::sync::Mutex<std::collections::HashMap<u64, Skips>>,
+    /// Whether the file system of a source device reports file sizes that
+    /// are not their contents' (see `sizes_untrusted`), asked once each.
+    untrusted_sizes: std::sync::Mutex<std::collections::HashMap<u64, bool>>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -1533,6 +1606,17 @@ impl KnownUnsupported {
             .no_clone = true;
     }
 
+    /// Whether `file`, on `device`, is on a file system whose files' sizes
+    /// say nothing of their contents: procfs and the like make a file's
+    /// text when it is read and give sizes of 0 or of a page.
+    fn sizes_untrusted(&self, device: u64, file: &File) -> bool {
+        let mut known = self.untrusted_sizes.lock().unwrap();
+        *known.entry(device).or_insert_with(|| {
+            rustix::fs::fstatfs(file)
+                .is_ok_and(|fs| SYNTHETIC_FILE_SYSTEMS.contains(&(fs.f_type as u64)))
+        })
+    }
+
     fn movers_skipped(&self, device: u64, skipped: usize) {
         if skipped == 0 {
             return;
@@ -1542,6 +1626,20 @@ impl KnownUnsupported {
         skips.movers = skips.movers.max(skipped);
     }
 }
+
+/// The statfs magic numbers of file systems that make their files' contents
+/// when read, with sizes unrelated to them: procfs, sysfs, debugfs, tracefs,
+/// securityfs, configfs, cgroup and cgroup2.
+const SYNTHETIC_FILE_SYSTEMS: &[u64] = &[
+    0x9fa0,
+    0x6265_6572,
+    0x6462_6720,
+    0x7472_6163,
+    0x7363_6673,
+    0x6265_6570,
+    0x0027_e0eb,
+    0x6367_7270,
+];
 
 /// Whether a clone's "unsupported" speaks for the file systems rather than
 /// this pair of files (btrfs says EINVAL to cloning between files of
@@ -1649,10 +1747,12 @@ impl OffsetCommits<'_> {
             return Ok(());
         }
         let mut committed = self.committed.lock().unwrap();
-        if offset <= committed.0
-            || committed.1.elapsed() < OFFSET_COMMIT_INTERVAL
-            || !self.source.is_walked()?
-        {
+        // Due once the next piece (at most SEGMENT, about PIECE_TIME) could
+        // take the copy past OFFSET_COMMIT_BYTES or OFFSET_COMMIT_INTERVAL
+        // since the last commit.
+        let due = offset - committed.0.min(offset) > OFFSET_COMMIT_BYTES - SEGMENT
+            || committed.1.elapsed() + 2 * PIECE_TIME >= OFFSET_COMMIT_INTERVAL;
+        if offset <= committed.0 || !due || !self.source.is_walked()? {
             return Ok(());
         }
         dst.sync_data()
@@ -1661,6 +1761,45 @@ impl OffsetCommits<'_> {
             .file_offset(self.index, self.relative, self.source.walked, offset);
         *committed = (offset, std::time::Instant::now());
         Ok(())
+    }
+}
+
+/// The lengths of the parts a piece of a file is copied in: about
+/// PIECE_TIME of the rate measured on the parts before (at first, of the
+/// rate limit, if any), at least MIN_PIECE, at most SEGMENT, growing at most
+/// twofold a part. Parts end on MIN_PIECE boundaries where they can, as
+/// whole blocks suit copy_file_range's offloads and reflinks.
+struct Pace {
+    next: u64,
+}
+
+impl Pace {
+    fn new(rate_limit: u64) -> Self {
+        let first = match rate_limit {
+            0 => FIRST_PIECE,
+            rate => (rate as f64 * PIECE_TIME.as_secs_f64()) as u64,
+        };
+        Pace {
+            next: first.clamp(MIN_PIECE, SEGMENT),
+        }
+    }
+
+    /// Where the part starting at `at` of a piece ending at `end` ends.
+    fn end_of_part(&self, at: u64, end: u64) -> u64 {
+        let part_end = (at + self.next) / MIN_PIECE * MIN_PIECE;
+        match part_end > at && part_end < end {
+            true => part_end,
+            false => end.min(at + self.next),
+        }
+    }
+
+    /// A part of `len` bytes took `took`.
+    fn took(&mut self, len: u64, took: std::time::Duration) {
+        let rate = len as f64 / took.as_secs_f64().max(1e-6);
+        let fits = (rate * PIECE_TIME.as_secs_f64()) as u64;
+        self.next = fits
+            .min(self.next.saturating_mul(2))
+            .clamp(MIN_PIECE, SEGMENT);
     }
 }
 

@@ -41,6 +41,43 @@ impl FileCopier for StandardCopier {
     }
 }
 
+/// Copies `src` from `offset` to its end of file, by read and write, however
+/// many bytes that is; returns how many it copied. This is how files whose
+/// size says nothing are copied (procfs and sysfs say 0 or a page, some
+/// FUSE file systems say anything): their end is where a read returns 0,
+/// as cp copies them. Called at a file's size, it finds out whether the
+/// size was the end, at the cost of one read.
+pub fn copy_to_end(
+    src: &File,
+    dst: &File,
+    offset: u64,
+    ctx: &CopyContext<'_>,
+) -> crate::error::Result<u64> {
+    // A short first buffer: mostly nothing or little is left to read.
+    const FIRST: usize = 64 << 10;
+    BUFFER.with_borrow_mut(|buffer| {
+        if buffer.len() < FIRST {
+            buffer.resize(FIRST, 0);
+        }
+        let mut position = offset;
+        loop {
+            let read = match src.read_at(buffer, position) {
+                Ok(0) => return Ok(position - offset),
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(EngineError::io("read", ctx.source, &err)),
+            };
+            dst.write_all_at(&buffer[..read], position)
+                .map_err(|err| EngineError::io("write the copy of", ctx.source, &err))?;
+            position += read as u64;
+            ctx.advance(StandardCopier.name(), read as u64)?;
+            if read == buffer.len() && buffer.len() < CHUNK {
+                buffer.resize(CHUNK, 0);
+            }
+        }
+    })
+}
+
 thread_local! {
     static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
