@@ -25,7 +25,7 @@ use crate::caller::Caller;
 use crate::config::Config;
 use rate::RateWindow;
 use scheduler::{Scheduler, Slot, Ticket};
-use store::{CallerRecord, JobRecord, LogEntry, ProgressLog, Store};
+use store::{CallerRecord, CountsRecord, JobRecord, LogEntry, ProgressLog, Store};
 
 /// How often a running job's progress is sampled and reported.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -131,6 +131,14 @@ pub struct Job {
     /// What an earlier run left durable, for the next run to carry on from.
     resume: Mutex<ResumeState>,
     created_us: u64,
+    /// The job's own limit in bytes per second (the rate-limit option, or
+    /// what SetRateLimit set since): what its checkpoint keeps and each run
+    /// starts with. The engine sets the control's limit from the options
+    /// it is given, so the options must carry this.
+    rate_limit: AtomicU64,
+    /// The counts its checkpoint (or end line) kept, shown until the job
+    /// runs in this copyd: `progress` counts only what this copyd did.
+    recorded_counts: Mutex<ProgressSnapshot>,
 }
 
 /// Microseconds since the Unix epoch.
@@ -221,12 +229,29 @@ impl Job {
     fn resolved_for_run(&self) -> Resolved {
         let done = self.items_done.lock().unwrap();
         let mut resolved = self.resolved.clone();
+        resolved.request.options.rate_limit = self.rate_limit();
         for index in done.iter() {
             if let Some(item) = resolved.items.get_mut(*index) {
                 item.skip = true;
             }
         }
         resolved
+    }
+
+    /// The job's bytes and files, done and in all. A job that has not run
+    /// in this copyd shows what its record kept; once it runs, what the run
+    /// counts (a resumed run counts again what it finds in place).
+    pub fn counts(&self) -> ProgressSnapshot {
+        if self.status.lock().unwrap().started {
+            self.progress.snapshot()
+        } else {
+            self.recorded_counts.lock().unwrap().clone()
+        }
+    }
+
+    /// The job's own rate limit in bytes per second (0: none).
+    pub fn rate_limit(&self) -> u64 {
+        self.rate_limit.load(Ordering::Relaxed)
     }
 
     fn refuse_if_finished(&self, what: &str) -> Result<(), EngineError> {
@@ -314,6 +339,8 @@ impl JobManager {
         };
         let status = job.status();
         let request = &job.resolved.request;
+        let mut options = persist::options_record(&request.options);
+        options.rate_limit = job.rate_limit();
         let record = JobRecord {
             id: job.number(),
             operation: job.operation.name().to_owned(),
@@ -325,7 +352,7 @@ impl JobManager {
             },
             sources: request.sources.iter().map(|p| persist::bytes(p)).collect(),
             destination: persist::bytes(&request.destination),
-            options: persist::options_record(&request.options),
+            options,
             items: persist::items_record(&job.resolved.items),
             state: status.state.name().to_owned(),
             items_done: job.items_done.lock().unwrap().iter().copied().collect(),
@@ -334,6 +361,7 @@ impl JobManager {
             start_time_us: status.start_time,
             end_time_us: status.end_time,
             error: status.error.as_ref().map(error_record),
+            counts: counts_record(&job.counts()),
         };
         if let Err(err) = store.save(&record) {
             tracing::warn!(job = %job.id, %err, "could not write the job's checkpoint");
@@ -354,6 +382,7 @@ impl JobManager {
             start_time_us: status.start_time,
             end_time_us: status.end_time,
             error: status.error.as_ref().map(error_record),
+            counts: Some(counts_record(&job.counts())),
         };
         let ended = store
             .open_log(job.number())
@@ -385,6 +414,7 @@ impl JobManager {
             let target_dir = item.target.parent().unwrap_or(std::path::Path::new("/"));
             [item.source.as_path(), target_dir]
         }));
+        let rate_limit = AtomicU64::new(resolved.request.options.rate_limit);
         let run_state = match state {
             JobState::Paused => RunState::Paused,
             s if s.is_finished() => RunState::Cancelled,
@@ -416,6 +446,8 @@ impl JobManager {
             items_done: Mutex::new(BTreeSet::new()),
             resume: Mutex::new(ResumeState::default()),
             created_us,
+            rate_limit,
+            recorded_counts: Mutex::new(ProgressSnapshot::default()),
         });
         self.jobs.lock().unwrap().insert(id_number, job.clone());
         job
@@ -473,6 +505,7 @@ impl JobManager {
                 start_time_us,
                 end_time_us,
                 error,
+                counts,
             }) = log
                 .iter()
                 .rfind(|entry| matches!(entry, LogEntry::Ended { .. }))
@@ -481,6 +514,7 @@ impl JobManager {
                 record.start_time_us = *start_time_us;
                 record.end_time_us = *end_time_us;
                 record.error = error.clone();
+                record.counts = counts.unwrap_or(record.counts);
             }
             let resolved = match persist::resolved(
                 &record.operation,
@@ -522,6 +556,12 @@ impl JobManager {
                     .as_ref()
                     .map(|(kind, message)| EngineError::new(error_kind(kind), message.clone()));
             }
+            *job.recorded_counts.lock().unwrap() = ProgressSnapshot {
+                bytes_done: record.counts.bytes_done,
+                bytes_total: record.counts.bytes_total,
+                files_done: record.counts.files_done,
+                files_total: record.counts.files_total,
+            };
             job.items_done
                 .lock()
                 .unwrap()
@@ -554,6 +594,17 @@ impl JobManager {
         if start {
             self.start(job.clone(), events.clone());
         }
+        Ok(())
+    }
+
+    /// Sets `job`'s own rate limit (0: none), now and for any later run of
+    /// it: a queued, paused or interrupted job starts with it, and so does
+    /// one carried on after a restart (it goes into the checkpoint).
+    pub fn set_rate_limit(&self, job: &Job, bytes_per_second: u64) -> Result<(), EngineError> {
+        job.refuse_if_finished("set the rate limit of")?;
+        job.rate_limit.store(bytes_per_second, Ordering::Relaxed);
+        job.control.set_rate_limit(bytes_per_second);
+        self.persist(job);
         Ok(())
     }
 
@@ -679,7 +730,16 @@ impl JobManager {
                         Err(EngineError::new(ErrorKind::Failed, format!("the copy worker crashed: {panic}")))
                     });
                 }
-                _ = ticker.tick() => self.report(job, &mut window, events),
+                _ = ticker.tick() => {
+                    // The engine sets the control's limit from the options
+                    // when its run starts: a SetRateLimit between
+                    // resolved_for_run and then is undone there, and redone
+                    // here, within a tick.
+                    if job.control.rate_limit() != job.rate_limit() {
+                        job.control.set_rate_limit(job.rate_limit());
+                    }
+                    self.report(job, &mut window, events)
+                }
                 _ = job.wake.notified() => {}
             }
             match job.state() {
@@ -778,13 +838,16 @@ impl JobManager {
             Err(_) => JobState::Failed,
         };
         job.progress.set_current_path(std::path::Path::new(""));
+        // Not the progress counters alone: an interrupted job cancelled
+        // before it ran again has only its record's.
+        let counts = job.counts();
         let report = {
             let mut status = job.status.lock().unwrap();
             status.end_time = now_us();
             status.error = result.err();
             status.failures = failures;
             status.last_report = ProgressReport {
-                counts: job.progress.snapshot(),
+                counts,
                 rate: 0,
                 expected_end_time: 0,
             };
@@ -824,20 +887,30 @@ impl JobManager {
         }
     }
 
-    /// (running or paused after starting, waiting in the queue)
+    /// (running or paused, waiting in the queue or interrupted), as the
+    /// manager's ActiveJobs and QueuedJobs. A paused job is active whether
+    /// or not it ever ran (start-paused): it waits for Resume, not for a
+    /// slot, as the contract says.
     pub fn counts(&self) -> (u32, u32) {
         let jobs = self.jobs.lock().unwrap();
         let (mut active, mut queued) = (0, 0);
         for job in jobs.values() {
-            let status = job.status.lock().unwrap();
-            match status.state {
-                JobState::Running => active += 1,
-                JobState::Paused if status.started => active += 1,
-                JobState::Queued | JobState::Paused | JobState::Interrupted => queued += 1,
+            match job.state() {
+                JobState::Running | JobState::Paused => active += 1,
+                JobState::Queued | JobState::Interrupted => queued += 1,
                 _ => {}
             }
         }
         (active, queued)
+    }
+}
+
+fn counts_record(counts: &ProgressSnapshot) -> CountsRecord {
+    CountsRecord {
+        bytes_done: counts.bytes_done,
+        bytes_total: counts.bytes_total,
+        files_done: counts.files_done,
+        files_total: counts.files_total,
     }
 }
 
@@ -1058,6 +1131,12 @@ mod tests {
                 start_time_us: 10,
                 end_time_us: 20,
                 error: Some(("NoSpace".into(), "disk full".into())),
+                counts: Some(CountsRecord {
+                    bytes_done: 7,
+                    bytes_total: 10,
+                    files_done: 0,
+                    files_total: 1,
+                }),
             },
             true,
         )
@@ -1069,6 +1148,9 @@ mod tests {
         let status = job.status();
         assert_eq!(status.state, JobState::Failed);
         assert_eq!((status.start_time, status.end_time), (10, 20));
+        let counts = job.counts();
+        assert_eq!((counts.bytes_done, counts.bytes_total), (7, 10));
+        assert_eq!((counts.files_done, counts.files_total), (0, 1));
         let error = status.error.unwrap();
         assert_eq!(
             (error.kind, error.message.as_str()),
