@@ -474,7 +474,13 @@ pub async fn forward_events(
             }
         }
     }
-    tokio::time::sleep(Duration::from_secs(jobs.config.job_retention_seconds)).await;
+    jobs.retain_finished(&job);
+    // Kept for the retention time, unless more finished jobs than
+    // job_retention_count are kept and this is among the oldest.
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(jobs.config.job_retention_seconds)) => {}
+        _ = job.told_to_leave() => {}
+    }
     let removed = connection
         .object_server()
         .remove::<JobObject, _>(&path)

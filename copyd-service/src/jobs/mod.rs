@@ -139,6 +139,9 @@ pub struct Job {
     /// The counts its checkpoint (or end line) kept, shown until the job
     /// runs in this copyd: `progress` counts only what this copyd did.
     recorded_counts: Mutex<ProgressSnapshot>,
+    /// Tells a finished job's bus task to take it off the bus now, before
+    /// its retention time is up (see JobManager::retain_finished).
+    leave: Notify,
 }
 
 /// Microseconds since the Unix epoch.
@@ -249,6 +252,12 @@ impl Job {
         }
     }
 
+    /// Resolves when the job is to leave the bus before its retention time
+    /// is up: too many finished jobs are kept.
+    pub async fn told_to_leave(&self) {
+        self.leave.notified().await
+    }
+
     /// The job's own rate limit in bytes per second (0: none).
     pub fn rate_limit(&self) -> u64 {
         self.rate_limit.load(Ordering::Relaxed)
@@ -283,6 +292,9 @@ pub struct JobManager {
     pub engines: Arc<EngineSet>,
     persistence: Persistence,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
+    /// The finished jobs still kept, as (end time, id): oldest end first,
+    /// the first to go when more than job_retention_count are.
+    finished: Mutex<BTreeSet<(u64, u64)>>,
     next_id: AtomicU64,
     scheduler: Scheduler,
     global_limit: Arc<RateLimiter>,
@@ -300,6 +312,7 @@ impl JobManager {
             engines: Arc::new(engines),
             persistence,
             jobs: Mutex::new(BTreeMap::new()),
+            finished: Mutex::new(BTreeSet::new()),
             next_id: AtomicU64::new(1),
         })
     }
@@ -448,6 +461,7 @@ impl JobManager {
             created_us,
             rate_limit,
             recorded_counts: Mutex::new(ProgressSnapshot::default()),
+            leave: Notify::new(),
         });
         self.jobs.lock().unwrap().insert(id_number, job.clone());
         job
@@ -882,8 +896,35 @@ impl JobManager {
     /// Forgets a job that has left the bus, and its checkpoint.
     pub fn remove(&self, id: &str) {
         if let Ok(number) = id.parse::<u64>() {
-            self.jobs.lock().unwrap().remove(&number);
+            let removed = self.jobs.lock().unwrap().remove(&number);
+            if let Some(job) = removed {
+                let end = job.status().end_time;
+                self.finished.lock().unwrap().remove(&(end, number));
+            }
             self.unpersist(number);
+        }
+    }
+
+    /// Counts `job` (finished) among those kept, and tells the oldest
+    /// finished to leave while more than job_retention_count are: each
+    /// finished job costs memory while it is listed, and a busy copyd
+    /// finishes thousands within the retention time.
+    pub fn retain_finished(&self, job: &Job) {
+        let mut finished = self.finished.lock().unwrap();
+        finished.insert((job.status().end_time, job.number()));
+        let keep = usize::try_from(self.config.job_retention_count).unwrap_or(usize::MAX);
+        if finished.len() <= keep {
+            return;
+        }
+        let jobs = self.jobs.lock().unwrap();
+        while finished.len() > keep {
+            let Some((_, oldest)) = finished.pop_first() else {
+                break;
+            };
+            // Its bus task removes it as its retention time would have.
+            if let Some(oldest) = jobs.get(&oldest) {
+                oldest.leave.notify_one();
+            }
         }
     }
 
