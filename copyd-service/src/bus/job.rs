@@ -390,7 +390,8 @@ fn path_properties(job: &Job) -> HashMap<&'static str, Variant<'static>> {
 }
 
 /// Turns `job`'s events into signals until it finishes, keeps the finished
-/// job listed for the retention time, then takes it off the bus.
+/// job listed for the retention time (or until too many finished jobs are
+/// kept), then takes it off the bus.
 pub async fn forward_events(
     connection: Connection,
     jobs: Arc<JobManager>,
