@@ -9,6 +9,7 @@ mod units;
 mod watch;
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
@@ -132,25 +133,57 @@ struct CopyArgs {
     no_sync: bool,
 }
 
-/// A failure, printed as one line.
-struct Failure(String);
+/// Why a command did not succeed.
+enum Failure {
+    /// Printed as one line.
+    Message(String),
+    /// Whoever read our output went away (`copyctl list | head`).
+    StdoutClosed,
+}
 
 impl From<zbus::Error> for Failure {
     fn from(err: zbus::Error) -> Self {
         match err {
-            zbus::Error::MethodError(name, message, _) => Failure(format!(
+            zbus::Error::MethodError(name, message, _) => Failure::Message(format!(
                 "{}: {}",
                 name.as_str(),
                 message.unwrap_or_default()
             )),
-            other => Failure(other.to_string()),
+            other => Failure::Message(other.to_string()),
         }
     }
 }
 
+/// What a failed write to stdout means. A closed pipe (`copyctl list |
+/// head`) is no failure to report: the reader has what it wanted.
+fn stdout_failure(err: std::io::Error) -> Failure {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        Failure::StdoutClosed
+    } else {
+        Failure::Message(format!("cannot write to standard output: {err}"))
+    }
+}
+
+/// Like println!, but a write that fails is a [`Failure`] instead of a
+/// panic. Rust programs ignore SIGPIPE, so where ls and cp are killed by it
+/// when their reader goes away, copyctl's write fails with EPIPE, on which
+/// println! panics ("failed printing to stdout").
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).map_err(stdout_failure)
+    };
+}
+
+/// Writes `bytes` (a completion script, the manual page) to stdout.
+fn write_out(bytes: &[u8]) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes).map_err(stdout_failure)?;
+    stdout.flush().map_err(stdout_failure)
+}
+
 impl From<String> for Failure {
     fn from(message: String) -> Self {
-        Failure(message)
+        Failure::Message(message)
     }
 }
 
@@ -159,8 +192,8 @@ impl From<String> for Failure {
 /// A path written `DIR/` or `DIR/.` keeps saying "a directory": the daemon
 /// refuses it unless there is one, as cp does.
 fn absolute(path: &Path) -> Result<PathBuf, Failure> {
-    let absolute =
-        std::path::absolute(path).map_err(|err| Failure(format!("{}: {err}", path.display())))?;
+    let absolute = std::path::absolute(path)
+        .map_err(|err| Failure::Message(format!("{}: {err}", path.display())))?;
     if !absolute
         .components()
         .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
@@ -173,9 +206,9 @@ fn absolute(path: &Path) -> Result<PathBuf, Failure> {
             (Some(parent), Some(name)) => parent
                 .canonicalize()
                 .map(|real| real.join(name))
-                .map_err(|err| Failure(format!("{}: {err}", parent.display())))?,
+                .map_err(|err| Failure::Message(format!("{}: {err}", parent.display())))?,
             _ => {
-                return Err(Failure(format!(
+                return Err(Failure::Message(format!(
                     "{}: cannot make it absolute",
                     path.display()
                 )))
@@ -244,36 +277,41 @@ impl TransferArgs {
     }
 }
 
-fn print_summary(summary: &JobSummary, json: bool) {
+fn print_summary(summary: &JobSummary, json: bool) -> Result<(), Failure> {
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string(summary).expect("a summary serializes")
-        );
-        return;
+        )?;
+        return Ok(());
     }
-    println!("job {} ({})", summary.id, summary.path);
-    println!("  operation:   {}", summary.operation);
-    println!("  state:       {}", summary.state);
-    println!("  sources:     {}", summary.sources.join(" "));
-    println!("  destination: {}", summary.destination);
-    println!(
+    out!("job {} ({})", summary.id, summary.path)?;
+    out!("  operation:   {}", summary.operation)?;
+    out!("  state:       {}", summary.state)?;
+    out!("  sources:     {}", summary.sources.join(" "))?;
+    out!("  destination: {}", summary.destination)?;
+    out!(
         "  progress:    {}/{} bytes, {}/{} files",
-        summary.bytes_done, summary.bytes_total, summary.files_done, summary.files_total
-    );
+        summary.bytes_done,
+        summary.bytes_total,
+        summary.files_done,
+        summary.files_total
+    )?;
     if !summary.engine.is_empty() {
-        println!("  engine:      {}", summary.engine);
+        out!("  engine:      {}", summary.engine)?;
     }
-    println!("  started by:  uid {}", summary.started_by_uid);
+    out!("  started by:  uid {}", summary.started_by_uid)?;
     if !summary.error_name.is_empty() {
-        println!(
+        out!(
             "  error:       {}: {}",
-            summary.error_name, summary.error_message
-        );
+            summary.error_name,
+            summary.error_message
+        )?;
     }
+    Ok(())
 }
 
-fn print_plan(report: &HashMap<String, OwnedVariant>, json: bool) {
+fn print_plan(report: &HashMap<String, OwnedVariant>, json: bool) -> Result<(), Failure> {
     let value = |v: &OwnedVariant| -> serde_json::Value {
         match &**v {
             Variant::U64(n) => serde_json::json!(n),
@@ -293,14 +331,15 @@ fn print_plan(report: &HashMap<String, OwnedVariant>, json: bool) {
         .map(|(key, v)| (key.clone(), value(v)))
         .collect();
     if json {
-        println!("{}", serde_json::Value::Object(object));
-        return;
+        out!("{}", serde_json::Value::Object(object))?;
+        return Ok(());
     }
     let mut keys: Vec<_> = object.keys().cloned().collect();
     keys.sort();
     for key in keys {
-        println!("{key:>24}: {}", object[&key]);
+        out!("{key:>24}: {}", object[&key])?;
     }
+    Ok(())
 }
 
 async fn job_path(service: &Service, id: &str) -> Result<String, Failure> {
@@ -334,7 +373,7 @@ async fn transfer(
     }
     if verb == "plan" {
         let report = manager.plan(&sources, &destination, options).await?;
-        print_plan(&report, json);
+        print_plan(&report, json)?;
         return Ok(true);
     }
     // Subscribed before the job exists, so none of its signals is missed.
@@ -349,15 +388,15 @@ async fn transfer(
     };
     let Some(signals) = signals else {
         if service.private.is_some() {
-            return Err(Failure(
+            return Err(Failure::Message(
                 "--detach needs a copyd service: a private copyd ends with copyctl".into(),
             ));
         }
         let summary = watch::summary(&service.connection, path.as_str()).await?;
         if json {
-            print_summary(&summary, true);
+            print_summary(&summary, true)?;
         } else {
-            println!("{}", summary.id);
+            out!("{}", summary.id)?;
         }
         return Ok(true);
     };
@@ -370,7 +409,7 @@ async fn transfer(
     )
     .await?;
     if json {
-        print_summary(&summary, true);
+        print_summary(&summary, true)?;
     }
     if !summary.failed_files.is_empty() {
         // As cp does: one line per file that could not be copied, then how
@@ -380,14 +419,14 @@ async fn transfer(
             eprintln!("copyctl: cannot copy '{path}': {why}");
         }
         let failed = summary.failed_files.len() as u64;
-        return Err(Failure(format!(
+        return Err(Failure::Message(format!(
             "{} of {} files copied; {failed} failed",
             summary.files_total.saturating_sub(failed),
             summary.files_total
         )));
     }
     if !summary.succeeded() {
-        return Err(Failure(format!(
+        return Err(Failure::Message(format!(
             "{}: {}",
             summary.error_name, summary.error_message
         )));
@@ -410,17 +449,21 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
                 summaries.push(watch::summary(&service.connection, path.as_str()).await?);
             }
             if cli.json {
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string(&summaries).expect("summaries serialize")
-                );
+                )?;
             } else {
-                println!(
+                out!(
                     "{:>6} {:<10} {:<5} {:>12} {:>12}  SOURCES -> DESTINATION",
-                    "ID", "STATE", "OP", "DONE", "TOTAL"
-                );
+                    "ID",
+                    "STATE",
+                    "OP",
+                    "DONE",
+                    "TOTAL"
+                )?;
                 for s in &summaries {
-                    println!(
+                    out!(
                         "{:>6} {:<10} {:<5} {:>12} {:>12}  {} -> {}",
                         s.id,
                         s.state,
@@ -429,14 +472,14 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
                         s.bytes_total,
                         s.sources.join(" "),
                         s.destination
-                    );
+                    )?;
                 }
             }
             Ok(true)
         }
         Command::Status { id } => {
             let path = job_path(&service, id).await?;
-            print_summary(&watch::summary(&service.connection, &path).await?, cli.json);
+            print_summary(&watch::summary(&service.connection, &path).await?, cli.json)?;
             Ok(true)
         }
         Command::Watch { id } => {
@@ -451,7 +494,7 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
             )
             .await?;
             if cli.json {
-                print_summary(&summary, true);
+                print_summary(&summary, true)?;
             }
             Ok(summary.succeeded())
         }
@@ -489,23 +532,18 @@ fn main() -> ExitCode {
         Command::PrivateCopyd => return connect::run_private_daemon(),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "copyctl",
-                &mut std::io::stdout(),
-            );
-            return ExitCode::SUCCESS;
+            // Into memory first: generate() panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "copyctl", &mut script);
+            return exit_code(write_out(&script).map(|()| true));
         }
         Command::Man => {
             use clap::CommandFactory;
-            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("copyctl: {err}");
-                    ExitCode::FAILURE
-                }
-            };
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .expect("rendering into memory cannot fail");
+            return exit_code(write_out(&page).map(|()| true));
         }
         _ => {}
     }
@@ -513,12 +551,19 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    match runtime.block_on(run(cli)) {
+    exit_code(runtime.block_on(run(cli)))
+}
+
+fn exit_code(result: Result<bool, Failure>) -> ExitCode {
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
-        Err(Failure(message)) => {
+        Err(Failure::Message(message)) => {
             eprintln!("copyctl: {message}");
             ExitCode::FAILURE
         }
+        // Silent, with the status a shell shows for a program killed by
+        // SIGPIPE (128 + 13), as ls's would be.
+        Err(Failure::StdoutClosed) => ExitCode::from(141),
     }
 }

@@ -18,6 +18,10 @@ pub struct Config {
     pub max_concurrent_jobs: u32,
     /// How long a finished job stays on the bus before it is removed.
     pub job_retention_seconds: u64,
+    /// How many finished jobs stay on the bus at most: beyond that, the
+    /// oldest finished are removed before their retention time is up (each
+    /// job costs memory while it is listed). 0: none stay.
+    pub job_retention_count: u64,
     /// Where checkpoints and job state live (default: /var/lib/copyd for the
     /// system service, $XDG_STATE_HOME/copyd otherwise).
     pub state_dir: Option<PathBuf>,
@@ -80,6 +84,7 @@ impl Default for Config {
                 .map_or(2, |n| n.get() as u32)
                 .max(1),
             job_retention_seconds: 300,
+            job_retention_count: 1000,
             state_dir: None,
             rate_limit: 0,
             auto_resume: true,
@@ -196,6 +201,9 @@ mod tests {
             (config.max_concurrent_jobs, config.job_retention_seconds),
             (3, 9)
         );
+        assert_eq!(config.job_retention_count, 1000);
+        std::fs::write(&file, "job_retention_count = 7\n").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap().job_retention_count, 7);
         std::fs::write(
             &file,
             "audit_log = \"/tmp/a.log\"\n[security]\nblocked_extensions = [\"exe\"]\n",

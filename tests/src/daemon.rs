@@ -79,6 +79,21 @@ impl Daemon {
         *self = Daemon::start_in(bus, dir);
     }
 
+    /// Stops copyd with SIGTERM, as `systemctl restart` does (it interrupts
+    /// its jobs and checkpoints them), and starts it again in place, on the
+    /// same bus, state directory and config.
+    pub fn restart(&mut self, bus: &TestBus) {
+        let mut stopped = std::mem::replace(self, Daemon::placeholder(bus));
+        let status = stopped.stop();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "copyd did not stop cleanly on SIGTERM ({status:?}); its log:\n{}",
+            stopped.log_text()
+        );
+        let dir = std::mem::replace(&mut stopped.dir, crate::scratch_dir("copyd-stopped"));
+        *self = Daemon::start_in(bus, dir);
+    }
+
     /// A Daemon with no process, to stand in while the real one restarts.
     fn placeholder(bus: &TestBus) -> Daemon {
         let dir = crate::scratch_dir("copyd-placeholder");

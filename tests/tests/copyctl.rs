@@ -426,3 +426,60 @@ fn move_without_sync_is_refused() {
     );
     assert_trees_equal(&src, &dst);
 }
+
+/// Runs copyctl with its stdout a pipe whose reader is already gone, as
+/// `copyctl ... | head` leaves it once head has read enough.
+fn copyctl_into_a_closed_pipe(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    std::process::Command::new(copyd_tests::bins::copyctl())
+        .env("COPYD_ADDRESS", env.address())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// A reader that goes away ends copyctl quietly, as it does ls: no panic,
+/// no message, the status of a program killed by SIGPIPE.
+#[test]
+fn a_closed_pipe_ends_copyctl_quietly() {
+    let env = TestEnv::start();
+    let b = env.busctl();
+    for i in 0..10 {
+        let source = env.path(format!("f{i}"));
+        fs::write(&source, format!("file {i}")).unwrap();
+        let job = b.copy(&[&source], &env.path(format!("f{i}.copy")), &[]);
+        b.wait_job_end(&job, std::time::Duration::from_secs(30));
+    }
+    for args in [
+        &["--json", "list"][..],
+        &["list"],
+        &["status", "1"],
+        &["completions", "bash"],
+        &["man"],
+    ] {
+        let out = copyctl_into_a_closed_pipe(&env, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "copyctl {args:?} said: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "copyctl {args:?}: {out:?}");
+    }
+    // As the issue had it: the pipe closes after the reader took its part.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' --json list | head -c 1500 >/dev/null",
+            copyd_tests::bins::copyctl().display()
+        ))
+        .env("COPYD_ADDRESS", env.address())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -149,7 +149,8 @@ impl JobObject {
     }
 
     /// Sets this job's own rate limit in bytes per second (0: none); the
-    /// global limit applies as well.
+    /// global limit applies as well. Kept in the job's checkpoint: it holds
+    /// for a job still queued, and after a restart.
     async fn set_rate_limit(
         &self,
         bytes_per_second: u64,
@@ -157,8 +158,7 @@ impl JobObject {
         #[zbus(connection)] connection: &Connection,
     ) -> Result<()> {
         self.authorize(connection, &header).await?;
-        self.job.control.set_rate_limit(bytes_per_second);
-        Ok(())
+        Ok(self.jobs.set_rate_limit(&self.job, bytes_per_second)?)
     }
 
     #[zbus(signal)]
@@ -221,22 +221,22 @@ impl JobObject {
 
     #[zbus(property, name = "BytesTotal")]
     fn bytes_total(&self) -> u64 {
-        self.job.progress.snapshot().bytes_total
+        self.job.counts().bytes_total
     }
 
     #[zbus(property, name = "BytesDone")]
     fn bytes_done(&self) -> u64 {
-        self.job.progress.snapshot().bytes_done
+        self.job.counts().bytes_done
     }
 
     #[zbus(property, name = "FilesTotal")]
     fn files_total(&self) -> u64 {
-        self.job.progress.snapshot().files_total
+        self.job.counts().files_total
     }
 
     #[zbus(property, name = "FilesDone")]
     fn files_done(&self) -> u64 {
-        self.job.progress.snapshot().files_done
+        self.job.counts().files_done
     }
 
     #[zbus(property, name = "Rate")]
@@ -390,7 +390,8 @@ fn path_properties(job: &Job) -> HashMap<&'static str, Variant<'static>> {
 }
 
 /// Turns `job`'s events into signals until it finishes, keeps the finished
-/// job listed for the retention time, then takes it off the bus.
+/// job listed for the retention time (or until too many finished jobs are
+/// kept), then takes it off the bus.
 pub async fn forward_events(
     connection: Connection,
     jobs: Arc<JobManager>,
@@ -474,7 +475,13 @@ pub async fn forward_events(
             }
         }
     }
-    tokio::time::sleep(Duration::from_secs(jobs.config.job_retention_seconds)).await;
+    jobs.retain_finished(&job);
+    // Kept for the retention time, unless more finished jobs than
+    // job_retention_count are kept and this is among the oldest.
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(jobs.config.job_retention_seconds)) => {}
+        _ = job.told_to_leave() => {}
+    }
     let removed = connection
         .object_server()
         .remove::<JobObject, _>(&path)

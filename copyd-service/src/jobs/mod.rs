@@ -25,7 +25,7 @@ use crate::caller::Caller;
 use crate::config::Config;
 use rate::RateWindow;
 use scheduler::{Scheduler, Slot, Ticket};
-use store::{CallerRecord, JobRecord, LogEntry, ProgressLog, Store};
+use store::{CallerRecord, CountsRecord, JobRecord, LogEntry, ProgressLog, Store};
 
 /// How often a running job's progress is sampled and reported.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -136,6 +136,17 @@ pub struct Job {
     /// restart at 1 in every private copyd, and two copyds may build in
     /// one directory: the random part keeps their names apart.
     temp_tag: String,
+    /// The job's own limit in bytes per second (the rate-limit option, or
+    /// what SetRateLimit set since): what its checkpoint keeps and each run
+    /// starts with. The engine sets the control's limit from the options
+    /// it is given, so the options must carry this.
+    rate_limit: AtomicU64,
+    /// The counts its checkpoint (or end line) kept, shown until the job
+    /// runs in this copyd: `progress` counts only what this copyd did.
+    recorded_counts: Mutex<ProgressSnapshot>,
+    /// Tells a finished job's bus task to take it off the bus now, before
+    /// its retention time is up (see JobManager::retain_finished).
+    leave: Notify,
 }
 
 /// What a job was made with, kept across restarts by its checkpoint.
@@ -245,12 +256,35 @@ impl Job {
     fn resolved_for_run(&self) -> Resolved {
         let done = self.items_done.lock().unwrap();
         let mut resolved = self.resolved.clone();
+        resolved.request.options.rate_limit = self.rate_limit();
         for index in done.iter() {
             if let Some(item) = resolved.items.get_mut(*index) {
                 item.skip = true;
             }
         }
         resolved
+    }
+
+    /// The job's bytes and files, done and in all. A job that has not run
+    /// in this copyd shows what its record kept; once it runs, what the run
+    /// counts (a resumed run counts again what it finds in place).
+    pub fn counts(&self) -> ProgressSnapshot {
+        if self.status.lock().unwrap().started {
+            self.progress.snapshot()
+        } else {
+            self.recorded_counts.lock().unwrap().clone()
+        }
+    }
+
+    /// Resolves when the job is to leave the bus before its retention time
+    /// is up: too many finished jobs are kept.
+    pub async fn told_to_leave(&self) {
+        self.leave.notified().await
+    }
+
+    /// The job's own rate limit in bytes per second (0: none).
+    pub fn rate_limit(&self) -> u64 {
+        self.rate_limit.load(Ordering::Relaxed)
     }
 
     fn refuse_if_finished(&self, what: &str) -> Result<(), EngineError> {
@@ -282,6 +316,9 @@ pub struct JobManager {
     pub engines: Arc<EngineSet>,
     persistence: Persistence,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
+    /// The finished jobs still kept, as (end time, id): oldest end first,
+    /// the first to go when more than job_retention_count are.
+    finished: Mutex<BTreeSet<(u64, u64)>>,
     next_id: AtomicU64,
     scheduler: Scheduler,
     global_limit: Arc<RateLimiter>,
@@ -299,6 +336,7 @@ impl JobManager {
             engines: Arc::new(engines),
             persistence,
             jobs: Mutex::new(BTreeMap::new()),
+            finished: Mutex::new(BTreeSet::new()),
             next_id: AtomicU64::new(1),
         })
     }
@@ -338,6 +376,8 @@ impl JobManager {
         };
         let status = job.status();
         let request = &job.resolved.request;
+        let mut options = persist::options_record(&request.options);
+        options.rate_limit = job.rate_limit();
         let record = JobRecord {
             id: job.number(),
             operation: job.operation.name().to_owned(),
@@ -349,7 +389,7 @@ impl JobManager {
             },
             sources: request.sources.iter().map(|p| persist::bytes(p)).collect(),
             destination: persist::bytes(&request.destination),
-            options: persist::options_record(&request.options),
+            options,
             items: persist::items_record(&job.resolved.items),
             state: status.state.name().to_owned(),
             items_done: job.items_done.lock().unwrap().iter().copied().collect(),
@@ -359,6 +399,7 @@ impl JobManager {
             end_time_us: status.end_time,
             error: status.error.as_ref().map(error_record),
             temp_tag: Some(job.temp_tag.clone()),
+            counts: counts_record(&job.counts()),
         };
         if let Err(err) = store.save(&record) {
             tracing::warn!(job = %job.id, %err, "could not write the job's checkpoint");
@@ -379,6 +420,7 @@ impl JobManager {
             start_time_us: status.start_time,
             end_time_us: status.end_time,
             error: status.error.as_ref().map(error_record),
+            counts: Some(counts_record(&job.counts())),
         };
         let ended = store
             .open_log(job.number())
@@ -414,6 +456,7 @@ impl JobManager {
             let target_dir = item.target.parent().unwrap_or(std::path::Path::new("/"));
             [item.source.as_path(), target_dir]
         }));
+        let rate_limit = AtomicU64::new(resolved.request.options.rate_limit);
         let run_state = match state {
             JobState::Paused => RunState::Paused,
             s if s.is_finished() => RunState::Cancelled,
@@ -446,6 +489,9 @@ impl JobManager {
             resume: Mutex::new(ResumeState::default()),
             created_us,
             temp_tag,
+            rate_limit,
+            recorded_counts: Mutex::new(ProgressSnapshot::default()),
+            leave: Notify::new(),
         });
         self.jobs.lock().unwrap().insert(id_number, job.clone());
         job
@@ -508,6 +554,7 @@ impl JobManager {
                 start_time_us,
                 end_time_us,
                 error,
+                counts,
             }) = log
                 .iter()
                 .rfind(|entry| matches!(entry, LogEntry::Ended { .. }))
@@ -516,6 +563,7 @@ impl JobManager {
                 record.start_time_us = *start_time_us;
                 record.end_time_us = *end_time_us;
                 record.error = error.clone();
+                record.counts = counts.unwrap_or(record.counts);
             }
             let resolved = match persist::resolved(
                 &record.operation,
@@ -560,6 +608,12 @@ impl JobManager {
                     .as_ref()
                     .map(|(kind, message)| EngineError::new(error_kind(kind), message.clone()));
             }
+            *job.recorded_counts.lock().unwrap() = ProgressSnapshot {
+                bytes_done: record.counts.bytes_done,
+                bytes_total: record.counts.bytes_total,
+                files_done: record.counts.files_done,
+                files_total: record.counts.files_total,
+            };
             job.items_done
                 .lock()
                 .unwrap()
@@ -592,6 +646,17 @@ impl JobManager {
         if start {
             self.start(job.clone(), events.clone());
         }
+        Ok(())
+    }
+
+    /// Sets `job`'s own rate limit (0: none), now and for any later run of
+    /// it: a queued, paused or interrupted job starts with it, and so does
+    /// one carried on after a restart (it goes into the checkpoint).
+    pub fn set_rate_limit(&self, job: &Job, bytes_per_second: u64) -> Result<(), EngineError> {
+        job.refuse_if_finished("set the rate limit of")?;
+        job.rate_limit.store(bytes_per_second, Ordering::Relaxed);
+        job.control.set_rate_limit(bytes_per_second);
+        self.persist(job);
         Ok(())
     }
 
@@ -731,7 +796,16 @@ impl JobManager {
                         Err(EngineError::new(ErrorKind::Failed, format!("the copy worker crashed: {panic}")))
                     });
                 }
-                _ = ticker.tick() => self.report(job, &mut window, events),
+                _ = ticker.tick() => {
+                    // The engine sets the control's limit from the options
+                    // when its run starts: a SetRateLimit between
+                    // resolved_for_run and then is undone there, and redone
+                    // here, within a tick.
+                    if job.control.rate_limit() != job.rate_limit() {
+                        job.control.set_rate_limit(job.rate_limit());
+                    }
+                    self.report(job, &mut window, events)
+                }
                 _ = job.wake.notified() => {}
             }
             match job.state() {
@@ -830,13 +904,16 @@ impl JobManager {
             Err(_) => JobState::Failed,
         };
         job.progress.set_current_path(std::path::Path::new(""));
+        // Not the progress counters alone: an interrupted job cancelled
+        // before it ran again has only its record's.
+        let counts = job.counts();
         let report = {
             let mut status = job.status.lock().unwrap();
             status.end_time = now_us();
             status.error = result.err();
             status.failures = failures;
             status.last_report = ProgressReport {
-                counts: job.progress.snapshot(),
+                counts,
                 rate: 0,
                 expected_end_time: 0,
             };
@@ -871,25 +948,62 @@ impl JobManager {
     /// Forgets a job that has left the bus, and its checkpoint.
     pub fn remove(&self, id: &str) {
         if let Ok(number) = id.parse::<u64>() {
-            self.jobs.lock().unwrap().remove(&number);
+            let removed = self.jobs.lock().unwrap().remove(&number);
+            if let Some(job) = removed {
+                let end = job.status().end_time;
+                self.finished.lock().unwrap().remove(&(end, number));
+            }
             self.unpersist(number);
         }
     }
 
-    /// (running or paused after starting, waiting in the queue)
+    /// Counts `job` (finished) among those kept, and tells the oldest
+    /// finished to leave while more than job_retention_count are: each
+    /// finished job costs memory while it is listed, and a busy copyd
+    /// finishes thousands within the retention time.
+    pub fn retain_finished(&self, job: &Job) {
+        let mut finished = self.finished.lock().unwrap();
+        finished.insert((job.status().end_time, job.number()));
+        let keep = usize::try_from(self.config.job_retention_count).unwrap_or(usize::MAX);
+        if finished.len() <= keep {
+            return;
+        }
+        let jobs = self.jobs.lock().unwrap();
+        while finished.len() > keep {
+            let Some((_, oldest)) = finished.pop_first() else {
+                break;
+            };
+            // Its bus task removes it as its retention time would have.
+            if let Some(oldest) = jobs.get(&oldest) {
+                oldest.leave.notify_one();
+            }
+        }
+    }
+
+    /// (running or paused, waiting in the queue or interrupted), as the
+    /// manager's ActiveJobs and QueuedJobs. A paused job is active whether
+    /// or not it ever ran (start-paused): it waits for Resume, not for a
+    /// slot, as the contract says.
     pub fn counts(&self) -> (u32, u32) {
         let jobs = self.jobs.lock().unwrap();
         let (mut active, mut queued) = (0, 0);
         for job in jobs.values() {
-            let status = job.status.lock().unwrap();
-            match status.state {
-                JobState::Running => active += 1,
-                JobState::Paused if status.started => active += 1,
-                JobState::Queued | JobState::Paused | JobState::Interrupted => queued += 1,
+            match job.state() {
+                JobState::Running | JobState::Paused => active += 1,
+                JobState::Queued | JobState::Interrupted => queued += 1,
                 _ => {}
             }
         }
         (active, queued)
+    }
+}
+
+fn counts_record(counts: &ProgressSnapshot) -> CountsRecord {
+    CountsRecord {
+        bytes_done: counts.bytes_done,
+        bytes_total: counts.bytes_total,
+        files_done: counts.files_done,
+        files_total: counts.files_total,
     }
 }
 
@@ -1126,6 +1240,12 @@ mod tests {
                 start_time_us: 10,
                 end_time_us: 20,
                 error: Some(("NoSpace".into(), "disk full".into())),
+                counts: Some(CountsRecord {
+                    bytes_done: 7,
+                    bytes_total: 10,
+                    files_done: 0,
+                    files_total: 1,
+                }),
             },
             true,
         )
@@ -1137,6 +1257,9 @@ mod tests {
         let status = job.status();
         assert_eq!(status.state, JobState::Failed);
         assert_eq!((status.start_time, status.end_time), (10, 20));
+        let counts = job.counts();
+        assert_eq!((counts.bytes_done, counts.bytes_total), (7, 10));
+        assert_eq!((counts.files_done, counts.files_total), (0, 1));
         let error = status.error.unwrap();
         assert_eq!(
             (error.kind, error.message.as_str()),

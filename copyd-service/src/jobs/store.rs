@@ -65,6 +65,17 @@ fn on() -> bool {
     true
 }
 
+/// A job's progress counts, kept so that a restarted copyd shows what a
+/// job had done, not 0/0 (absent from older records: zeros).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CountsRecord {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+}
+
 /// Everything needed to show a job after a restart and to carry it on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -92,6 +103,9 @@ pub struct JobRecord {
     /// Checkpoints written before it had none: their names used the id.
     #[serde(default)]
     pub temp_tag: Option<String>,
+    /// The counts when this was written.
+    #[serde(default)]
+    pub counts: CountsRecord,
 }
 
 /// Why a checkpoint file was not trusted.
@@ -133,6 +147,10 @@ pub enum LogEntry {
         start_time_us: u64,
         end_time_us: u64,
         error: Option<(String, String)>,
+        /// The job's final counts (absent from lines of older copyds:
+        /// the checkpoint's then stand).
+        #[serde(default)]
+        counts: Option<CountsRecord>,
     },
 }
 
@@ -383,6 +401,12 @@ mod tests {
             end_time_us: 0,
             error: None,
             temp_tag: Some(format!("{id}-00112233445566ff")),
+            counts: CountsRecord {
+                bytes_done: 5,
+                bytes_total: 9,
+                files_done: 1,
+                files_total: 2,
+            },
         }
     }
 
@@ -430,6 +454,7 @@ mod tests {
                 start_time_us: 1,
                 end_time_us: 2,
                 error: Some(("NoSpace".into(), "no space left".into())),
+                counts: Some(CountsRecord::default()),
             },
         ];
         let log = store.open_log(4).unwrap();
@@ -453,6 +478,20 @@ mod tests {
         let body = br#"{"recursive":true,"on_conflict":"fail","engine":"auto","preserve":[],"rate_limit":0}"#;
         let options: OptionsRecord = serde_json::from_slice(body).unwrap();
         assert!(options.sync && options.sparse);
+    }
+
+    /// Checkpoints and end lines of a copyd that kept no counts still load:
+    /// the counts are zeros, or (an end line's) the checkpoint's.
+    #[test]
+    fn records_without_counts_load() {
+        let mut body = serde_json::to_value(record(6)).unwrap();
+        body.as_object_mut().unwrap().remove("counts");
+        let loaded: JobRecord = serde_json::from_value(body).unwrap();
+        assert_eq!(loaded.counts, CountsRecord::default());
+        let line =
+            br#"{"Ended":{"state":"completed","start_time_us":1,"end_time_us":2,"error":null}}"#;
+        let entry: LogEntry = serde_json::from_slice(line).unwrap();
+        assert!(matches!(entry, LogEntry::Ended { counts: None, .. }));
     }
 
     #[test]
