@@ -200,6 +200,38 @@ fn counts_survive_restarts() {
     assert_files_equal(&big, &dir.path().join("big.copy"));
 }
 
+/// A job killed (SIGKILL) while it runs, never paused, shows after the
+/// restart how far it got, not 0/0: its counts are appended to its progress
+/// log every 2 s as it runs.
+#[test]
+fn a_job_killed_while_running_shows_how_far_it_got() {
+    let bus = TestBus::start(Policy::Permissive);
+    let dir = copyd_tests::scratch_dir("counts-killed");
+    let mut daemon =
+        Daemon::start_with_config(&bus, Some(&config(dir.path(), "auto_resume = false\n")));
+    let b = Busctl::new(bus.address());
+    let tree = dir.path().join("tree");
+    let stats = make_tree(&tree, 200, 7);
+    // About 8 s: killed after 3.
+    let rate = (stats.bytes / 8).to_string();
+    let job = b.copy(
+        &[&tree],
+        &dir.path().join("copy"),
+        &["recursive", "b", "true", "rate-limit", "t", &rate],
+    );
+    b.wait_job_state(&job, Duration::from_secs(30), |state| state == "running");
+    std::thread::sleep(Duration::from_secs(3));
+    let before = counts(&b, &job);
+    daemon.crash_and_restart(&bus);
+    assert_eq!(b.job_state(&job), "interrupted");
+    let (done, total, files_done, files) = counts(&b, &job);
+    assert_eq!(total, stats.bytes, "{before:?}");
+    assert!(files > 200, "files in all: {files}");
+    assert!(done > 0 && files_done > 0, "{:?}", (done, files_done));
+    // At most the 2 s between two log lines behind what it showed.
+    assert!(done <= before.0 && files_done <= before.2);
+}
+
 /// The contract: ActiveJobs counts jobs running or paused, also one paused
 /// before it ever ran (start-paused); QueuedJobs those waiting for a slot.
 #[test]

@@ -29,6 +29,8 @@ use store::{CallerRecord, CountsRecord, JobRecord, LogEntry, ProgressLog, Store}
 
 /// How often a running job's progress is sampled and reported.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a running job's counts are appended to its progress log.
+const COUNTS_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
@@ -404,6 +406,23 @@ impl JobManager {
         if let Err(err) = store.save(&record) {
             tracing::warn!(job = %job.id, %err, "could not write the job's checkpoint");
         }
+        self.log_counts(job, &record.counts);
+    }
+
+    /// Appends `job`'s counts to its progress log, not flushed (a killed
+    /// copyd loses no line; only a power loss may). Recovery shows the
+    /// last counts a job's log holds.
+    fn log_counts(&self, job: &Job, counts: &CountsRecord) {
+        let Persistence::Enabled(store) = &self.persistence else {
+            return;
+        };
+        let entry = LogEntry::Counts { counts: *counts };
+        let appended = store
+            .open_log(job.number())
+            .and_then(|log| log.append(&entry, false));
+        if let Err(err) = appended {
+            tracing::warn!(job = %job.id, %err, "could not record the job's counts");
+        }
     }
 
     /// Records that `job` ended, durably: one line in its progress log
@@ -564,6 +583,19 @@ impl JobManager {
                 record.end_time_us = *end_time_us;
                 record.error = error.clone();
                 record.counts = counts.unwrap_or(record.counts);
+            }
+            // The last counts the log kept: newer than the checkpoint's
+            // (every checkpoint write appends them too), and what a job
+            // killed mid-run had reached.
+            if let Some(counts) = log.iter().rev().find_map(|entry| match entry {
+                LogEntry::Counts { counts } => Some(*counts),
+                LogEntry::Ended {
+                    counts: Some(counts),
+                    ..
+                } => Some(*counts),
+                _ => None,
+            }) {
+                record.counts = counts;
             }
             let resolved = match persist::resolved(
                 &record.operation,
@@ -787,6 +819,7 @@ impl JobManager {
     ) -> Result<copyd_engine::Outcome, EngineError> {
         let mut slot = Some(slot);
         let mut window = RateWindow::new();
+        let mut last_counts = std::time::Instant::now();
         let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -797,6 +830,10 @@ impl JobManager {
                     });
                 }
                 _ = ticker.tick() => {
+                    if last_counts.elapsed() >= COUNTS_INTERVAL {
+                        last_counts = std::time::Instant::now();
+                        self.log_counts(job, &counts_record(&job.counts()));
+                    }
                     // The engine sets the control's limit from the options
                     // when its run starts: a SetRateLimit between
                     // resolved_for_run and then is undone there, and redone
@@ -1069,7 +1106,7 @@ fn resume_state(log: &[LogEntry]) -> ResumeState {
                     .offsets
                     .insert((*item, persist::path(file)), (*identity, *offset));
             }
-            LogEntry::Done { .. } | LogEntry::Ended { .. } => {}
+            LogEntry::Done { .. } | LogEntry::Ended { .. } | LogEntry::Counts { .. } => {}
         }
     }
     state

@@ -152,6 +152,10 @@ pub enum LogEntry {
         #[serde(default)]
         counts: Option<CountsRecord>,
     },
+    /// The job's counts at this point (not flushed: written every few
+    /// seconds while it runs and whenever its checkpoint is): a job killed
+    /// mid-run still shows how far it got.
+    Counts { counts: CountsRecord },
 }
 
 pub struct Store {
