@@ -115,6 +115,16 @@ struct TransferArgs {
     /// Copy holes of sparse files as data (by default they stay holes).
     #[arg(long)]
     no_sparse: bool,
+    /// Rename each copied file: sed's s/REGEX/REPLACEMENT/FLAGS (flags g, i;
+    /// captures $1, ${name}, \1), e.g. 's/\.txt$/.bak/'.
+    #[arg(long, value_name = "EXPR")]
+    rename: Option<String>,
+    /// Apply --rename to directory names too.
+    #[arg(long, requires = "rename")]
+    rename_dirs: bool,
+    /// Say what the command would do, touching nothing (as `copyctl plan`).
+    #[arg(long)]
+    dry_run: bool,
     /// SOURCE... DEST
     #[arg(required = true, num_args = 2.., value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -262,6 +272,12 @@ impl TransferArgs {
         if self.no_sparse {
             options.insert("sparse", Variant::Bool(false));
         }
+        if let Some(rename) = &self.rename {
+            options.insert("rename", Variant::from(rename.clone()));
+        }
+        if self.rename_dirs {
+            options.insert("rename-dirs", Variant::Bool(true));
+        }
         options
     }
 
@@ -317,13 +333,21 @@ fn print_plan(report: &HashMap<String, OwnedVariant>, json: bool) -> Result<(), 
             Variant::U64(n) => serde_json::json!(n),
             Variant::Bool(b) => serde_json::json!(b),
             Variant::Str(s) => serde_json::json!(s.as_str()),
-            other => match Vec::<Vec<u8>>::try_from(other.try_clone().expect("no fds")) {
-                Ok(paths) => serde_json::json!(paths
-                    .iter()
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .collect::<Vec<_>>()),
-                Err(_) => serde_json::json!(format!("{other:?}")),
-            },
+            other => {
+                let lossy = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+                let copy = || other.try_clone().expect("no fds");
+                if let Ok(paths) = Vec::<Vec<u8>>::try_from(copy()) {
+                    serde_json::json!(paths.iter().map(|p| lossy(p)).collect::<Vec<_>>())
+                } else if let Ok(pairs) = Vec::<(Vec<u8>, Vec<u8>)>::try_from(copy()) {
+                    // Renamed: source → copy.
+                    serde_json::json!(pairs
+                        .iter()
+                        .map(|(from, to)| serde_json::json!([lossy(from), lossy(to)]))
+                        .collect::<Vec<_>>())
+                } else {
+                    serde_json::json!(format!("{other:?}"))
+                }
+            }
         }
     };
     let object: serde_json::Map<String, serde_json::Value> = report
@@ -371,7 +395,7 @@ async fn transfer(
     if no_sync {
         options.insert("sync", Variant::Bool(false));
     }
-    if verb == "plan" {
+    if verb == "plan" || args.dry_run {
         let report = manager.plan(&sources, &destination, options).await?;
         print_plan(&report, json)?;
         return Ok(true);

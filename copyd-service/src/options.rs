@@ -33,6 +33,8 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("sparse", "b"),
     ("sync", "b"),
     ("privileged", "b"),
+    ("rename", "s"),
+    ("rename-dirs", "b"),
 ];
 
 fn wrong_type(key: &str) -> Error {
@@ -59,6 +61,8 @@ fn string<'v>(key: &str, value: &'v Variant<'_>) -> Result<&'v str, Error> {
 
 pub fn parse(options: &HashMap<String, OwnedVariant>) -> Result<JobOptions, Error> {
     let mut parsed = JobOptions::default();
+    // `rename` and `rename-dirs` make one rule, whatever order they come in.
+    let (mut rename, mut rename_dirs) = (None, false);
     for (key, value) in options {
         let value: &Variant<'_> = value;
         match key.as_str() {
@@ -71,6 +75,8 @@ pub fn parse(options: &HashMap<String, OwnedVariant>) -> Result<JobOptions, Erro
             "sparse" => parsed.engine.sparse = boolean(key, value)?,
             "sync" => parsed.engine.sync = boolean(key, value)?,
             "privileged" => parsed.privileged = boolean(key, value)?,
+            "rename" => rename = Some(string(key, value)?.to_owned()),
+            "rename-dirs" => rename_dirs = boolean(key, value)?,
             "on-conflict" => {
                 let name = string(key, value)?;
                 parsed.engine.on_conflict = Conflict::parse(name).ok_or_else(|| {
@@ -109,6 +115,20 @@ pub fn parse(options: &HashMap<String, OwnedVariant>) -> Result<JobOptions, Erro
                 )));
             }
         }
+    }
+    match rename {
+        Some(expression) => {
+            parsed.engine.rename = Some(copyd_engine::names::Rename::parse(
+                &expression,
+                rename_dirs,
+            )?)
+        }
+        None if rename_dirs => {
+            return Err(Error::InvalidArgument(
+                "option rename-dirs needs the option rename".into(),
+            ))
+        }
+        None => {}
     }
     Ok(parsed)
 }

@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use copyd_engine::{walk, Control, EngineError, ItemKind, RealLocations, Request, Resolved};
+use copyd_engine::{walk, Control, EngineError, EntryKind, RealLocations, Request, Resolved};
 
 use crate::config::SecurityConfig;
 use crate::error::Error;
@@ -155,17 +155,24 @@ pub fn check_resolved(
             .unwrap_or_else(|_| item.source.clone());
         check_system(rules, &real_source, privileged)?;
         check_system(rules, &item.target, privileged)?;
-        if !per_file || item.skip || item.kind == ItemKind::Symlink {
+        let rename = resolved.request.options.rename.as_ref();
+        if !(per_file || rename.is_some()) || item.skip || item.kind == EntryKind::Symlink {
             continue;
         }
-        let tree = walk::walk(&item.source, &Control::default()).map_err(Error::from)?;
+        let mut tree = walk::walk(&item.source, &Control::default()).map_err(Error::from)?;
+        // Refuses names a rename rule makes unusable, before the job
+        // exists; and the rules judge each file by the name it will get.
+        copyd_engine::names::name_entries(&mut tree, &item.source, rename).map_err(Error::from)?;
+        if !per_file {
+            continue;
+        }
         for entry in &tree.entries {
             let (source, target) = if entry.relative.as_os_str().is_empty() {
                 (item.source.clone(), item.target.clone())
             } else {
                 (
                     item.source.join(&entry.relative),
-                    item.target.join(&entry.relative),
+                    item.target.join(entry.copy_relative()),
                 )
             };
             if entry.metadata.is_file() {

@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod identity;
 pub mod journal;
 pub mod links;
+pub mod names;
 pub mod parallel;
 pub mod progress;
 pub mod provenance;
@@ -38,7 +39,8 @@ pub use error::{EngineError, ErrorKind};
 pub use journal::{CopyIdentity, FileIdentity, Journal, NoJournal, ResumeState};
 pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RunState};
 pub use request::{
-    plan, resolve, Conflict, Item, ItemKind, Operation, Options, PlanReport, Preserve,
-    RealLocations, Request, Resolved,
+    plan, resolve, Conflict, Item, Operation, Options, PlanReport, Preserve, RealLocations,
+    Request, Resolved,
 };
 pub use transfer::{run, run_resumable, Outcome};
+pub use walk::EntryKind;

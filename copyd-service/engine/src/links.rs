@@ -68,7 +68,7 @@ impl PlacedCopies {
             if placed.contains_key(&source) {
                 continue;
             }
-            let path = crate::transfer::under(target, &entry.relative);
+            let path = crate::transfer::under(target, entry.copy_relative());
             match fs::symlink_metadata(&path) {
                 Ok(copy) if copy.is_file() && copy.len() == entry.metadata.len() => {
                     let identity = (copy.dev(), copy.ino());
@@ -83,11 +83,19 @@ impl PlacedCopies {
     /// job put in place, by walking their sources again. A source that can
     /// no longer be walked (a moved one is gone) is passed over: later names
     /// of its files are copied, not linked.
-    pub fn remember_earlier(&self, items: &[&Item], control: &Control) -> Result<()> {
+    pub fn remember_earlier(
+        &self,
+        items: &[&Item],
+        control: &Control,
+        rename: Option<&crate::names::Rename>,
+    ) -> Result<()> {
         for item in items {
             control.checkpoint()?;
-            if let Ok(tree) = walk::walk(&item.source, control) {
-                self.remember(&tree.entries, &item.target);
+            if let Ok(mut tree) = walk::walk(&item.source, control) {
+                // Named as the earlier run named them.
+                if crate::names::name_entries(&mut tree, &item.source, rename).is_ok() {
+                    self.remember(&tree.entries, &item.target);
+                }
             }
         }
         Ok(())

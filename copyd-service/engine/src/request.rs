@@ -11,7 +11,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{EngineError, ErrorKind, Result};
-use crate::walk;
+use crate::names;
+use crate::walk::{self, EntryKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -129,6 +130,8 @@ pub struct Options {
     /// is still built under a temporary name and renamed into place whole,
     /// but may sit in the page cache only, as after `cp`. A move always syncs.
     pub sync: bool,
+    /// Names rewritten on the way (`rename`, `rename-dirs`).
+    pub rename: Option<crate::names::Rename>,
 }
 
 impl Default for Options {
@@ -142,6 +145,7 @@ impl Default for Options {
             sparse: true,
             workers: 0,
             sync: true,
+            rename: None,
         }
     }
 }
@@ -166,21 +170,12 @@ pub struct Request {
     pub options: Options,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemKind {
-    File,
-    Directory,
-    Symlink,
-    /// A FIFO, a socket or a device node, made anew at the target.
-    Special,
-}
-
 /// One source and the final path it gets.
 #[derive(Debug, Clone)]
 pub struct Item {
     pub source: PathBuf,
     pub target: PathBuf,
-    pub kind: ItemKind,
+    pub kind: EntryKind,
     /// The target exists and on-conflict is skip: nothing to do.
     pub skip: bool,
     /// The target exists and on-conflict is overwrite: replace it.
@@ -244,16 +239,16 @@ fn lstat(path: &Path) -> Result<Metadata> {
     fs::symlink_metadata(path).map_err(|err| EngineError::io("find", path, &err))
 }
 
-fn kind_of(meta: &Metadata) -> ItemKind {
+fn kind_of(meta: &Metadata) -> EntryKind {
     let file_type = meta.file_type();
     if file_type.is_symlink() {
-        ItemKind::Symlink
+        EntryKind::Symlink
     } else if file_type.is_dir() {
-        ItemKind::Directory
+        EntryKind::Directory
     } else if file_type.is_file() {
-        ItemKind::File
+        EntryKind::File
     } else {
-        ItemKind::Special
+        EntryKind::Special
     }
 }
 
@@ -310,12 +305,14 @@ pub fn resolve(request: Request) -> Result<Resolved> {
 
     let mut items = Vec::with_capacity(request.sources.len());
     let mut targets = HashSet::new();
+    // Sources a rename rule gives unusable or shared names: listed together.
+    let mut offenders = Vec::new();
     let mut real = RealLocations::default();
     for source in &request.sources {
         let meta = lstat(source)?;
         let kind = kind_of(&meta);
         // Like mv, a move takes directories whole without being asked.
-        if kind == ItemKind::Directory
+        if kind == EntryKind::Directory
             && !request.options.recursive
             && request.operation == Operation::Copy
         {
@@ -331,7 +328,17 @@ pub fn resolve(request: Request) -> Result<Resolved> {
                     source.display()
                 ))
             })?;
-            destination.join(name)
+            match &request.options.rename {
+                Some(rule) => {
+                    let renamed = rule.name_for(kind, name);
+                    if let Some(why) = names::unusable(&renamed) {
+                        offenders.push(format!("{} → {renamed:?} {why}", source.display()));
+                        continue;
+                    }
+                    destination.join(renamed)
+                }
+                None => destination.join(name),
+            }
         } else {
             destination.clone()
         };
@@ -362,7 +369,7 @@ pub fn resolve(request: Request) -> Result<Resolved> {
                 target.display()
             )));
         }
-        if kind == ItemKind::Directory && real_target.starts_with(&real_source) {
+        if kind == EntryKind::Directory && real_target.starts_with(&real_source) {
             return Err(EngineError::invalid(format!(
                 "cannot {} {} into itself ({})",
                 request.operation.name(),
@@ -371,6 +378,10 @@ pub fn resolve(request: Request) -> Result<Resolved> {
             )));
         }
         if !targets.insert(real_target.clone()) {
+            if request.options.rename.is_some() {
+                offenders.push(format!("{} → {} again", source.display(), target.display()));
+                continue;
+            }
             return Err(EngineError::invalid(format!(
                 "two sources would both become {}",
                 target.display()
@@ -409,6 +420,9 @@ pub fn resolve(request: Request) -> Result<Resolved> {
             replace,
         });
     }
+    if let Some(rule) = &request.options.rename {
+        names::refuse(&rule.expression, offenders)?;
+    }
     Ok(Resolved { request, items })
 }
 
@@ -422,6 +436,9 @@ pub struct PlanReport {
     pub bytes: u64,
     pub targets: Vec<PathBuf>,
     pub conflicts: Vec<PathBuf>,
+    /// With a rename rule: each source path whose copy gets another name,
+    /// and that copy's path.
+    pub renamed: Vec<(PathBuf, PathBuf)>,
     pub destination_free_bytes: u64,
 }
 
@@ -448,7 +465,23 @@ pub fn plan(mut request: Request) -> Result<PlanReport> {
         if item.skip && on_conflict == Conflict::Skip {
             continue;
         }
-        let tree = walk::walk(&item.source, &crate::Control::default())?;
+        let mut tree = walk::walk(&item.source, &crate::Control::default())?;
+        let rename = resolved.request.options.rename.as_ref();
+        names::name_entries(&mut tree, &item.source, rename)?;
+        if rename.is_some() {
+            for entry in &tree.entries {
+                let (source, copy) = match entry.relative.as_os_str().is_empty() {
+                    true => (item.source.clone(), item.target.clone()),
+                    false => (
+                        item.source.join(&entry.relative),
+                        item.target.join(entry.copy_relative()),
+                    ),
+                };
+                if source.file_name() != copy.file_name() {
+                    report.renamed.push((source, copy));
+                }
+            }
+        }
         report.files += tree.files;
         report.directories += tree.directories;
         report.symlinks += tree.symlinks;

@@ -23,7 +23,7 @@ use crate::journal::{
 use crate::progress::{Control, Progress};
 use crate::request::{Conflict, Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
-use crate::{engines, fsutil, links, parallel, provenance, read_ahead, residency, sparse};
+use crate::{engines, fsutil, links, names, parallel, provenance, read_ahead, residency, sparse};
 
 /// What a finished transfer did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -54,6 +54,8 @@ struct Transfer<'a> {
     auto: bool,
     /// Threads for a tree's files (0: one per CPU).
     workers: usize,
+    /// A rename rule changes names inside trees.
+    renames_inside: bool,
     tag: &'a str,
     progress: &'a Progress,
     control: &'a Control,
@@ -168,6 +170,7 @@ pub fn run_resumable(
         sync: options.sync,
         auto: options.engine == "auto",
         workers: options.workers,
+        renames_inside: options.rename.is_some(),
         tag,
         progress,
         control,
@@ -180,6 +183,15 @@ pub fn run_resumable(
     };
     control.set_rate_limit(options.rate_limit);
     control.checkpoint()?;
+
+    if let Some(rule) = &options.rename {
+        // Every name the rule makes is checked before anything changes (a
+        // move renames items before the walk below).
+        for item in resolved.items.iter().filter(|item| !item.skip) {
+            let mut tree = walk::walk(&item.source, control)?;
+            names::name_entries(&mut tree, &item.source, Some(rule))?;
+        }
+    }
 
     let mut outcome = Outcome::default();
     let mut to_copy = Vec::new();
@@ -246,7 +258,8 @@ pub fn run_resumable(
         .map(|(index, item)| (*index, &**item))
         .collect();
     for (_, item) in &to_copy {
-        let tree = walk::walk(&item.source, control)?;
+        let mut tree = walk::walk(&item.source, control)?;
+        names::name_entries(&mut tree, &item.source, options.rename.as_ref())?;
         progress.add_totals(tree.entry_count(), tree.bytes);
         trees.push(tree);
     }
@@ -255,7 +268,9 @@ pub fn run_resumable(
     // restart. (Those items are walked again only in that case.)
     let may_link = |tree: &Tree| tree.entries.iter().any(links::has_other_names);
     if options.preserve.links && !placed_earlier.is_empty() && trees.iter().any(may_link) {
-        transfer.placed.remember_earlier(&placed_earlier, control)?;
+        transfer
+            .placed
+            .remember_earlier(&placed_earlier, control, options.rename.as_ref())?;
     }
 
     let mut work = to_copy.into_iter().zip(trees).peekable();
@@ -351,6 +366,10 @@ impl Transfer<'_> {
     /// system. Returns false when they do not (EXDEV): it must be copied.
     fn try_rename(&self, item: &Item, index: usize) -> Result<bool> {
         self.control.checkpoint()?;
+        if self.renames_inside && item.kind == EntryKind::Directory {
+            // A rename of the tree would keep the names inside it.
+            return Ok(false);
+        }
         self.progress.set_current_path(&item.source);
         let source = fs::symlink_metadata(&item.source)
             .map_err(|err| EngineError::io("look at", &item.source, &err))?;
@@ -721,7 +740,7 @@ impl Transfer<'_> {
         let paths = |entry: &Entry| {
             (
                 under(&item.source, &entry.relative),
-                under(temp, &entry.relative),
+                under(temp, entry.copy_relative()),
             )
         };
 
@@ -990,6 +1009,8 @@ impl Transfer<'_> {
             .sizes_untrusted(run[0].metadata.dev(), &dirs.source);
         let (batch, mut rest): (Vec<&Entry>, Vec<&Entry>) = run.iter().partition(|entry| {
             entry.kind == EntryKind::File
+                // A batch names a file and its copy alike.
+                && entry.target.is_none()
                 && !untrusted
                 && (1..=BATCH_FILE_MAX).contains(&entry.metadata.len())
                 && !maybe_sparse(&entry.metadata)
@@ -1387,7 +1408,9 @@ impl RunDirs {
         {
             return None;
         }
-        let (source_path, copy_path) = (under(source_root, parent), under(copy_root, parent));
+        // One source directory's entries share one copy directory.
+        let copy_parent = run[0].copy_relative().parent()?;
+        let (source_path, copy_path) = (under(source_root, parent), under(copy_root, copy_parent));
         let source = open_directory(&source_path).ok()?;
         let copy = open_directory(&copy_path).ok()?;
         // Without a chown to come (which clears bits), extended attributes

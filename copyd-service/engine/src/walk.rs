@@ -22,6 +22,9 @@ pub enum EntryKind {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub relative: PathBuf,
+    /// Its path relative to the item's copy when a rename rule changed it
+    /// (see `names`); None: the same as `relative`.
+    pub target: Option<PathBuf>,
     pub kind: EntryKind,
     pub metadata: Metadata,
 }
@@ -74,6 +77,7 @@ impl Tree {
             EntryKind::Special
         };
         self.entries.push(Entry {
+            target: None,
             relative,
             kind,
             metadata,

@@ -64,6 +64,14 @@ fn plan_report(report: PlanReport, engine: &str) -> HashMap<String, OwnedVariant
         ("targets", Variant::from(paths(report.targets))),
         ("conflicts", Variant::from(paths(report.conflicts))),
         (
+            "renamed",
+            Variant::from(
+                (report.renamed.iter())
+                    .map(|(source, copy)| (paths::encode(source), paths::encode(copy)))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
             "destination-free-bytes",
             Variant::U64(report.destination_free_bytes),
         ),

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use copyd_engine::{Conflict, Item, ItemKind, Operation, Options, Preserve, Request, Resolved};
+use copyd_engine::{Conflict, EntryKind, Item, Operation, Options, Preserve, Request, Resolved};
 
 use super::store::{ItemRecord, OptionsRecord};
 
@@ -24,21 +24,21 @@ pub fn operation(name: &str) -> Result<Operation, String> {
     }
 }
 
-fn kind_name(kind: ItemKind) -> &'static str {
+fn kind_name(kind: EntryKind) -> &'static str {
     match kind {
-        ItemKind::File => "file",
-        ItemKind::Directory => "directory",
-        ItemKind::Symlink => "symlink",
-        ItemKind::Special => "special",
+        EntryKind::File => "file",
+        EntryKind::Directory => "directory",
+        EntryKind::Symlink => "symlink",
+        EntryKind::Special => "special",
     }
 }
 
-fn kind(name: &str) -> Result<ItemKind, String> {
+fn kind(name: &str) -> Result<EntryKind, String> {
     match name {
-        "file" => Ok(ItemKind::File),
-        "directory" => Ok(ItemKind::Directory),
-        "symlink" => Ok(ItemKind::Symlink),
-        "special" => Ok(ItemKind::Special),
+        "file" => Ok(EntryKind::File),
+        "directory" => Ok(EntryKind::Directory),
+        "symlink" => Ok(EntryKind::Symlink),
+        "special" => Ok(EntryKind::Special),
         other => Err(format!("unknown item kind {other:?}")),
     }
 }
@@ -74,6 +74,7 @@ pub fn options_record(options: &Options) -> OptionsRecord {
         rate_limit: options.rate_limit,
         sync: options.sync,
         sparse: options.sparse,
+        rename: (options.rename.as_ref()).map(|rule| (rule.expression.clone(), rule.directories)),
     }
 }
 
@@ -103,6 +104,14 @@ pub fn resolved(
         .map_err(|err| err.message)?;
     let on_conflict = Conflict::parse(&options.on_conflict)
         .ok_or_else(|| format!("unknown on-conflict {:?}", options.on_conflict))?;
+    // The same rule, so a resumed job names every file as the first run did.
+    let rename = match &options.rename {
+        Some((expression, directories)) => Some(
+            copyd_engine::names::Rename::parse(expression, *directories)
+                .map_err(|err| err.message)?,
+        ),
+        None => None,
+    };
     let items = items
         .iter()
         .map(|item| {
@@ -128,6 +137,7 @@ pub fn resolved(
                 rate_limit: options.rate_limit,
                 sync: options.sync,
                 sparse: options.sparse,
+                rename,
                 ..Options::default()
             },
         },

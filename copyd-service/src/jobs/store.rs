@@ -59,6 +59,9 @@ pub struct OptionsRecord {
     /// The `sparse` option (absent from older checkpoints: on).
     #[serde(default = "on")]
     pub sparse: bool,
+    /// The `rename` expression and `rename-dirs` (absent: no renaming).
+    #[serde(default)]
+    pub rename: Option<(String, bool)>,
 }
 
 fn on() -> bool {
@@ -389,6 +392,7 @@ mod tests {
                 rate_limit: 0,
                 sync: false,
                 sparse: true,
+                rename: Some((r"s/\.txt$/.bak/".into(), true)),
             },
             items: vec![ItemRecord {
                 source: b"/src/caf\xe9".to_vec(),
