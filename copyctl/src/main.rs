@@ -73,11 +73,23 @@ enum Command {
     PrivateCopyd,
 }
 
+/// What to do when a target exists (inside an existing directory, for
+/// each file on its own).
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum OnConflict {
+    /// Refuse before anything is written.
     Fail,
+    /// Keep what exists (cp -n); merge directories.
     Skip,
+    /// Replace files atomically; merge directories, keeping files only the
+    /// destination has (cp -r).
     Overwrite,
+    /// Replace a file only when the source is newer (cp -u).
+    Update,
+    /// Keep both: the copy becomes `name (1).ext`.
+    Rename,
+    /// Move the existing file to `name~` first (cp --backup=simple).
+    Backup,
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +265,9 @@ impl TransferArgs {
             OnConflict::Fail => None,
             OnConflict::Skip => Some("skip"),
             OnConflict::Overwrite => Some("overwrite"),
+            OnConflict::Update => Some("update"),
+            OnConflict::Rename => Some("rename"),
+            OnConflict::Backup => Some("backup"),
         };
         if let Some(on_conflict) = on_conflict {
             options.insert("on-conflict", Variant::from(on_conflict));

@@ -81,7 +81,8 @@ pub fn parse(options: &HashMap<String, OwnedVariant>) -> Result<JobOptions, Erro
                 let name = string(key, value)?;
                 parsed.engine.on_conflict = Conflict::parse(name).ok_or_else(|| {
                     Error::InvalidArgument(format!(
-                        "on-conflict {name:?} is not one of fail, skip, overwrite"
+                        "on-conflict {name:?} is not one of {}",
+                        Conflict::known()
                     ))
                 })?;
             }

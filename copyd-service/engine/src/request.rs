@@ -29,23 +29,55 @@ impl Operation {
     }
 }
 
-/// What to do when a target already exists.
+/// What to do when a target already exists. Inside a directory that
+/// exists, each file is judged on its own (see `transfer::merge`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Conflict {
+    /// Refuse the request before anything is written.
     #[default]
     Fail,
+    /// Keep what exists (cp -n); directories are merged.
     Skip,
+    /// Replace a file atomically; merge a directory, keeping the files only
+    /// the destination has (cp -r).
     Overwrite,
+    /// Replace a file only when the source is newer (cp -u).
+    Update,
+    /// Keep both: the copy becomes `name (1).ext`, `name (2).ext`…
+    /// (directories merge).
+    Rename,
+    /// Move the existing file to `name~` first (cp --backup=simple).
+    Backup,
 }
 
 impl Conflict {
+    /// Every policy and its name: the one table of them.
+    pub const NAMES: [(Conflict, &'static str); 6] = [
+        (Conflict::Fail, "fail"),
+        (Conflict::Skip, "skip"),
+        (Conflict::Overwrite, "overwrite"),
+        (Conflict::Update, "update"),
+        (Conflict::Rename, "rename"),
+        (Conflict::Backup, "backup"),
+    ];
+
     pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "fail" => Some(Conflict::Fail),
-            "skip" => Some(Conflict::Skip),
-            "overwrite" => Some(Conflict::Overwrite),
-            _ => None,
-        }
+        Self::NAMES
+            .iter()
+            .find(|(_, known)| *known == name)
+            .map(|(conflict, _)| *conflict)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(conflict, _)| *conflict == self)
+            .map_or("fail", |(_, name)| name)
+    }
+
+    /// The names, for messages: "fail, skip, …".
+    pub fn known() -> String {
+        Self::NAMES.map(|(_, name)| name).join(", ")
     }
 }
 
@@ -180,6 +212,10 @@ pub struct Item {
     pub skip: bool,
     /// The target exists and on-conflict is overwrite: replace it.
     pub replace: bool,
+    /// The target exists and the policy is judged per entry, into what
+    /// stands there (a directory merged, a file updated, backed up or kept
+    /// beside): see `transfer::merge`.
+    pub merge: bool,
 }
 
 /// A checked request.
@@ -388,28 +424,32 @@ pub fn resolve(request: Request) -> Result<Resolved> {
             )));
         }
 
-        let (mut skip, mut replace) = (false, false);
+        let (mut skip, mut replace, mut merge) = (false, false, false);
         if let Ok(existing) = fs::symlink_metadata(&target) {
-            match request.options.on_conflict {
+            let policy = request.options.on_conflict;
+            let into_existing_directory = existing.is_dir() && kind == EntryKind::Directory;
+            if into_existing_directory && real_source.starts_with(&real_target) {
+                // Copying into a directory that contains the source would
+                // copy the copy again.
+                return Err(EngineError::invalid(format!(
+                    "{} contains the source {}",
+                    target.display(),
+                    source.display()
+                )));
+            }
+            match policy {
                 Conflict::Fail => {
                     return Err(EngineError::new(
                         ErrorKind::AlreadyExists,
                         format!("{} already exists", target.display()),
                     ))
                 }
+                // A directory over a directory: merged, file by file.
+                _ if into_existing_directory => merge = true,
                 Conflict::Skip => skip = true,
-                Conflict::Overwrite => {
-                    // Replacing a directory that contains the source would
-                    // delete the source with it.
-                    if existing.is_dir() && real_source.starts_with(&real_target) {
-                        return Err(EngineError::invalid(format!(
-                            "overwriting {} would delete the source {}",
-                            target.display(),
-                            source.display()
-                        )));
-                    }
-                    replace = true;
-                }
+                Conflict::Overwrite if !existing.is_dir() => replace = true,
+                // Judged at placement, against what stands there then.
+                _ => merge = true,
             }
         }
         items.push(Item {
@@ -418,6 +458,7 @@ pub fn resolve(request: Request) -> Result<Resolved> {
             kind,
             skip,
             replace,
+            merge,
         });
     }
     if let Some(rule) = &request.options.rename {
@@ -459,7 +500,7 @@ pub fn plan(mut request: Request) -> Result<PlanReport> {
     let mut report = PlanReport::default();
     for item in &resolved.items {
         report.targets.push(item.target.clone());
-        if item.skip || item.replace {
+        if item.skip || item.replace || item.merge {
             report.conflicts.push(item.target.clone());
         }
         if item.skip && on_conflict == Conflict::Skip {

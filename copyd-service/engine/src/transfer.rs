@@ -25,6 +25,8 @@ use crate::request::{Conflict, Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
 use crate::{engines, fsutil, links, names, parallel, provenance, read_ahead, residency, sparse};
 
+mod merge;
+
 /// What a finished transfer did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -207,6 +209,11 @@ pub fn run_resumable(
             }
             continue;
         }
+        if item.merge {
+            // Its target exists by design: placed entry by entry below.
+            to_copy.push((index, Cow::Borrowed(item)));
+            continue;
+        }
         let item = match transfer.look_at_target(item, index)? {
             AtTarget::Placed => {
                 outcome.copied += 1;
@@ -214,9 +221,10 @@ pub fn run_resumable(
                 continue;
             }
             AtTarget::Foreign => {
-                if options.on_conflict != Conflict::Overwrite {
-                    // The item will not be built: what an earlier run left
-                    // of it under its temporary name goes.
+                // What an earlier run left of it under its temporary name
+                // goes: the item is skipped, fails, or is placed entry by
+                // entry into what stands there now (none of which uses it).
+                if options.on_conflict != Conflict::Overwrite || item_meets_directory(item) {
                     transfer.discard_own_leftover(item, index);
                 }
                 match options.on_conflict {
@@ -235,10 +243,23 @@ pub fn run_resumable(
                         transfer.failures.lock().unwrap().push(failure);
                         continue;
                     }
-                    Conflict::Overwrite => Cow::Owned(Item {
+                    Conflict::Overwrite if !item_meets_directory(item) => Cow::Owned(Item {
                         replace: true,
                         ..item.clone()
                     }),
+                    Conflict::Overwrite
+                    | Conflict::Update
+                    | Conflict::Rename
+                    | Conflict::Backup => {
+                        to_copy.push((
+                            index,
+                            Cow::Owned(Item {
+                                merge: true,
+                                ..item.clone()
+                            }),
+                        ));
+                        continue;
+                    }
                 }
             }
             AtTarget::Free => Cow::Borrowed(item),
@@ -293,6 +314,12 @@ pub fn run_resumable(
         }
         if group.len() > 1 {
             outcome.copied += transfer.copy_lone_files(&group)?;
+        } else if group[0].1.merge {
+            let (index, item, tree) = &group[0];
+            match transfer.merge_item(*index, item, tree, options.on_conflict)? {
+                merge::Merged::Whole => outcome.copied += 1,
+                merge::Merged::WithSkips => outcome.skipped += 1,
+            }
         } else {
             let (index, item, tree) = &group[0];
             transfer.copy_whole_item(*index, item, tree)?;
@@ -301,6 +328,13 @@ pub fn run_resumable(
     }
     outcome.failures = transfer.failures.into_inner().unwrap();
     Ok(outcome)
+}
+
+/// Whether `item` is a directory whose target is a directory too (then
+/// overwrite merges instead of replacing).
+fn item_meets_directory(item: &Item) -> bool {
+    item.kind == EntryKind::Directory
+        && fs::symlink_metadata(&item.target).is_ok_and(|m| m.is_dir())
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -437,7 +471,7 @@ impl Transfer<'_> {
                 item,
                 index,
             );
-        lone_file && tree.bytes < LARGE_FILE && !carry_on
+        lone_file && tree.bytes < LARGE_FILE && !carry_on && !item.merge
     }
 
     /// Copies small lone files as a group, built on the workers, and with
@@ -1936,6 +1970,11 @@ impl AnchoredDir {
             .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
             .open(path)
             .map_err(|err| EngineError::io("open directory", path, &err))?;
+        Self::anchored(dir, path)
+    }
+
+    /// `dir`, opened at `path`, reached from now on through its descriptor.
+    fn anchored(dir: File, path: &Path) -> Result<Self> {
         let magic =
             Path::new("/proc/self/fd").join(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string());
         let via = if fs::metadata(&magic).is_ok_and(|m| m.is_dir()) {
@@ -1948,6 +1987,18 @@ impl AnchoredDir {
             path: path.to_path_buf(),
             via,
         })
+    }
+
+    /// Opens `path` as [`Self::open`] does, refusing a symlink at its last
+    /// name (O_NOFOLLOW): a merge goes down the destination this way.
+    pub(crate) fn open_nofollow(path: &Path) -> Result<Self> {
+        let flags = rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW;
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(flags.bits() as i32)
+            .open(path)
+            .map_err(|err| EngineError::io("open directory", path, &err))?;
+        Self::anchored(dir, path)
     }
 
     pub(crate) fn join(&self, name: &std::ffi::OsStr) -> std::path::PathBuf {

@@ -57,18 +57,10 @@ fn preserve_names(preserve: &Preserve) -> Vec<String> {
     .collect()
 }
 
-fn conflict_name(conflict: Conflict) -> &'static str {
-    match conflict {
-        Conflict::Fail => "fail",
-        Conflict::Skip => "skip",
-        Conflict::Overwrite => "overwrite",
-    }
-}
-
 pub fn options_record(options: &Options) -> OptionsRecord {
     OptionsRecord {
         recursive: options.recursive,
-        on_conflict: conflict_name(options.on_conflict).to_owned(),
+        on_conflict: options.on_conflict.name().to_owned(),
         engine: options.engine.clone(),
         preserve: preserve_names(&options.preserve),
         rate_limit: options.rate_limit,
@@ -87,6 +79,7 @@ pub fn items_record(items: &[Item]) -> Vec<ItemRecord> {
             kind: kind_name(item.kind).to_owned(),
             skip: item.skip,
             replace: item.replace,
+            merge: item.merge,
         })
         .collect()
 }
@@ -121,6 +114,7 @@ pub fn resolved(
                 kind: kind(&item.kind)?,
                 skip: item.skip,
                 replace: item.replace,
+                merge: item.merge,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;

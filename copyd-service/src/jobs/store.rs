@@ -42,6 +42,9 @@ pub struct ItemRecord {
     pub kind: String,
     pub skip: bool,
     pub replace: bool,
+    /// Placed entry by entry into what exists (absent from older records).
+    #[serde(default)]
+    pub merge: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +403,7 @@ mod tests {
                 kind: "directory".into(),
                 skip: false,
                 replace: false,
+                merge: true,
             }],
             state: "running".into(),
             items_done: vec![],

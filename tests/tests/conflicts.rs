@@ -1,0 +1,291 @@
+//! on-conflict, file by file, through the daemon: a tree copied into a
+//! copy of itself in which half the files exist, some older and some newer
+//! than the source, plus files only the destination has.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use copyd_tests::TestEnv;
+
+const OLD: u64 = 946_684_800; // 2000-01-01
+const SOURCE_TIME: u64 = 1_577_836_800; // 2020-01-01
+const NEW: u64 = 4_102_444_800; // 2100-01-01
+
+fn set_mtime(path: &Path, secs: u64) {
+    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+}
+
+/// `src/f00..f19` and `src/sub/g00..g09`, all of time SOURCE_TIME.
+fn source_tree(root: &Path) -> PathBuf {
+    let src = root.join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..20 {
+        let path = src.join(format!("f{i:02}"));
+        fs::write(&path, format!("source f{i:02}")).unwrap();
+        set_mtime(&path, SOURCE_TIME);
+    }
+    for i in 0..10 {
+        let path = src.join(format!("sub/g{i:02}"));
+        fs::write(&path, format!("source g{i:02}")).unwrap();
+        set_mtime(&path, SOURCE_TIME);
+    }
+    src
+}
+
+/// `dst/src/` with f00..f09 (f00..f04 older than the source, f05..f09
+/// newer), sub/g00..g04 (older), and files only it has.
+fn destination(root: &Path) -> PathBuf {
+    let dst = root.join("dst");
+    let there = dst.join("src");
+    fs::create_dir_all(there.join("sub")).unwrap();
+    for i in 0..10 {
+        let path = there.join(format!("f{i:02}"));
+        fs::write(&path, format!("dest f{i:02}")).unwrap();
+        set_mtime(&path, if i < 5 { OLD } else { NEW });
+    }
+    for i in 0..5 {
+        let path = there.join(format!("sub/g{i:02}"));
+        fs::write(&path, format!("dest g{i:02}")).unwrap();
+        set_mtime(&path, OLD);
+    }
+    fs::write(there.join("only-here"), "mine").unwrap();
+    fs::write(there.join("sub/only-here-too"), "mine too").unwrap();
+    dst
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+fn copy_with(env: &TestEnv, policy: &str) -> (PathBuf, copyd_tests::cmd::CmdOutput) {
+    let root = env.path(policy);
+    let src = source_tree(&root);
+    let dst = destination(&root);
+    let out = env.copyctl(&[
+        "copy".as_ref(),
+        "-r".as_ref(),
+        "--on-conflict".as_ref(),
+        policy.as_ref(),
+        src.as_os_str(),
+        dst.as_os_str(),
+    ]);
+    (dst.join("src"), out)
+}
+
+/// What every merging policy leaves alike: the files the destination did
+/// not have are copied, and the files only it has stay.
+fn assert_merged(there: &Path) {
+    for i in 10..20 {
+        assert_eq!(
+            read(&there.join(format!("f{i:02}"))),
+            format!("source f{i:02}")
+        );
+    }
+    for i in 5..10 {
+        assert_eq!(
+            read(&there.join(format!("sub/g{i:02}"))),
+            format!("source g{i:02}")
+        );
+    }
+    assert_eq!(read(&there.join("only-here")), "mine");
+    assert_eq!(read(&there.join("sub/only-here-too")), "mine too");
+    let temporaries: Vec<_> = copyd_tests::tree::copyd_temp_leftovers(there);
+    assert!(temporaries.is_empty(), "{temporaries:?}");
+}
+
+#[test]
+fn each_policy_decides_file_by_file_inside_a_tree() {
+    let env = TestEnv::start();
+
+    let (there, out) = copy_with(&env, "skip");
+    out.assert_success();
+    assert_merged(&there);
+    for i in 0..10 {
+        assert_eq!(
+            read(&there.join(format!("f{i:02}"))),
+            format!("dest f{i:02}")
+        );
+    }
+
+    let (there, out) = copy_with(&env, "overwrite");
+    out.assert_success();
+    assert_merged(&there);
+    for i in 0..10 {
+        assert_eq!(
+            read(&there.join(format!("f{i:02}"))),
+            format!("source f{i:02}")
+        );
+    }
+    for i in 0..5 {
+        assert_eq!(
+            read(&there.join(format!("sub/g{i:02}"))),
+            format!("source g{i:02}")
+        );
+    }
+
+    let (there, out) = copy_with(&env, "update");
+    out.assert_success();
+    assert_merged(&there);
+    for i in 0..10 {
+        let want = if i < 5 { "source" } else { "dest" };
+        assert_eq!(
+            read(&there.join(format!("f{i:02}"))),
+            format!("{want} f{i:02}")
+        );
+    }
+
+    let (there, out) = copy_with(&env, "rename");
+    out.assert_success();
+    assert_merged(&there);
+    for i in 0..10 {
+        assert_eq!(
+            read(&there.join(format!("f{i:02}"))),
+            format!("dest f{i:02}")
+        );
+        assert_eq!(
+            read(&there.join(format!("f{i:02} (1)"))),
+            format!("source f{i:02}")
+        );
+    }
+
+    let (there, out) = copy_with(&env, "backup");
+    out.assert_success();
+    assert_merged(&there);
+    for i in 0..10 {
+        assert_eq!(
+            read(&there.join(format!("f{i:02}"))),
+            format!("source f{i:02}")
+        );
+        assert_eq!(
+            read(&there.join(format!("f{i:02}~"))),
+            format!("dest f{i:02}")
+        );
+    }
+
+    // fail: refused, nothing changed.
+    let (there, out) = copy_with(&env, "fail");
+    assert!(!out.success());
+    assert!(
+        out.stderr_str().contains("Error.AlreadyExists"),
+        "{}",
+        out.stderr_str()
+    );
+    assert!(!there.join("f10").exists());
+    assert_eq!(read(&there.join("f00")), "dest f00");
+}
+
+/// Lone files take the same policies: update keeps a newer file, backup
+/// keeps the old one as name~, rename keeps both.
+#[test]
+fn lone_files_take_the_policies_too() {
+    let env = TestEnv::start();
+    let dir = env.path("lone");
+    fs::create_dir(&dir).unwrap();
+    let (source, target) = (dir.join("report.pdf"), dir.join("out/report.pdf"));
+    fs::create_dir(dir.join("out")).unwrap();
+    fs::write(&source, "new report").unwrap();
+    set_mtime(&source, SOURCE_TIME);
+    let reset = |secs| {
+        fs::write(&target, "old report").unwrap();
+        set_mtime(&target, secs);
+    };
+    let copy = |policy: &str| {
+        env.copyctl(&[
+            "copy".as_ref(),
+            "--on-conflict".as_ref(),
+            policy.as_ref(),
+            source.as_os_str(),
+            dir.join("out").as_os_str(),
+        ])
+        .assert_success();
+    };
+    reset(NEW);
+    copy("update");
+    assert_eq!(read(&target), "old report", "update replaced a newer file");
+    reset(OLD);
+    copy("update");
+    assert_eq!(read(&target), "new report");
+    reset(OLD);
+    copy("backup");
+    assert_eq!(read(&target), "new report");
+    assert_eq!(read(&dir.join("out/report.pdf~")), "old report");
+    reset(OLD);
+    copy("rename");
+    copy("rename");
+    assert_eq!(read(&target), "old report");
+    assert_eq!(read(&dir.join("out/report (1).pdf")), "new report");
+    assert_eq!(read(&dir.join("out/report (2).pdf")), "new report");
+}
+
+/// Keep-both under a race: another process keeps creating `fNN (k)` names
+/// while the copy runs. A name is claimed with RENAME_NOREPLACE, so none of
+/// the racer's files is ever overwritten, and every copy lands somewhere.
+#[test]
+fn keep_both_never_overwrites_a_name_taken_meanwhile() {
+    let env = TestEnv::start();
+    let root = env.path("race");
+    let src = source_tree(&root);
+    let dst = destination(&root);
+    let there = dst.join("src");
+    // Taken before: the copies of f00..f09 cannot be "(1)".
+    for i in 0..10 {
+        fs::write(there.join(format!("f{i:02} (1)")), "racer").unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let racer = {
+        let (stop, there) = (Arc::clone(&stop), there.clone());
+        std::thread::spawn(move || {
+            let mut taken = Vec::new();
+            'race: for k in 2..40 {
+                for i in 0..10 {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'race;
+                    }
+                    let name = there.join(format!("f{i:02} ({k})"));
+                    if fs::File::options()
+                        .write(true)
+                        .create_new(true)
+                        .open(&name)
+                        .and_then(|mut f| std::io::Write::write_all(&mut f, b"racer"))
+                        .is_ok()
+                    {
+                        taken.push(name);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            taken
+        })
+    };
+    let out = env.copyctl(&[
+        "copy".as_ref(),
+        "-r".as_ref(),
+        "--on-conflict".as_ref(),
+        "rename".as_ref(),
+        src.as_os_str(),
+        dst.as_os_str(),
+    ]);
+    stop.store(true, Ordering::Relaxed);
+    let taken = racer.join().unwrap();
+    out.assert_success();
+    for name in &taken {
+        assert_eq!(read(name), "racer", "{} was overwritten", name.display());
+    }
+    for i in 0..10 {
+        assert_eq!(read(&there.join(format!("f{i:02} (1)"))), "racer");
+        let copies = (2..60)
+            .map(|k| there.join(format!("f{i:02} ({k})")))
+            .filter(|p| p.exists() && read(p) == format!("source f{i:02}"))
+            .count();
+        assert_eq!(copies, 1, "f{i:02}'s copy is not in exactly one place");
+    }
+}
