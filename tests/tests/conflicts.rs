@@ -289,3 +289,26 @@ fn keep_both_never_overwrites_a_name_taken_meanwhile() {
         assert_eq!(copies, 1, "f{i:02}'s copy is not in exactly one place");
     }
 }
+
+/// The job counts what on-conflict did (the Conflicts property).
+#[test]
+fn the_job_counts_its_conflicts() {
+    let env = TestEnv::start();
+    let root = env.path("counted");
+    let src = source_tree(&root);
+    let dst = destination(&root);
+    let busctl = env.busctl();
+    let job = busctl.copy(
+        &[&src],
+        &dst,
+        &["recursive", "b", "true", "on-conflict", "s", "update"],
+    );
+    assert_eq!(busctl.wait_job_end(&job, Duration::from_secs(60)), "completed");
+    let conflicts = busctl.job_prop(&job, "Conflicts");
+    // f00..f04 and sub/g00..g04 older: updated; f05..f09 newer: skipped.
+    assert_eq!(
+        conflicts,
+        serde_json::json!({"skipped": 5, "updated": 10}),
+        "{conflicts}"
+    );
+}

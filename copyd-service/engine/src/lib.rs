@@ -37,7 +37,7 @@ pub mod xattr;
 pub use copier::{CopyContext, CopyError, EngineSet, FileCopier};
 pub use error::{EngineError, ErrorKind};
 pub use journal::{CopyIdentity, FileIdentity, Journal, NoJournal, ResumeState};
-pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RunState};
+pub use progress::{ConflictDecision, Control, Progress, ProgressSnapshot, RateLimiter, RunState};
 pub use request::{
     plan, resolve, Conflict, Item, Operation, Options, PlanReport, Preserve, RealLocations,
     Request, Resolved,

@@ -22,6 +22,31 @@ pub struct Progress {
     files_done: AtomicU64,
     current_path: Mutex<PathBuf>,
     engine_bytes: Mutex<BTreeMap<&'static str, u64>>,
+    /// Targets found taken, by what on-conflict did with them.
+    conflicts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// What on-conflict did with a target it found taken (the keys of
+/// [`Progress::conflicts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictDecision {
+    Skipped,
+    Overwritten,
+    Updated,
+    Renamed,
+    BackedUp,
+}
+
+impl ConflictDecision {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConflictDecision::Skipped => "skipped",
+            ConflictDecision::Overwritten => "overwritten",
+            ConflictDecision::Updated => "updated",
+            ConflictDecision::Renamed => "renamed",
+            ConflictDecision::BackedUp => "backed-up",
+        }
+    }
 }
 
 /// A consistent-enough copy of the counters at one moment.
@@ -48,6 +73,21 @@ impl Progress {
         // Release, with files_done's: see `snapshot`.
         self.bytes_done.fetch_add(n, Ordering::Release);
         *self.engine_bytes.lock().unwrap().entry(engine).or_default() += n;
+    }
+
+    /// Counts a target found taken, and what was done with it.
+    pub fn note_conflict(&self, decision: ConflictDecision) {
+        *self
+            .conflicts
+            .lock()
+            .unwrap()
+            .entry(decision.name())
+            .or_default() += 1;
+    }
+
+    /// Conflicts so far, by decision.
+    pub fn conflicts(&self) -> BTreeMap<&'static str, u64> {
+        self.conflicts.lock().unwrap().clone()
     }
 
     /// Counts bytes that were done without copying (a rename, a skipped file).

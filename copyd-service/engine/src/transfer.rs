@@ -20,7 +20,7 @@ use crate::journal::{
     CopyIdentity, FileIdentity, GroupCommit, ItemsOnly, Journal, NoJournal, ResumeState,
     GROUP_COMMIT_INTERVAL, OFFSET_COMMIT_INTERVAL,
 };
-use crate::progress::{Control, Progress};
+use crate::progress::{ConflictDecision, Control, Progress};
 use crate::request::{Conflict, Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
 use crate::{engines, fsutil, links, names, parallel, provenance, read_ahead, residency, sparse};
@@ -203,6 +203,7 @@ pub fn run_resumable(
         if item.skip {
             progress.add_totals(1, 0);
             progress.add_files_done(1);
+            progress.note_conflict(ConflictDecision::Skipped);
             outcome.skipped += 1;
             if resume.placed.contains(&index) {
                 placed_earlier.push(item);
@@ -230,6 +231,7 @@ pub fn run_resumable(
                 match options.on_conflict {
                     Conflict::Skip => {
                         transfer.count_item_without_copy();
+                        progress.note_conflict(ConflictDecision::Skipped);
                         journal.item_done(index);
                         outcome.skipped += 1;
                         continue;
@@ -434,6 +436,9 @@ impl Transfer<'_> {
         let failures_before = self.failures.lock().unwrap().len();
         let source_dir = self.moved_source_dir(item)?;
         self.copy_item(item, index, tree)?;
+        if item.replace {
+            self.progress.note_conflict(ConflictDecision::Overwritten);
+        }
         let whole = self.failures.lock().unwrap().len() == failures_before;
         if self.preserve.links && whole {
             self.placed.remember(&tree.entries, &item.target);
@@ -630,6 +635,9 @@ impl Transfer<'_> {
             {
                 failed = Some(lone.anchor.explain(err));
                 break;
+            }
+            if lone.item.replace {
+                self.progress.note_conflict(ConflictDecision::Overwritten);
             }
             renamed += 1;
         }

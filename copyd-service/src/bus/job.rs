@@ -278,6 +278,11 @@ impl JobObject {
             .collect()
     }
 
+    #[zbus(property, name = "Conflicts")]
+    fn conflicts(&self) -> HashMap<String, u64> {
+        conflicts(&self.job)
+    }
+
     #[zbus(property, name = "CurrentPath")]
     async fn current_path(
         &self,
@@ -370,7 +375,15 @@ fn progress_properties(
             "Engine",
             Variant::from(job.progress.main_engine().unwrap_or_default().to_owned()),
         ),
+        ("Conflicts", Variant::from(conflicts(job))),
     ])
+}
+
+/// Targets found taken so far, by what on-conflict did with them.
+fn conflicts(job: &Job) -> HashMap<String, u64> {
+    (job.progress.conflicts().into_iter())
+        .map(|(decision, count)| (decision.to_owned(), count))
+        .collect()
 }
 
 /// The properties that carry paths: sent only to the job's owner.

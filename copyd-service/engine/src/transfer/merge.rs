@@ -32,6 +32,7 @@ use rustix::io::Errno;
 use super::{under, AnchoredDir, Transfer};
 use crate::error::{EngineError, Result};
 use crate::fsutil;
+use crate::progress::ConflictDecision;
 use crate::request::{Conflict, Item};
 use crate::walk::{Entry, EntryKind, Tree};
 
@@ -68,6 +69,17 @@ fn decide(policy: Conflict, entry: &Entry, existing: &fs::Metadata) -> Option<Pl
         Conflict::Update => is_newer(&entry.metadata, existing).then_some(Placing::Over),
         Conflict::Backup => Some(Placing::AfterBackup),
         Conflict::Rename => Some(Placing::Beside),
+    }
+}
+
+/// What a placement over a taken name counts as.
+fn decision_of(placing: Placing, policy: Conflict) -> Option<ConflictDecision> {
+    match (placing, policy) {
+        (Placing::New, _) => None,
+        (Placing::Over, Conflict::Update) => Some(ConflictDecision::Updated),
+        (Placing::Over, _) => Some(ConflictDecision::Overwritten),
+        (Placing::AfterBackup, _) => Some(ConflictDecision::BackedUp),
+        (Placing::Beside, _) => Some(ConflictDecision::Renamed),
     }
 }
 
@@ -188,13 +200,20 @@ impl Transfer<'_> {
                 Some(existing) => decide(policy, entry, existing),
             };
             let Some(placing) = placing else {
-                skipped |= existing.is_some();
+                if existing.is_some() {
+                    skipped = true;
+                    self.progress.note_conflict(ConflictDecision::Skipped);
+                }
                 self.progress.add_bytes_uncopied(entry.metadata.len());
                 self.progress.add_files_done(1);
                 continue;
             };
             match self.merge_file(index, item, entry, &source, &parent, &name, placing) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(decision) = decision_of(placing, policy) {
+                        self.progress.note_conflict(decision);
+                    }
+                }
                 Err(err) if err.per_file => self.fail_alone(source, err),
                 Err(err) => return Err(parent.explain(err)),
             }
