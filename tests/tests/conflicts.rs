@@ -303,7 +303,10 @@ fn the_job_counts_its_conflicts() {
         &dst,
         &["recursive", "b", "true", "on-conflict", "s", "update"],
     );
-    assert_eq!(busctl.wait_job_end(&job, Duration::from_secs(60)), "completed");
+    assert_eq!(
+        busctl.wait_job_end(&job, Duration::from_secs(60)),
+        "completed"
+    );
     let conflicts = busctl.job_prop(&job, "Conflicts");
     // f00..f04 and sub/g00..g04 older: updated; f05..f09 newer: skipped.
     assert_eq!(
@@ -311,4 +314,66 @@ fn the_job_counts_its_conflicts() {
         serde_json::json!({"skipped": 5, "updated": 10}),
         "{conflicts}"
     );
+}
+
+/// on-conflict ask, answered by a Gio client as a file manager's dialog
+/// would: each ConflictRaised gets the next answer, and "apply to all"
+/// answers the rest without asking.
+#[test]
+fn ask_is_answered_by_a_gio_client() {
+    let env = TestEnv::start();
+    let root = env.path("asked");
+    let src = source_tree(&root);
+    let dst = destination(&root);
+    let there = dst.join("src");
+    let script = copyd_tests::repo_root().join("tests/clients/answer_conflicts.py");
+    let out = copyd_tests::cmd::run(
+        std::process::Command::new(copyd_tests::gio::python_gi())
+            .arg(&script)
+            .args(["--address", env.address()])
+            .args(["--answer", "skip", "--answer", "overwrite"])
+            .args(["--answer", "rename", "--answer", "backup:all"])
+            .arg(&src)
+            .arg(&dst),
+    );
+    out.assert_success();
+    let report = out.json();
+    assert_eq!(report["success"], true, "{report}");
+    let asked: Vec<PathBuf> = report["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| PathBuf::from(c["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(asked.len(), 4, "asked after apply-to-all: {report}");
+    let first = &report["conflicts"][0];
+    assert_eq!(first["existing"]["type"], "file", "{first}");
+    assert!(first["incoming"]["size"].as_u64().unwrap() > 0, "{first}");
+    let source_of = |target: &Path| {
+        let relative = target.strip_prefix(&there).unwrap();
+        read(&src.join(relative))
+    };
+    let dest_text = |target: &Path| source_of(target).replace("source", "dest");
+    assert_eq!(read(&asked[0]), dest_text(&asked[0]), "skip");
+    assert_eq!(read(&asked[1]), source_of(&asked[1]), "overwrite");
+    assert_eq!(read(&asked[2]), dest_text(&asked[2]), "rename");
+    let beside = asked[2].with_file_name(format!(
+        "{} (1)",
+        asked[2].file_name().unwrap().to_str().unwrap()
+    ));
+    assert_eq!(read(&beside), source_of(&asked[2]), "rename");
+    // Backed up: the fourth and every conflict after it.
+    let all: Vec<PathBuf> = (0..10)
+        .map(|i| there.join(format!("f{i:02}")))
+        .chain((0..5).map(|i| there.join(format!("sub/g{i:02}"))))
+        .collect();
+    for target in all.iter().filter(|t| !asked[..3].contains(t)) {
+        assert_eq!(read(target), source_of(target), "{}", target.display());
+        let backup = target.with_file_name(format!(
+            "{}~",
+            target.file_name().unwrap().to_str().unwrap()
+        ));
+        assert_eq!(read(&backup), dest_text(target));
+    }
+    assert_merged(&there);
 }

@@ -15,6 +15,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod conflict;
 pub mod copier;
 pub mod engines;
 pub mod error;
@@ -34,10 +35,11 @@ pub mod transfer;
 pub mod walk;
 pub mod xattr;
 
+pub use conflict::{ConflictAnswer, ConflictDecision, ConflictQuestion};
 pub use copier::{CopyContext, CopyError, EngineSet, FileCopier};
 pub use error::{EngineError, ErrorKind};
 pub use journal::{CopyIdentity, FileIdentity, Journal, NoJournal, ResumeState};
-pub use progress::{ConflictDecision, Control, Progress, ProgressSnapshot, RateLimiter, RunState};
+pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RunState};
 pub use request::{
     plan, resolve, Conflict, Item, Operation, Options, PlanReport, Preserve, RealLocations,
     Request, Resolved,

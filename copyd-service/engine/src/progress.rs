@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::conflict::{ConflictAnswer, ConflictDecision, ConflictQuestion};
 use crate::error::{EngineError, Result};
 
 /// Counters of one transfer. Counts only grow.
@@ -24,29 +25,6 @@ pub struct Progress {
     engine_bytes: Mutex<BTreeMap<&'static str, u64>>,
     /// Targets found taken, by what on-conflict did with them.
     conflicts: Mutex<BTreeMap<&'static str, u64>>,
-}
-
-/// What on-conflict did with a target it found taken (the keys of
-/// [`Progress::conflicts`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConflictDecision {
-    Skipped,
-    Overwritten,
-    Updated,
-    Renamed,
-    BackedUp,
-}
-
-impl ConflictDecision {
-    pub fn name(self) -> &'static str {
-        match self {
-            ConflictDecision::Skipped => "skipped",
-            ConflictDecision::Overwritten => "overwritten",
-            ConflictDecision::Updated => "updated",
-            ConflictDecision::Renamed => "renamed",
-            ConflictDecision::BackedUp => "backed-up",
-        }
-    }
 }
 
 /// A consistent-enough copy of the counters at one moment.
@@ -162,6 +140,16 @@ pub struct Control {
     changed: Condvar,
     job_limit: RateLimiter,
     global_limit: Option<Arc<RateLimiter>>,
+    /// The conflict the transfer waits on (on-conflict ask), and its answer.
+    asking: Mutex<Asking>,
+    answered: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Asking {
+    question: Option<ConflictQuestion>,
+    answer: Option<ConflictAnswer>,
+    asked: u64,
 }
 
 impl Default for Control {
@@ -179,6 +167,8 @@ impl Control {
             changed: Condvar::new(),
             job_limit: RateLimiter::new(0),
             global_limit,
+            asking: Mutex::new(Asking::default()),
+            answered: Condvar::new(),
         }
     }
 
@@ -240,6 +230,58 @@ impl Control {
                 RunState::Paused => state = self.changed.wait(state).unwrap(),
             }
         }
+    }
+
+    /// Waits until whoever steers the transfer answers a conflict about
+    /// `target` ([`Self::pending_question`], [`Self::answer`]); fails once
+    /// cancelled. Pausing and resuming meanwhile changes nothing.
+    pub fn ask(
+        &self,
+        target: PathBuf,
+        existing: crate::conflict::Side,
+        incoming: crate::conflict::Side,
+    ) -> Result<ConflictAnswer> {
+        let mut asking = self.asking.lock().unwrap();
+        asking.asked += 1;
+        asking.question = Some(ConflictQuestion {
+            id: asking.asked,
+            target,
+            existing,
+            incoming,
+        });
+        asking.answer = None;
+        loop {
+            if let Some(answer) = asking.answer.take() {
+                asking.question = None;
+                return Ok(answer);
+            }
+            if self.is_cancelled() {
+                asking.question = None;
+                return Err(EngineError::cancelled());
+            }
+            // A cancel does not signal this condvar: look again soon.
+            asking = self
+                .answered
+                .wait_timeout(asking, Duration::from_millis(100))
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// The conflict the transfer waits on, if it waits on one.
+    pub fn pending_question(&self) -> Option<ConflictQuestion> {
+        self.asking.lock().unwrap().question.clone()
+    }
+
+    /// Answers the pending conflict; false if none is pending.
+    pub fn answer(&self, answer: ConflictAnswer) -> bool {
+        let mut asking = self.asking.lock().unwrap();
+        if asking.question.is_none() || asking.answer.is_some() {
+            return false;
+        }
+        asking.answer = Some(answer);
+        self.answered.notify_all();
+        true
     }
 
     /// Sets this job's own limit in bytes per second (0: none).

@@ -29,57 +29,7 @@ impl Operation {
     }
 }
 
-/// What to do when a target already exists. Inside a directory that
-/// exists, each file is judged on its own (see `transfer::merge`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Conflict {
-    /// Refuse the request before anything is written.
-    #[default]
-    Fail,
-    /// Keep what exists (cp -n); directories are merged.
-    Skip,
-    /// Replace a file atomically; merge a directory, keeping the files only
-    /// the destination has (cp -r).
-    Overwrite,
-    /// Replace a file only when the source is newer (cp -u).
-    Update,
-    /// Keep both: the copy becomes `name (1).ext`, `name (2).ext`…
-    /// (directories merge).
-    Rename,
-    /// Move the existing file to `name~` first (cp --backup=simple).
-    Backup,
-}
-
-impl Conflict {
-    /// Every policy and its name: the one table of them.
-    pub const NAMES: [(Conflict, &'static str); 6] = [
-        (Conflict::Fail, "fail"),
-        (Conflict::Skip, "skip"),
-        (Conflict::Overwrite, "overwrite"),
-        (Conflict::Update, "update"),
-        (Conflict::Rename, "rename"),
-        (Conflict::Backup, "backup"),
-    ];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::NAMES
-            .iter()
-            .find(|(_, known)| *known == name)
-            .map(|(conflict, _)| *conflict)
-    }
-
-    pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(conflict, _)| *conflict == self)
-            .map_or("fail", |(_, name)| name)
-    }
-
-    /// The names, for messages: "fail, skip, …".
-    pub fn known() -> String {
-        Self::NAMES.map(|(_, name)| name).join(", ")
-    }
-}
+pub use crate::conflict::Conflict;
 
 /// Which metadata a copy carries over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

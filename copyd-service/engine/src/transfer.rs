@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::io::Errno;
 
+use crate::conflict::ConflictDecision;
 use crate::copier::{try_chain, CopyContext, EngineSet, FileCopier, StandardCopier};
 use crate::engines::io_uring::{BatchRings, SmallFile, SmallFileResult, BATCH_FILE_MAX};
 use crate::error::{EngineError, Result};
@@ -20,7 +21,7 @@ use crate::journal::{
     CopyIdentity, FileIdentity, GroupCommit, ItemsOnly, Journal, NoJournal, ResumeState,
     GROUP_COMMIT_INTERVAL, OFFSET_COMMIT_INTERVAL,
 };
-use crate::progress::{ConflictDecision, Control, Progress};
+use crate::progress::{Control, Progress};
 use crate::request::{Conflict, Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
 use crate::{engines, fsutil, links, names, parallel, provenance, read_ahead, residency, sparse};
@@ -252,7 +253,8 @@ pub fn run_resumable(
                     Conflict::Overwrite
                     | Conflict::Update
                     | Conflict::Rename
-                    | Conflict::Backup => {
+                    | Conflict::Backup
+                    | Conflict::Ask => {
                         to_copy.push((
                             index,
                             Cow::Owned(Item {

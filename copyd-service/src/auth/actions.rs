@@ -105,6 +105,11 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "SetRateLimit",
         Rule::OwnerOr(Action::ManageOtherJobs),
     ),
+    (
+        JOB_INTERFACE,
+        "ResolveConflict",
+        Rule::OwnerOr(Action::ManageOtherJobs),
+    ),
 ];
 
 /// The rule of `interface.method`. A method missing from the table is

@@ -172,6 +172,39 @@ impl JobObject {
         expected_end_time: u64,
     ) -> zbus::Result<()>;
 
+    /// The job waits on a conflict (on-conflict ask): sent to the owner.
+    #[zbus(signal)]
+    async fn conflict_raised(
+        emitter: &SignalEmitter<'_>,
+        target: Vec<u8>,
+        existing: HashMap<&str, Variant<'_>>,
+        incoming: HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<()>;
+
+    /// Answers the conflict the job waits on: skip, overwrite, update,
+    /// rename or backup, for this one or (apply_to_all) every later one.
+    async fn resolve_conflict(
+        &self,
+        action: &str,
+        apply_to_all: bool,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<()> {
+        self.authorize(connection, &header).await?;
+        let answer =
+            copyd_engine::ConflictAnswer::parse(action, apply_to_all).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "action {action:?} is not one of skip, overwrite, update, rename, backup"
+                ))
+            })?;
+        if !self.job.control.answer(answer) {
+            return Err(Error::InvalidArgument(
+                "the job is not waiting on a conflict".into(),
+            ));
+        }
+        Ok(())
+    }
+
     #[zbus(signal)]
     async fn completed(
         emitter: &SignalEmitter<'_>,
@@ -457,6 +490,28 @@ pub async fn forward_events(
                 )
                 .await;
                 ManagerObject::job_counts_changed(&connection).await;
+            }
+            JobEvent::ConflictRaised(question) => {
+                // Paths are the owner's business; nobody else is asked.
+                if let Some(owner) = &owner {
+                    let side = |side: &copyd_engine::conflict::Side| {
+                        HashMap::from([
+                            ("type", Variant::from(side.kind)),
+                            ("size", Variant::U64(side.size)),
+                            ("mtime", Variant::U64(side.mtime_us)),
+                        ])
+                    };
+                    let sent = owner
+                        .conflict_raised(
+                            paths::encode(&question.target),
+                            side(&question.existing),
+                            side(&question.incoming),
+                        )
+                        .await;
+                    if let Err(err) = sent {
+                        tracing::debug!(%err, "could not send ConflictRaised");
+                    }
+                }
             }
             JobEvent::Finished => {
                 let status = job.status();

@@ -84,6 +84,8 @@ impl JobState {
 pub enum JobEvent {
     State(JobState),
     Progress(ProgressReport),
+    /// The job waits on the owner's answer to a conflict (on-conflict ask).
+    ConflictRaised(copyd_engine::ConflictQuestion),
     /// The job ended; the last event it sends.
     Finished,
 }
@@ -820,6 +822,7 @@ impl JobManager {
         let mut slot = Some(slot);
         let mut window = RateWindow::new();
         let mut last_counts = std::time::Instant::now();
+        let mut last_question = 0;
         let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -830,6 +833,12 @@ impl JobManager {
                     });
                 }
                 _ = ticker.tick() => {
+                    if let Some(question) = job.control.pending_question() {
+                        if question.id != last_question {
+                            last_question = question.id;
+                            let _ = events.send(JobEvent::ConflictRaised(question));
+                        }
+                    }
                     if last_counts.elapsed() >= COUNTS_INTERVAL {
                         last_counts = std::time::Instant::now();
                         self.log_counts(job, &counts_record(&job.counts()));

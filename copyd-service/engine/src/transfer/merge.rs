@@ -30,9 +30,9 @@ use rustix::fs::{RenameFlags, CWD};
 use rustix::io::Errno;
 
 use super::{under, AnchoredDir, Transfer};
+use crate::conflict::{ConflictDecision, Side};
 use crate::error::{EngineError, Result};
 use crate::fsutil;
-use crate::progress::ConflictDecision;
 use crate::request::{Conflict, Item};
 use crate::walk::{Entry, EntryKind, Tree};
 
@@ -64,7 +64,8 @@ enum Placing {
 /// What the policy says for an entry whose name is taken by `existing`.
 fn decide(policy: Conflict, entry: &Entry, existing: &fs::Metadata) -> Option<Placing> {
     match policy {
-        Conflict::Fail | Conflict::Skip => None,
+        // (Ask is answered before: see merge_item.)
+        Conflict::Fail | Conflict::Skip | Conflict::Ask => None,
         Conflict::Overwrite => Some(Placing::Over),
         Conflict::Update => is_newer(&entry.metadata, existing).then_some(Placing::Over),
         Conflict::Backup => Some(Placing::AfterBackup),
@@ -139,6 +140,8 @@ impl Transfer<'_> {
         tree: &Tree,
         policy: Conflict,
     ) -> Result<Merged> {
+        // Ask's "apply to all" answer becomes the policy from then on.
+        let mut policy = policy;
         let failures_before = self.failures.lock().unwrap().len();
         let top = Arc::new(AnchoredDir::open(super::parent_of(&item.target))?);
         let top_name = item.target.file_name().unwrap_or(item.target.as_os_str());
@@ -196,6 +199,17 @@ impl Transfer<'_> {
                         taken_by_directory(&item.target, copy_relative),
                     );
                     None
+                }
+                Some(existing) if policy == Conflict::Ask => {
+                    let answer = self.control.ask(
+                        under(&item.target, copy_relative),
+                        Side::of(existing),
+                        Side::of(&entry.metadata),
+                    )?;
+                    if answer.apply_to_all {
+                        policy = answer.action;
+                    }
+                    decide(answer.action, entry, existing)
                 }
                 Some(existing) => decide(policy, entry, existing),
             };
