@@ -137,6 +137,9 @@ struct TransferArgs {
     /// Say what the command would do, touching nothing (as `copyctl plan`).
     #[arg(long)]
     dry_run: bool,
+    /// With --dry-run: list every target and decision, not only counts.
+    #[arg(short = 'v', long)]
+    verbose: bool,
     /// SOURCE... DEST
     #[arg(required = true, num_args = 2.., value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -342,7 +345,11 @@ fn print_summary(summary: &JobSummary, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_plan(report: &HashMap<String, OwnedVariant>, json: bool) -> Result<(), Failure> {
+fn print_plan(
+    report: &HashMap<String, OwnedVariant>,
+    json: bool,
+    verbose: bool,
+) -> Result<(), Failure> {
     let value = |v: &OwnedVariant| -> serde_json::Value {
         match &**v {
             Variant::U64(n) => serde_json::json!(n),
@@ -353,6 +360,13 @@ fn print_plan(report: &HashMap<String, OwnedVariant>, json: bool) -> Result<(), 
                 let copy = || other.try_clone().expect("no fds");
                 if let Ok(paths) = Vec::<Vec<u8>>::try_from(copy()) {
                     serde_json::json!(paths.iter().map(|p| lossy(p)).collect::<Vec<_>>())
+                } else if let Ok(counts) = HashMap::<String, u64>::try_from(copy()) {
+                    serde_json::json!(counts)
+                } else if let Ok(decided) = Vec::<(Vec<u8>, String)>::try_from(copy()) {
+                    serde_json::json!(decided
+                        .iter()
+                        .map(|(target, decision)| serde_json::json!([lossy(target), decision]))
+                        .collect::<Vec<_>>())
                 } else if let Ok(pairs) = Vec::<(Vec<u8>, Vec<u8>)>::try_from(copy()) {
                     // Renamed: source → copy.
                     serde_json::json!(pairs
@@ -376,6 +390,13 @@ fn print_plan(report: &HashMap<String, OwnedVariant>, json: bool) -> Result<(), 
     let mut keys: Vec<_> = object.keys().cloned().collect();
     keys.sort();
     for key in keys {
+        // Lists of every file, only when asked for.
+        if !verbose && matches!(key.as_str(), "decided" | "renamed" | "targets") {
+            if let Some(list) = object[&key].as_array() {
+                out!("{key:>24}: {} (--verbose lists them)", list.len())?;
+                continue;
+            }
+        }
         out!("{key:>24}: {}", object[&key])?;
     }
     Ok(())
@@ -412,7 +433,7 @@ async fn transfer(
     }
     if verb == "plan" || args.dry_run {
         let report = manager.plan(&sources, &destination, options).await?;
-        print_plan(&report, json)?;
+        print_plan(&report, json, args.verbose)?;
         return Ok(true);
     }
     // Subscribed before the job exists, so none of its signals is missed.

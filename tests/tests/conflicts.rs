@@ -377,3 +377,65 @@ fn ask_is_answered_by_a_gio_client() {
     }
     assert_merged(&there);
 }
+
+/// The dry run tells each conflict's fate by the merge's own rule, touches
+/// nothing, and the copy then does exactly that.
+#[test]
+fn the_dry_run_foretells_each_decision() {
+    let env = TestEnv::start();
+    let root = env.path("foretold");
+    let src = source_tree(&root);
+    let dst = destination(&root);
+    let before = copyd_tests::tree::snapshot(&dst);
+    let mtime = |p: &Path| fs::metadata(p).unwrap().modified().unwrap();
+    let times_before = (
+        mtime(&dst),
+        mtime(&dst.join("src")),
+        mtime(&dst.join("src/sub")),
+    );
+    let args = |dry: bool| {
+        let mut args: Vec<std::ffi::OsString> = ["--json", "copy", "-r", "--on-conflict", "update"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        if dry {
+            args.push("--dry-run".into());
+        }
+        args.push(src.clone().into());
+        args.push(dst.clone().into());
+        args
+    };
+    let plan = env.copyctl(&args(true));
+    plan.assert_success();
+    let report = plan.json();
+    assert_eq!(
+        report["decisions"],
+        serde_json::json!({"merged": 2, "updated": 10, "skipped": 5}),
+        "{report}"
+    );
+    assert_eq!(report["create"], 15, "{report}");
+    assert_eq!(report["decided"].as_array().unwrap().len(), 17);
+    assert_eq!(
+        copyd_tests::tree::snapshot(&dst),
+        before,
+        "the dry run changed the tree"
+    );
+    assert_eq!(
+        (
+            mtime(&dst),
+            mtime(&dst.join("src")),
+            mtime(&dst.join("src/sub"))
+        ),
+        times_before
+    );
+
+    let copy = env.copyctl(&args(false));
+    copy.assert_success();
+    let job = copy.json()["path"].as_str().unwrap().to_owned();
+    assert_eq!(
+        env.busctl().job_prop(&job, "Conflicts"),
+        serde_json::json!({"updated": 10, "skipped": 5})
+    );
+    let made = copyd_tests::tree::snapshot(&dst).len() - before.len();
+    assert_eq!(made as u64, 15, "entries made");
+}

@@ -1,6 +1,8 @@
 //! What to do where a target exists: the policies, what a job did with
 //! each conflict, and the question a job with `ask` waits on.
 
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 /// What to do when a target already exists. Inside a directory that
@@ -81,6 +83,30 @@ impl ConflictDecision {
     }
 }
 
+impl Conflict {
+    /// What this policy does with an incoming file whose name is taken by
+    /// `existing`: the one rule, for the merge and the dry run. None for
+    /// fail (refused before) and ask (the owner decides).
+    pub fn decide(self, incoming: &Metadata, existing: &Metadata) -> Option<ConflictDecision> {
+        match self {
+            Conflict::Fail | Conflict::Ask => None,
+            Conflict::Skip => Some(ConflictDecision::Skipped),
+            Conflict::Overwrite => Some(ConflictDecision::Overwritten),
+            Conflict::Update => Some(match is_newer(incoming, existing) {
+                true => ConflictDecision::Updated,
+                false => ConflictDecision::Skipped,
+            }),
+            Conflict::Rename => Some(ConflictDecision::Renamed),
+            Conflict::Backup => Some(ConflictDecision::BackedUp),
+        }
+    }
+}
+
+/// Whether `incoming` was modified after `existing` (cp -u's test).
+fn is_newer(incoming: &Metadata, existing: &Metadata) -> bool {
+    (incoming.mtime(), incoming.mtime_nsec()) > (existing.mtime(), existing.mtime_nsec())
+}
+
 /// One side of a conflict, as the owner is shown it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Side {
@@ -92,8 +118,7 @@ pub struct Side {
 }
 
 impl Side {
-    pub fn of(metadata: &std::fs::Metadata) -> Side {
-        use std::os::unix::fs::MetadataExt;
+    pub fn of(metadata: &Metadata) -> Side {
         let file_type = metadata.file_type();
         let kind = if file_type.is_dir() {
             "directory"

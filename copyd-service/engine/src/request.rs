@@ -430,6 +430,16 @@ pub struct PlanReport {
     /// With a rename rule: each source path whose copy gets another name,
     /// and that copy's path.
     pub renamed: Vec<(PathBuf, PathBuf)>,
+    /// Entries whose target is free: made anew.
+    pub create: u64,
+    /// Taken targets by what on-conflict will do with them (the names of
+    /// `ConflictDecision`, and "merged" for a directory entered, "asked"
+    /// for ask, "refused" for fail).
+    pub decisions: std::collections::BTreeMap<&'static str, u64>,
+    /// Each taken target and its decision.
+    pub decided: Vec<(PathBuf, &'static str)>,
+    /// Seconds the copy takes at the job's rate limit (0 without one).
+    pub estimated_seconds: u64,
     pub destination_free_bytes: u64,
 }
 
@@ -473,6 +483,7 @@ pub fn plan(mut request: Request) -> Result<PlanReport> {
                 }
             }
         }
+        plan_decisions(&mut report, item, &tree, on_conflict);
         report.files += tree.files;
         report.directories += tree.directories;
         report.symlinks += tree.symlinks;
@@ -487,5 +498,51 @@ pub fn plan(mut request: Request) -> Result<PlanReport> {
     let vfs = rustix::fs::statvfs(&parent)
         .map_err(|errno| EngineError::io("inspect", &parent, &errno.into()))?;
     report.destination_free_bytes = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+    let rate = resolved.request.options.rate_limit;
+    if rate > 0 {
+        report.estimated_seconds = report.bytes.div_ceil(rate);
+    }
     Ok(report)
+}
+
+/// What each entry of `item` (walked as `tree`) will meet at its target,
+/// and what `policy` will do there: the merge's own rule
+/// ([`Conflict::decide`]), asked of what stands there now.
+fn plan_decisions(report: &mut PlanReport, item: &Item, tree: &walk::Tree, policy: Conflict) {
+    let mut note = |target: PathBuf, decision: &'static str| {
+        *report.decisions.entry(decision).or_default() += 1;
+        report.decided.push((target, decision));
+    };
+    if policy == Conflict::Fail && (item.skip || item.merge) {
+        note(item.target.clone(), "refused");
+        return;
+    }
+    if item.skip {
+        note(item.target.clone(), "skipped");
+        return;
+    }
+    if item.replace {
+        note(item.target.clone(), "overwritten");
+        return;
+    }
+    for entry in &tree.entries {
+        let target = match entry.relative.as_os_str().is_empty() {
+            true => item.target.clone(),
+            false => item.target.join(entry.copy_relative()),
+        };
+        let existing = match fs::symlink_metadata(&target) {
+            Ok(existing) if item.merge => existing,
+            _ => {
+                report.create += 1;
+                continue;
+            }
+        };
+        let decision = match (entry.kind, existing.is_dir()) {
+            (EntryKind::Directory, true) => "merged",
+            _ => policy
+                .decide(&entry.metadata, &existing)
+                .map_or("asked", |decision| decision.name()),
+        };
+        note(target, decision);
+    }
 }

@@ -76,6 +76,24 @@ fn plan_report(report: PlanReport, engine: &str) -> HashMap<String, OwnedVariant
             Variant::U64(report.destination_free_bytes),
         ),
         ("fits", Variant::Bool(fits)),
+        ("create", Variant::U64(report.create)),
+        (
+            "decisions",
+            Variant::from(
+                (report.decisions.iter())
+                    .map(|(decision, count)| (decision.to_string(), *count))
+                    .collect::<HashMap<String, u64>>(),
+            ),
+        ),
+        (
+            "decided",
+            Variant::from(
+                (report.decided.iter())
+                    .map(|(target, decision)| (paths::encode(target), decision.to_string()))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        ("estimated-seconds", Variant::U64(report.estimated_seconds)),
         ("engine", Variant::from(engine.to_owned())),
     ];
     entries

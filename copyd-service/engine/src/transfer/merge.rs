@@ -61,31 +61,14 @@ enum Placing {
     Beside,
 }
 
-/// What the policy says for an entry whose name is taken by `existing`.
-fn decide(policy: Conflict, entry: &Entry, existing: &fs::Metadata) -> Option<Placing> {
-    match policy {
-        // (Ask is answered before: see merge_item.)
-        Conflict::Fail | Conflict::Skip | Conflict::Ask => None,
-        Conflict::Overwrite => Some(Placing::Over),
-        Conflict::Update => is_newer(&entry.metadata, existing).then_some(Placing::Over),
-        Conflict::Backup => Some(Placing::AfterBackup),
-        Conflict::Rename => Some(Placing::Beside),
+/// Where a decision puts the incoming entry; None: nowhere (skipped).
+fn placing_for(decision: ConflictDecision) -> Option<Placing> {
+    match decision {
+        ConflictDecision::Skipped => None,
+        ConflictDecision::Overwritten | ConflictDecision::Updated => Some(Placing::Over),
+        ConflictDecision::BackedUp => Some(Placing::AfterBackup),
+        ConflictDecision::Renamed => Some(Placing::Beside),
     }
-}
-
-/// What a placement over a taken name counts as.
-fn decision_of(placing: Placing, policy: Conflict) -> Option<ConflictDecision> {
-    match (placing, policy) {
-        (Placing::New, _) => None,
-        (Placing::Over, Conflict::Update) => Some(ConflictDecision::Updated),
-        (Placing::Over, _) => Some(ConflictDecision::Overwritten),
-        (Placing::AfterBackup, _) => Some(ConflictDecision::BackedUp),
-        (Placing::Beside, _) => Some(ConflictDecision::Renamed),
-    }
-}
-
-fn is_newer(source: &fs::Metadata, existing: &fs::Metadata) -> bool {
-    (source.mtime(), source.mtime_nsec()) > (existing.mtime(), existing.mtime_nsec())
 }
 
 /// Whether `existing` looks like the copy of `entry` an earlier run of
@@ -188,12 +171,14 @@ impl Transfer<'_> {
                 self.progress.add_files_done(1);
                 continue;
             }
-            let placing = match &existing {
-                None => Some(Placing::New),
+            // Some(None): the name is free. Some(decision): the policy's
+            // decision for a taken name. None: not placed (failed alone, or
+            // placed by an earlier run).
+            let decision = match &existing {
+                None => Some(None),
                 Some(existing) if self.resume.resuming && looks_placed(entry, existing) => None,
-                // Directories merge under every policy; keep-both applies to
-                // what cannot merge.
-                Some(existing) if existing.is_dir() => {
+                // Keep-both puts a file beside a directory; nothing else can.
+                Some(existing) if existing.is_dir() && policy != Conflict::Rename => {
                     self.fail_alone(
                         source.clone(),
                         taken_by_directory(&item.target, copy_relative),
@@ -209,14 +194,19 @@ impl Transfer<'_> {
                     if answer.apply_to_all {
                         policy = answer.action;
                     }
-                    decide(answer.action, entry, existing)
+                    answer.action.decide(&entry.metadata, existing).map(Some)
                 }
-                Some(existing) => decide(policy, entry, existing),
+                Some(existing) => policy.decide(&entry.metadata, existing).map(Some),
+            };
+            let placing = match decision {
+                Some(None) => Some(Placing::New),
+                Some(Some(decision)) => placing_for(decision),
+                None => None,
             };
             let Some(placing) = placing else {
-                if existing.is_some() {
+                if let Some(Some(decision)) = decision {
                     skipped = true;
-                    self.progress.note_conflict(ConflictDecision::Skipped);
+                    self.progress.note_conflict(decision);
                 }
                 self.progress.add_bytes_uncopied(entry.metadata.len());
                 self.progress.add_files_done(1);
@@ -224,7 +214,7 @@ impl Transfer<'_> {
             };
             match self.merge_file(index, item, entry, &source, &parent, &name, placing) {
                 Ok(()) => {
-                    if let Some(decision) = decision_of(placing, policy) {
+                    if let Some(Some(decision)) = decision {
                         self.progress.note_conflict(decision);
                     }
                 }
