@@ -1,18 +1,14 @@
 //! Small file-system operations the transfer is built from: temporary names,
-//! atomic renames, syncing directories, carrying metadata over.
+//! atomic renames, syncing directories. (Metadata: `metadata`.)
 
-use std::fs::{self, File, Metadata};
+use std::fs::{self, File};
 use std::io;
-use std::os::fd::BorrowedFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, Gid, RenameFlags, Timespec, Timestamps, Uid, CWD};
-use rustix::io::Errno;
+use rustix::fs::{RenameFlags, CWD};
 
 use crate::error::{EngineError, Result};
-use crate::request::Preserve;
-use crate::xattr;
 
 /// The hidden name an item is built under before it gets its final name:
 /// `.copyd-<tag>-<index>.tmp` beside the target. Deterministic, so a resumed
@@ -32,6 +28,17 @@ pub fn joined(base: &Path, name: impl AsRef<Path>) -> PathBuf {
     path.push(base);
     path.push(name);
     path
+}
+
+/// `root` joined with a walked entry's relative path; the root entry's is
+/// empty, and `Path::join("")` would add a trailing slash, which makes
+/// opening a file fail with ENOTDIR.
+pub(crate) fn under(root: &Path, relative: &Path) -> std::path::PathBuf {
+    if relative.as_os_str().is_empty() {
+        root.to_path_buf()
+    } else {
+        joined(root, relative)
+    }
 }
 
 /// Whether a file name is one of copyd's temporary names.
@@ -117,177 +124,34 @@ pub fn remove_all(path: &Path) -> Result<()> {
     }
 }
 
-/// The permission bits a copy gets: setuid and setgid are dropped, as `cp`
-/// does when it does not also keep the owner, so a copy never creates
-/// privilege.
-pub fn copy_mode(source: &Metadata) -> u32 {
-    source.mode() & 0o1777
+/// Opens the source file `path` read-only, as [`open_source_at`] does.
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    open_source_at(rustix::fs::CWD, path)
 }
 
-/// The permission bits a copy gets when `owner_kept` says whether it now
-/// has the source's owner and group. setuid/setgid survive only then, and
-/// only for root: a root copy that could not chown, or anyone else's copy,
-/// must not hand out a privilege under a different owner.
-pub fn copy_mode_owned(source: &Metadata, owner_kept: bool) -> u32 {
-    if owner_kept && rustix::process::geteuid().is_root() {
-        source.mode() & 0o7777
-    } else {
-        copy_mode(source)
+/// Opens the source file `name` in `dir` read-only, without following a
+/// final symlink and without waiting. A file swapped for a FIFO since the
+/// walk would block a plain open until a writer came, holding the job, its
+/// disk's place in the queue and any cancel for as long as its owner
+/// liked. Anything but a regular file is refused (as a vanished file: the
+/// rest of a tree goes on); the file is then put back in blocking mode, so
+/// that no engine's reads of it depend on how each treats O_NONBLOCK on a
+/// regular file. (A batch of small files through io_uring opens its
+/// sources in the ring and hands any it could not copy to this path;
+/// `tests/special_files.rs` swaps a FIFO into both.)
+pub fn open_source_at(dir: std::os::fd::BorrowedFd<'_>, name: &Path) -> io::Result<File> {
+    use rustix::fs::OFlags;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty())?;
+    let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+    if kind != rustix::fs::FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no longer a regular file (replaced since it was looked at)",
+        ));
     }
-}
-
-/// The process's umask, which the kernel applies to every file it creates
-/// (read once, from /proc; the daemon never changes it). Unknown, it is
-/// taken as 0o777: then no created mode is trusted to be exact.
-pub fn process_umask() -> u32 {
-    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *UMASK.get_or_init(|| {
-        fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| {
-                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
-                u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
-            })
-            .unwrap_or(0o777)
-    })
-}
-
-/// Whether files created in the open directory `dir` get their mode from a
-/// default ACL (instead of the umask). Unsure, it says yes.
-pub fn has_default_acl(dir: BorrowedFd<'_>) -> bool {
-    !matches!(
-        rustix::fs::fgetxattr(dir, "system.posix_acl_default", &mut [0u8; 0][..]),
-        Err(Errno::NODATA | Errno::OPNOTSUPP)
-    )
-}
-
-/// Gives `chown` the source's owner and group. Like `cp -p` as a normal
-/// user, EPERM is no error: the group alone is tried (the caller may belong
-/// to it) and the copy keeps the caller's owner. Returns whether both the
-/// owner and the group were kept.
-fn give_owner(
-    path: &Path,
-    source: &Metadata,
-    chown: impl Fn(Option<Uid>, Option<Gid>) -> rustix::io::Result<()>,
-) -> Result<bool> {
-    let (uid, gid) = (Uid::from_raw(source.uid()), Gid::from_raw(source.gid()));
-    match chown(Some(uid), Some(gid)) {
-        Ok(()) => Ok(true),
-        Err(Errno::PERM) => {
-            let _ = chown(None, Some(gid));
-            Ok(false)
-        }
-        Err(errno) => Err(EngineError::io("set the owner of", path, &errno.into())),
-    }
-}
-
-fn timestamps_of(source: &Metadata) -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: source.atime(),
-            tv_nsec: source.atime_nsec() as _,
-        },
-        last_modification: Timespec {
-            tv_sec: source.mtime(),
-            tv_nsec: source.mtime_nsec() as _,
-        },
-    }
-}
-
-/// Carries mode and times of `source` over to the open file `copy`.
-pub fn apply_file_metadata(
-    copy: &File,
-    path: &Path,
-    source: &Metadata,
-    preserve: &Preserve,
-) -> Result<()> {
-    carry_file_metadata(None, copy, path, source, preserve)
-}
-
-/// Carries what `preserve` asks from the source (`src`, when open, and its
-/// metadata `source`) to the open file `copy`, in the order that keeps each
-/// step from undoing another: owner first (chown clears setuid/setgid and
-/// file capabilities), then extended attributes and ACLs, then the mode,
-/// then the times (every other change moves ctime, and xattr changes can
-/// touch times on some file systems).
-pub fn carry_file_metadata(
-    src: Option<&File>,
-    copy: &File,
-    path: &Path,
-    source: &Metadata,
-    preserve: &Preserve,
-) -> Result<()> {
-    let owner_kept = if preserve.ownership {
-        give_owner(path, source, |uid, gid| rustix::fs::fchown(copy, uid, gid))?
-    } else {
-        false
-    };
-    if let (true, Some(src)) = (preserve.xattr, src) {
-        xattr::copy_fd(src, copy, path)?;
-    }
-    if preserve.mode {
-        copy.set_permissions(fs::Permissions::from_mode(copy_mode_owned(
-            source, owner_kept,
-        )))
-        .map_err(|err| EngineError::io("set the mode of", path, &err))?;
-    }
-    if preserve.timestamps {
-        rustix::fs::futimens(copy, &timestamps_of(source))
-            .map_err(|errno| EngineError::io("set the times of", path, &errno.into()))?;
-    }
-    Ok(())
-}
-
-/// Carries mode and times over to a directory or symlink by path (a symlink
-/// has no mode of its own and is not followed).
-pub fn apply_path_metadata(path: &Path, source: &Metadata, preserve: &Preserve) -> Result<()> {
-    carry_path_metadata(None, path, source, preserve)
-}
-
-/// [`carry_file_metadata`] for a directory or symlink, by path and never
-/// following a symlink; `source_path` is where extended attributes come
-/// from.
-pub fn carry_path_metadata(
-    source_path: Option<&Path>,
-    path: &Path,
-    source: &Metadata,
-    preserve: &Preserve,
-) -> Result<()> {
-    carry_metadata_at(CWD, path, path, source_path, source, preserve)
-}
-
-/// [`carry_path_metadata`] for the entry `name` of the open directory `dir`
-/// (one lookup of one name, not of a whole path); `path` is the entry's
-/// path, for extended attributes and messages.
-pub fn carry_metadata_at(
-    dir: BorrowedFd<'_>,
-    name: &Path,
-    path: &Path,
-    source_path: Option<&Path>,
-    source: &Metadata,
-    preserve: &Preserve,
-) -> Result<()> {
-    let is_symlink = source.file_type().is_symlink();
-    let owner_kept = if preserve.ownership {
-        give_owner(path, source, |uid, gid| {
-            rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
-        })?
-    } else {
-        false
-    };
-    if let (true, Some(source_path)) = (preserve.xattr, source_path) {
-        xattr::copy_path(source_path, path)?;
-    }
-    if preserve.mode && !is_symlink {
-        let mode = rustix::fs::Mode::from_raw_mode(copy_mode_owned(source, owner_kept));
-        rustix::fs::chmodat(dir, name, mode, AtFlags::empty())
-            .map_err(|errno| EngineError::io("set the mode of", path, &errno.into()))?;
-    }
-    if preserve.timestamps {
-        rustix::fs::utimensat(dir, name, &timestamps_of(source), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|errno| EngineError::io("set the times of", path, &errno.into()))?;
-    }
-    Ok(())
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(File::from(fd))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 
 #![deny(unsafe_code)]
 
+mod anchored;
 pub mod conflict;
 pub mod copier;
 pub mod engines;
@@ -23,6 +24,7 @@ pub mod fsutil;
 pub mod identity;
 pub mod journal;
 pub mod links;
+pub mod metadata;
 pub mod names;
 pub mod parallel;
 pub mod progress;

@@ -68,7 +68,7 @@ impl PlacedCopies {
             if placed.contains_key(&source) {
                 continue;
             }
-            let path = crate::transfer::under(target, entry.copy_relative());
+            let path = crate::fsutil::under(target, entry.copy_relative());
             match fs::symlink_metadata(&path) {
                 Ok(copy) if copy.is_file() && copy.len() == entry.metadata.len() => {
                     let identity = (copy.dev(), copy.ino());

@@ -22,11 +22,11 @@ use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::anchored::AnchoredDir;
 use crate::error::{EngineError, ErrorKind, Result};
 use crate::fsutil;
 use crate::journal::{CopyIdentity, ResumeState};
 use crate::request::{Item, Preserve, Resolved};
-use crate::transfer::AnchoredDir;
 
 /// Whether `leftover`, found at item `index`'s temporary name, is this
 /// job's own (see the module comment).

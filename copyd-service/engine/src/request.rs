@@ -31,68 +31,7 @@ impl Operation {
 
 pub use crate::conflict::Conflict;
 
-/// Which metadata a copy carries over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Preserve {
-    pub mode: bool,
-    pub timestamps: bool,
-    pub ownership: bool,
-    pub xattr: bool,
-    pub links: bool,
-}
-
-impl Default for Preserve {
-    /// Like `cp` with `--preserve=mode,timestamps`.
-    fn default() -> Self {
-        Preserve {
-            mode: true,
-            timestamps: true,
-            ownership: false,
-            xattr: false,
-            links: false,
-        }
-    }
-}
-
-impl Preserve {
-    /// Everything, like `cp -a`.
-    pub fn all() -> Self {
-        Preserve {
-            mode: true,
-            timestamps: true,
-            ownership: true,
-            xattr: true,
-            links: true,
-        }
-    }
-
-    /// Only what `names` lists; unknown names are an error.
-    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self> {
-        let mut preserve = Preserve {
-            mode: false,
-            timestamps: false,
-            ownership: false,
-            xattr: false,
-            links: false,
-        };
-        for name in names {
-            match name {
-                "mode" => preserve.mode = true,
-                "timestamps" => preserve.timestamps = true,
-                "ownership" => preserve.ownership = true,
-                "xattr" => preserve.xattr = true,
-                "links" => preserve.links = true,
-                "all" => preserve = Preserve::all(),
-                other => {
-                    return Err(EngineError::invalid(format!(
-                        "unknown preserve item {other:?} (known: mode, timestamps, ownership, xattr, links, all)"
-                    )))
-                }
-            }
-        }
-        Ok(preserve)
-    }
-}
+pub use crate::metadata::Preserve;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {

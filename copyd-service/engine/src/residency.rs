@@ -55,7 +55,7 @@ pub fn most_files_uncached<'p>(files: impl Iterator<Item = &'p std::path::Path>)
     let (mut asked, mut absent) = (0, 0);
     let mut buffer = [0u8; 4096];
     for path in files {
-        let Ok(file) = crate::transfer::open_nofollow(path) else {
+        let Ok(file) = crate::fsutil::open_nofollow(path) else {
             asked += 1;
             continue;
         };

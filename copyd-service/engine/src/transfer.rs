@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use rustix::io::Errno;
 
+use crate::anchored::AnchoredDir;
 use crate::conflict::ConflictDecision;
 use crate::copier::{try_chain, CopyContext, EngineSet, FileCopier, StandardCopier};
 use crate::engines::io_uring::{BatchRings, SmallFile, SmallFileResult, BATCH_FILE_MAX};
 use crate::error::{EngineError, Result};
+use crate::fsutil::{open_nofollow, open_source_at, under};
 use crate::journal::{
     CopyIdentity, FileIdentity, GroupCommit, ItemsOnly, Journal, NoJournal, ResumeState,
     GROUP_COMMIT_INTERVAL, OFFSET_COMMIT_INTERVAL,
@@ -24,7 +26,9 @@ use crate::journal::{
 use crate::progress::{Control, Progress};
 use crate::request::{Conflict, Item, Operation, Preserve, Resolved};
 use crate::walk::{self, Entry, EntryKind, Tree};
-use crate::{engines, fsutil, links, names, parallel, provenance, read_ahead, residency, sparse};
+use crate::{
+    engines, fsutil, links, metadata, names, parallel, provenance, read_ahead, residency, sparse,
+};
 
 mod merge;
 
@@ -951,7 +955,7 @@ impl Transfer<'_> {
                 }
                 result => result?,
             }
-            fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)?;
+            metadata::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)?;
             self.progress.add_files_done(1);
         }
 
@@ -962,7 +966,12 @@ impl Transfer<'_> {
         for level in levels.iter().rev() {
             parallel::for_each(level_workers(level), level, |entry| {
                 let (source, copy) = paths(entry);
-                fsutil::carry_path_metadata(Some(&source), &copy, &entry.metadata, &self.preserve)?;
+                metadata::carry_path_metadata(
+                    Some(&source),
+                    &copy,
+                    &entry.metadata,
+                    &self.preserve,
+                )?;
                 self.progress.add_files_done(1);
                 Ok(())
             })?;
@@ -1086,7 +1095,7 @@ impl Transfer<'_> {
             let (entry, name) = (batch[i], names[i].0);
             match outcome {
                 SmallFileResult::Copied => {
-                    fsutil::carry_metadata_at(
+                    metadata::carry_metadata_at(
                         dirs.copy.as_fd(),
                         name,
                         &dirs.copy_path.join(name),
@@ -1226,7 +1235,7 @@ impl Transfer<'_> {
             (None, Some(dirs)) => dirs.preserve_after_create(&entry.metadata),
             _ => self.preserve,
         };
-        fsutil::carry_file_metadata(Some(&src), &dst, copy, &entry.metadata, &preserve)?;
+        metadata::carry_file_metadata(Some(&src), &dst, copy, &entry.metadata, &preserve)?;
         if sync {
             dst.sync_data()
                 .map_err(|err| EngineError::io("sync", copy, &err))?;
@@ -1412,17 +1421,6 @@ impl Transfer<'_> {
     }
 }
 
-/// `root` joined with a walked entry's relative path; the root entry's is
-/// empty, and `Path::join("")` would add a trailing slash, which makes
-/// opening a file fail with ENOTDIR.
-pub(crate) fn under(root: &Path, relative: &Path) -> std::path::PathBuf {
-    if relative.as_os_str().is_empty() {
-        root.to_path_buf()
-    } else {
-        fsutil::joined(root, relative)
-    }
-}
-
 /// The source directory of a run of files and the directory their copies
 /// go to, opened once, so each file is named by one lookup of its name.
 struct RunDirs {
@@ -1463,7 +1461,7 @@ impl RunDirs {
         let exact_modes = preserve.mode
             && !preserve.ownership
             && !preserve.xattr
-            && !fsutil::has_default_acl(copy.as_fd());
+            && !metadata::has_default_acl(copy.as_fd());
         Some(RunDirs {
             source,
             copy,
@@ -1481,8 +1479,8 @@ impl RunDirs {
     /// a tree is built in directories of mode 0700 that get their own modes
     /// only at the end.
     fn created_mode(&self, metadata: &fs::Metadata) -> u32 {
-        let mode = fsutil::copy_mode(metadata);
-        if self.exact_modes && mode & fsutil::process_umask() == 0 {
+        let mode = metadata::copy_mode(metadata);
+        if self.exact_modes && mode & metadata::process_umask() == 0 {
             mode
         } else {
             0o600
@@ -1544,7 +1542,7 @@ impl FileAt<'_> {
 
 /// Makes `copy` anew as what `source` is: a symlink to the same target, or
 /// a FIFO, socket or device node of the same kind (and device number),
-/// with the mode the copy of a file would get (`fsutil::copy_mode`, no
+/// with the mode the copy of a file would get (`metadata::copy_mode`, no
 /// setuid bits; the umask applies until the metadata is carried over).
 /// Whether a device node may be made is the kernel's call: it needs
 /// CAP_MKNOD, which an unprivileged job's thread does not have.
@@ -1562,7 +1560,7 @@ fn make_node(entry: &Entry, source: &Path, copy: &Path) -> Result<()> {
         rustix::fs::FileType::Socket => "create socket",
         _ => "create device node",
     };
-    let mode = rustix::fs::Mode::from_raw_mode(fsutil::copy_mode(metadata) & 0o777);
+    let mode = rustix::fs::Mode::from_raw_mode(metadata::copy_mode(metadata) & 0o777);
     rustix::fs::mknodat(rustix::fs::CWD, copy, file_type, mode, metadata.rdev())
         .map_err(|errno| EngineError::io(what, copy, &errno.into()).of_one_source_file())
 }
@@ -1720,36 +1718,6 @@ fn is_unsupported_by_file_system(err: &io::Error) -> bool {
 
 fn is_cross_device(err: &EngineError) -> bool {
     err.is_os_error(Errno::XDEV)
-}
-
-/// Opens the source file `path` read-only, as [`open_source_at`] does.
-pub fn open_nofollow(path: &Path) -> io::Result<File> {
-    open_source_at(rustix::fs::CWD, path)
-}
-
-/// Opens the source file `name` in `dir` read-only, without following a
-/// final symlink and without waiting. A file swapped for a FIFO since the
-/// walk would block a plain open until a writer came, holding the job, its
-/// disk's place in the queue and any cancel for as long as its owner
-/// liked. Anything but a regular file is refused (as a vanished file: the
-/// rest of a tree goes on); the file is then put back in blocking mode, so
-/// that no engine's reads of it depend on how each treats O_NONBLOCK on a
-/// regular file. (A batch of small files through io_uring opens its
-/// sources in the ring and hands any it could not copy to this path;
-/// `tests/special_files.rs` swaps a FIFO into both.)
-pub fn open_source_at(dir: std::os::fd::BorrowedFd<'_>, name: &Path) -> io::Result<File> {
-    use rustix::fs::OFlags;
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let fd = rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty())?;
-    let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
-    if kind != rustix::fs::FileType::RegularFile {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "no longer a regular file (replaced since it was looked at)",
-        ));
-    }
-    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
-    Ok(File::from(fd))
 }
 
 /// The inode of a built copy at `temp`, for the journal before its rename.
@@ -1960,90 +1928,6 @@ fn sync_each_directory<'d>(dirs: impl Iterator<Item = &'d AnchoredDir>) -> Resul
         }
     }
     Ok(())
-}
-
-/// A directory opened once and then reached through its descriptor: paths
-/// below `/proc/self/fd/N` name entries of exactly that directory, whatever
-/// happens to the path it was opened by. (The thread group may always look
-/// at its own descriptors, whatever credentials a worker thread acts with.)
-/// Without /proc, the plain path is used.
-pub(crate) struct AnchoredDir {
-    dir: File,
-    path: std::path::PathBuf,
-    via: std::path::PathBuf,
-}
-
-impl AnchoredDir {
-    pub(crate) fn open(path: &Path) -> Result<Self> {
-        let dir = OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
-            .open(path)
-            .map_err(|err| EngineError::io("open directory", path, &err))?;
-        Self::anchored(dir, path)
-    }
-
-    /// `dir`, opened at `path`, reached from now on through its descriptor.
-    fn anchored(dir: File, path: &Path) -> Result<Self> {
-        let magic =
-            Path::new("/proc/self/fd").join(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string());
-        let via = if fs::metadata(&magic).is_ok_and(|m| m.is_dir()) {
-            magic
-        } else {
-            path.to_path_buf()
-        };
-        Ok(AnchoredDir {
-            dir,
-            path: path.to_path_buf(),
-            via,
-        })
-    }
-
-    /// Opens `path` as [`Self::open`] does, refusing a symlink at its last
-    /// name (O_NOFOLLOW): a merge goes down the destination this way.
-    pub(crate) fn open_nofollow(path: &Path) -> Result<Self> {
-        let flags = rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW;
-        let dir = OpenOptions::new()
-            .read(true)
-            .custom_flags(flags.bits() as i32)
-            .open(path)
-            .map_err(|err| EngineError::io("open directory", path, &err))?;
-        Self::anchored(dir, path)
-    }
-
-    pub(crate) fn join(&self, name: &std::ffi::OsStr) -> std::path::PathBuf {
-        self.via.join(name)
-    }
-
-    /// Makes the directory's entries durable.
-    fn sync(&self) -> Result<()> {
-        self.dir
-            .sync_all()
-            .map_err(|err| EngineError::io("sync directory", &self.path, &err))
-    }
-
-    /// Flushes everything written on the directory's file system.
-    fn sync_file_system(&self) -> Result<()> {
-        rustix::fs::syncfs(&self.dir)
-            .map_err(|errno| EngineError::io("sync the file system of", &self.path, &errno.into()))
-    }
-
-    fn device(&self) -> Result<u64> {
-        let metadata = self
-            .dir
-            .metadata()
-            .map_err(|err| EngineError::io("stat directory", &self.path, &err))?;
-        Ok(metadata.dev())
-    }
-
-    /// Speaks of the directory by the path people gave, not by descriptor.
-    pub(crate) fn explain(&self, mut err: EngineError) -> EngineError {
-        if self.via != self.path {
-            let via = self.via.display().to_string();
-            err.message = err.message.replace(&via, &self.path.display().to_string());
-        }
-        err
-    }
 }
 
 #[cfg(test)]

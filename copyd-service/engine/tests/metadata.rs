@@ -348,9 +348,9 @@ fn setuid_survives_only_with_the_owner_and_root() {
     File::create(&source).unwrap();
     fs::set_permissions(&source, fs::Permissions::from_mode(0o6755)).unwrap();
     let meta = fs::metadata(&source).unwrap();
-    assert_eq!(copyd_engine::fsutil::copy_mode_owned(&meta, false), 0o755);
-    assert_eq!(copyd_engine::fsutil::copy_mode(&meta), 0o755);
+    assert_eq!(copyd_engine::metadata::copy_mode_owned(&meta, false), 0o755);
+    assert_eq!(copyd_engine::metadata::copy_mode(&meta), 0o755);
     if is_root() {
-        assert_eq!(copyd_engine::fsutil::copy_mode_owned(&meta, true), 0o6755);
+        assert_eq!(copyd_engine::metadata::copy_mode_owned(&meta, true), 0o6755);
     }
 }

@@ -32,7 +32,7 @@ use rustix::io::Errno;
 use super::{under, AnchoredDir, Transfer};
 use crate::conflict::{ConflictDecision, Side};
 use crate::error::{EngineError, Result};
-use crate::fsutil;
+use crate::metadata;
 use crate::request::{Conflict, Item};
 use crate::walk::{Entry, EntryKind, Tree};
 
@@ -225,7 +225,7 @@ impl Transfer<'_> {
         // Deepest first: a directory whose mode shuts its owner out gets it
         // after everything below it.
         for (entry, source, copy) in made.iter().rev() {
-            fsutil::carry_path_metadata(Some(source), copy, &entry.metadata, &self.preserve)?;
+            metadata::carry_path_metadata(Some(source), copy, &entry.metadata, &self.preserve)?;
         }
         if self.sync {
             for dir in dirs.values() {
@@ -424,7 +424,7 @@ mod tests {
     #[test]
     fn temporary_names_are_copyd_temporaries_and_stable() {
         let a = temp_name("1-ab", 0, Path::new("d/f"));
-        assert!(fsutil::is_temp_name(&a));
+        assert!(crate::fsutil::is_temp_name(&a));
         assert_eq!(a, temp_name("1-ab", 0, Path::new("d/f")));
         assert_ne!(a, temp_name("1-ab", 0, Path::new("d/g")));
     }
