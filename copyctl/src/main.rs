@@ -362,6 +362,13 @@ fn print_plan(
                     serde_json::json!(paths.iter().map(|p| lossy(p)).collect::<Vec<_>>())
                 } else if let Ok(counts) = HashMap::<String, u64>::try_from(copy()) {
                     serde_json::json!(counts)
+                } else if let Ok(space) = Vec::<(Vec<u8>, u64, u64)>::try_from(copy()) {
+                    serde_json::json!(space
+                        .iter()
+                        .map(|(dir, free, needed)| serde_json::json!({
+                            "directory": lossy(dir), "free": free, "needed": needed
+                        }))
+                        .collect::<Vec<_>>())
                 } else if let Ok(decided) = Vec::<(Vec<u8>, String)>::try_from(copy()) {
                     serde_json::json!(decided
                         .iter()

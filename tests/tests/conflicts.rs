@@ -414,6 +414,14 @@ fn the_dry_run_foretells_each_decision() {
         "{report}"
     );
     assert_eq!(report["create"], 15, "{report}");
+    // Same file system: every byte can stay in the kernel; one destination
+    // file system, needing every byte; nothing the caller cannot do.
+    assert_eq!(report["offloaded-bytes"], report["bytes"], "{report}");
+    assert_eq!(report["memory-bytes"], 0, "{report}");
+    assert_eq!(report["space"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["space"][0]["needed"], report["bytes"], "{report}");
+    assert!(report["space"][0]["free"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
     assert_eq!(report["decided"].as_array().unwrap().len(), 17);
     assert_eq!(
         copyd_tests::tree::snapshot(&dst),

@@ -74,6 +74,25 @@ fn a_tree_with_an_unreadable_file_places_the_rest_and_says_so() {
     tree_with_an_unreadable_file(&source);
 
     let copy = home.join("copy");
+    // The dry run, as the user, names the file the user cannot read.
+    let plan = env.copyctl_as(
+        USER,
+        &[
+            "--json".as_ref(),
+            "copy".as_ref(),
+            "--dry-run".as_ref(),
+            "-r".as_ref(),
+            source.as_os_str(),
+            copy.as_os_str(),
+        ],
+    );
+    plan.assert_success();
+    let problems = plan.json()["problems"].to_string();
+    assert!(
+        problems.contains("d/secret") && problems.contains("cannot read"),
+        "{problems}"
+    );
+    assert!(!copy.exists(), "the dry run made something");
     let out = env.copyctl_as(
         USER,
         &[

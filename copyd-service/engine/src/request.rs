@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{EngineError, ErrorKind, Result};
@@ -379,6 +380,19 @@ pub struct PlanReport {
     pub decided: Vec<(PathBuf, &'static str)>,
     /// Seconds the copy takes at the job's rate limit (0 without one).
     pub estimated_seconds: u64,
+    /// Bytes of files whose copy stays on their file system, which the
+    /// kernel can copy (copy_file_range) or share (reflink) without them
+    /// passing through copyd's memory; and the bytes that must.
+    pub offloaded_bytes: u64,
+    pub memory_bytes: u64,
+    /// Bytes of holes in sparse files (copied as holes with `sparse`).
+    pub hole_bytes: u64,
+    /// Per destination file system (named by the first target directory
+    /// on it): free bytes, and bytes the copy needs there.
+    pub space: Vec<(PathBuf, u64, u64)>,
+    /// What the caller could not do (read a source, write a target's
+    /// directory): at most PLAN_PROBLEMS of them, with why.
+    pub problems: Vec<(PathBuf, String)>,
     pub destination_free_bytes: u64,
 }
 
@@ -423,6 +437,7 @@ pub fn plan(mut request: Request) -> Result<PlanReport> {
             }
         }
         plan_decisions(&mut report, item, &tree, on_conflict);
+        plan_bytes_and_access(&mut report, item, &tree)?;
         report.files += tree.files;
         report.directories += tree.directories;
         report.symlinks += tree.symlinks;
@@ -437,11 +452,85 @@ pub fn plan(mut request: Request) -> Result<PlanReport> {
     let vfs = rustix::fs::statvfs(&parent)
         .map_err(|errno| EngineError::io("inspect", &parent, &errno.into()))?;
     report.destination_free_bytes = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+    for (dir, free, _) in &mut report.space {
+        let vfs = rustix::fs::statvfs(&*dir)
+            .map_err(|errno| EngineError::io("inspect", dir, &errno.into()))?;
+        *free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+    }
     let rate = resolved.request.options.rate_limit;
     if rate > 0 {
         report.estimated_seconds = report.bytes.div_ceil(rate);
     }
     Ok(report)
+}
+
+/// At most how many problems a plan lists.
+const PLAN_PROBLEMS: usize = 100;
+
+/// Where `item`'s bytes go (kept on their file system or through memory),
+/// how much of them is holes, how much each destination file system
+/// needs, and what the caller (whose identity the plan runs with) could
+/// not read or write.
+fn plan_bytes_and_access(report: &mut PlanReport, item: &Item, tree: &walk::Tree) -> Result<()> {
+    use rustix::fs::{Access, AtFlags};
+    let can = |path: &Path, access: Access| {
+        // EACCESS: the effective (acting) ids, not the real ones.
+        rustix::fs::accessat(rustix::fs::CWD, path, access, AtFlags::EACCESS)
+    };
+    let problem = |report: &mut PlanReport, path: PathBuf, why: String| {
+        if report.problems.len() < PLAN_PROBLEMS {
+            report.problems.push((path, why));
+        }
+    };
+    let target_dir = item.target.parent().unwrap_or(Path::new("/"));
+    let target_device = fs::metadata(target_dir)
+        .map_err(|err| EngineError::io("inspect", target_dir, &err))?
+        .dev();
+    if let Err(errno) = can(target_dir, Access::WRITE_OK | Access::EXEC_OK) {
+        problem(
+            report,
+            target_dir.to_path_buf(),
+            format!("cannot write in it: {errno}"),
+        );
+    }
+    let mut needed = 0;
+    for entry in &tree.entries {
+        let source = match entry.relative.as_os_str().is_empty() {
+            true => item.source.clone(),
+            false => item.source.join(&entry.relative),
+        };
+        match entry.kind {
+            EntryKind::File => {
+                let len = entry.metadata.len();
+                let allocated = entry.metadata.blocks().saturating_mul(512);
+                report.hole_bytes += len.saturating_sub(allocated);
+                match entry.metadata.dev() == target_device {
+                    true => report.offloaded_bytes += len,
+                    false => report.memory_bytes += len,
+                }
+                // As `fits` counts: every byte, holes too (the upper bound).
+                needed += len;
+                if let Err(errno) = can(&source, Access::READ_OK) {
+                    problem(report, source, format!("cannot read it: {errno}"));
+                }
+            }
+            EntryKind::Directory => {
+                if let Err(errno) = can(&source, Access::READ_OK | Access::EXEC_OK) {
+                    problem(report, source, format!("cannot list it: {errno}"));
+                }
+            }
+            EntryKind::Symlink | EntryKind::Special => {}
+        }
+    }
+    match report
+        .space
+        .iter_mut()
+        .find(|(dir, _, _)| fs::metadata(dir).is_ok_and(|m| m.dev() == target_device))
+    {
+        Some((_, _, on_it)) => *on_it += needed,
+        None => report.space.push((target_dir.to_path_buf(), 0, needed)),
+    }
+    Ok(())
 }
 
 /// What each entry of `item` (walked as `tree`) will meet at its target,

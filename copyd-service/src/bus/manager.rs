@@ -94,6 +94,25 @@ fn plan_report(report: PlanReport, engine: &str) -> HashMap<String, OwnedVariant
             ),
         ),
         ("estimated-seconds", Variant::U64(report.estimated_seconds)),
+        ("offloaded-bytes", Variant::U64(report.offloaded_bytes)),
+        ("memory-bytes", Variant::U64(report.memory_bytes)),
+        ("hole-bytes", Variant::U64(report.hole_bytes)),
+        (
+            "space",
+            Variant::from(
+                (report.space.iter())
+                    .map(|(dir, free, needed)| (paths::encode(dir), *free, *needed))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "problems",
+            Variant::from(
+                (report.problems.iter())
+                    .map(|(path, why)| (paths::encode(path), why.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
         ("engine", Variant::from(engine.to_owned())),
     ];
     entries
