@@ -137,6 +137,9 @@ struct TransferArgs {
     /// Say what the command would do, touching nothing (as `copyctl plan`).
     #[arg(long)]
     dry_run: bool,
+    /// Ask before each target that exists, as cp -i does (on-conflict ask).
+    #[arg(short = 'i', long, conflicts_with_all = ["on_conflict", "detach"])]
+    interactive: bool,
     /// With --dry-run: list every target and decision, not only counts.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -274,6 +277,9 @@ impl TransferArgs {
         };
         if let Some(on_conflict) = on_conflict {
             options.insert("on-conflict", Variant::from(on_conflict));
+        }
+        if self.interactive {
+            options.insert("on-conflict", Variant::from("ask"));
         }
         if let Some(engine) = &self.engine {
             options.insert("engine", Variant::from(engine.clone()));
@@ -473,6 +479,7 @@ async fn transfer(
         watch::Subscribed::BeforeTheJobWasMade,
         path.as_str(),
         args.progress && !json,
+        args.interactive,
     )
     .await?;
     if json {
@@ -558,6 +565,7 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
                 watch::Subscribed::AfterTheJobWasMade,
                 &path,
                 !cli.json,
+                false,
             )
             .await?;
             if cli.json {

@@ -51,6 +51,15 @@ pub trait Job {
     fn pause(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<()>;
     fn resume(&self, options: HashMap<&str, Variant<'_>>) -> zbus::Result<()>;
     fn set_rate_limit(&self, bytes_per_second: u64) -> zbus::Result<()>;
+    fn resolve_conflict(&self, action: &str, apply_to_all: bool) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn conflict_raised(
+        &self,
+        target: Vec<u8>,
+        existing: HashMap<String, OwnedVariant>,
+        incoming: HashMap<String, OwnedVariant>,
+    ) -> zbus::Result<()>;
 
     #[zbus(signal)]
     fn progress(

@@ -9,7 +9,7 @@ use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
 use zbus::{Connection, MatchRule, MessageStream};
 
 use crate::connect::BUS_NAME;
-use crate::proxy::{Completed, JobProxy, Progress};
+use crate::proxy::{Completed, ConflictRaised, ConflictRaisedArgs, JobProxy, Progress};
 
 const JOB_INTERFACE: &str = "org.example.Copyd1.Job";
 /// Where copyd puts its jobs (`.../jobs/<id>`).
@@ -131,6 +131,51 @@ pub async fn summary(connection: &Connection, path: &str) -> zbus::Result<JobSum
     })
 }
 
+/// Asks on the terminal what to do with a conflict, as `cp -i` does:
+/// `y` overwrites, anything else (or end of input) keeps what exists; `r`
+/// keeps both, `b` backs the existing file up, `u` replaces it if older.
+/// A capital letter answers every later conflict alike.
+async fn ask_on_the_terminal(conflict: &ConflictRaisedArgs<'_>) -> (&'static str, bool) {
+    let side = |side: &HashMap<String, zbus::zvariant::OwnedVariant>| {
+        let number = |key: &str| side.get(key).and_then(|v| u64::try_from(v).ok());
+        let size = number("size").map_or("?".into(), |n| HumanBytes(n).to_string());
+        let age = number("mtime").map_or("?".into(), |us| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            format!(
+                "{} ago",
+                HumanDuration(Duration::from_micros(now.saturating_sub(us)))
+            )
+        });
+        format!("{size}, modified {age}")
+    };
+    eprint!(
+        "copyctl: overwrite '{}' ({}) with the copy ({})? [y/N, r rename, b backup, u update; capital: all] ",
+        String::from_utf8_lossy(conflict.target()),
+        side(conflict.existing()),
+        side(conflict.incoming()),
+    );
+    let line = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default();
+    let answer = line.trim();
+    let all = answer.chars().next().is_some_and(char::is_uppercase);
+    let action = match answer.to_lowercase().as_str() {
+        "y" | "yes" => "overwrite",
+        "r" => "rename",
+        "b" => "backup",
+        "u" => "update",
+        _ => "skip",
+    };
+    (action, all)
+}
+
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -193,6 +238,7 @@ pub async fn wait(
     subscribed: Subscribed,
     path: &str,
     show_progress: bool,
+    interactive: bool,
 ) -> zbus::Result<JobSummary> {
     let job = JobProxy::builder(connection)
         .path(path.to_owned())
@@ -211,6 +257,13 @@ pub async fn wait(
         let ended = tokio::select! {
             Some(Ok(message)) = signals.next() => {
                 if message.header().path().map(|p| p.as_str()) != Some(path) {
+                    continue;
+                }
+                if let (true, Some(conflict)) = (interactive, ConflictRaised::from_message(message.clone())) {
+                    if let Ok(args) = conflict.args() {
+                        let (action, all) = ask_on_the_terminal(&args).await;
+                        job.resolve_conflict(action, all).await?;
+                    }
                     continue;
                 }
                 if let (Some(bar), Some(signal)) = (&bar, Progress::from_message(message.clone())) {

@@ -447,3 +447,48 @@ fn the_dry_run_foretells_each_decision() {
     let made = copyd_tests::tree::snapshot(&dst).len() - before.len();
     assert_eq!(made as u64, 15, "entries made");
 }
+
+/// `copyctl -i`, as cp -i: a question on the terminal for each taken
+/// target; `y` overwrites, `n` keeps, a capital letter answers the rest.
+#[test]
+fn copyctl_i_asks_on_the_terminal() {
+    use std::io::Write;
+    let env = TestEnv::start();
+    let root = env.path("interactive");
+    let src = source_tree(&root);
+    let dst = destination(&root);
+    let there = dst.join("src");
+    let mut child = std::process::Command::new(copyd_tests::bins::copyctl())
+        .args(["copy", "-r", "-i"])
+        .arg(&src)
+        .arg(&dst)
+        .env("COPYD_ADDRESS", env.address())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"y\nn\nB\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("copyctl: overwrite '").count(),
+        3,
+        "{stderr}"
+    );
+    let all: Vec<PathBuf> = (0..10)
+        .map(|i| there.join(format!("f{i:02}")))
+        .chain((0..5).map(|i| there.join(format!("sub/g{i:02}"))))
+        .collect();
+    let backed_up = all
+        .iter()
+        .filter(|t| {
+            t.with_file_name(format!("{}~", t.file_name().unwrap().to_str().unwrap()))
+                .exists()
+        })
+        .count();
+    let kept = all.iter().filter(|t| read(t).starts_with("dest")).count();
+    assert_eq!((kept, backed_up), (1, 13), "{stderr}");
+    assert_merged(&there);
+}
