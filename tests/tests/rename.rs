@@ -276,3 +276,44 @@ fn a_resumed_job_keeps_the_renamed_names() {
     );
     assert_renamed_copy(&source, &copy);
 }
+
+/// The dry run's estimate: at the rate limit when one is set, else at the
+/// median rate of copyd's recent jobs, else unknown.
+#[test]
+fn a_dry_run_estimates_how_long_the_copy_takes() {
+    let env = TestEnv::start();
+    let big = env.path("big");
+    copyd_tests::tree::make_big_file(&big, 8 << 20, 3);
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["--json", "copy", "--dry-run"];
+        args.extend(extra);
+        let (big, to) = (big.to_str().unwrap(), env.path("to"));
+        let mut args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        args.push(big.into());
+        args.push(to.into());
+        let out = env.copyctl(&args);
+        out.assert_success();
+        out.json()
+    };
+    let unknown = plan(&[]);
+    assert_eq!(unknown["estimated-from"], "", "{unknown}");
+    assert_eq!(unknown["estimated-seconds"], 0);
+    let limited = plan(&["--rate-limit", "1MB/s"]);
+    assert_eq!(limited["estimated-from"], "rate-limit");
+    assert_eq!(
+        limited["estimated-seconds"],
+        (8u64 << 20).div_ceil(1_000_000)
+    );
+    env.copyctl(
+        &[big.as_os_str(), env.path("first").as_os_str()]
+            .iter()
+            .fold(vec![std::ffi::OsString::from("copy")], |mut args, a| {
+                args.push(a.into());
+                args
+            }),
+    )
+    .assert_success();
+    let learned = plan(&[]);
+    assert_eq!(learned["estimated-from"], "recent-jobs", "{learned}");
+    assert!(learned["estimated-seconds"].as_u64().unwrap() >= 1);
+}

@@ -389,7 +389,22 @@ impl ManagerObject {
         })
         .await
         .map_err(|err| Error::Failed(err.to_string()))??;
-        Ok(plan_report(report, engine))
+        let mut report = report;
+        let mut estimated_from = "rate-limit";
+        if report.estimated_seconds == 0 && report.bytes > 0 {
+            // No rate limit: at the median rate of recent jobs, if any.
+            estimated_from = "";
+            if let Some(rate) = self.jobs.recent_rates.median().filter(|rate| *rate > 0) {
+                report.estimated_seconds = report.bytes.div_ceil(rate);
+                estimated_from = "recent-jobs";
+            }
+        }
+        let mut out = plan_report(report, engine);
+        out.insert(
+            "estimated-from".into(),
+            OwnedVariant::try_from(Variant::from(estimated_from)).expect("a string has no fds"),
+        );
+        Ok(out)
     }
 
     #[zbus(out_args("jobs"))]

@@ -4,6 +4,7 @@
 //! This layer knows nothing of D-Bus either: it reports through a channel of
 //! [`JobEvent`]s, which the bus layer turns into signals.
 
+pub mod history;
 mod persist;
 mod rate;
 pub mod scheduler;
@@ -326,6 +327,8 @@ pub struct JobManager {
     next_id: AtomicU64,
     scheduler: Scheduler,
     global_limit: Arc<RateLimiter>,
+    /// How fast recent jobs went, for the dry run's estimates.
+    pub recent_rates: history::RecentRates,
 }
 
 impl JobManager {
@@ -336,6 +339,7 @@ impl JobManager {
                 config.serialize_per_disk,
             ),
             global_limit: Arc::new(RateLimiter::new(config.rate_limit)),
+            recent_rates: history::RecentRates::default(),
             config,
             engines: Arc::new(engines),
             persistence,
@@ -965,6 +969,11 @@ impl JobManager {
             };
             status.last_report.clone()
         };
+        if final_state == JobState::Completed {
+            let status = job.status();
+            let micros = status.end_time.saturating_sub(status.start_time);
+            self.recent_rates.note(report.counts.bytes_done, micros);
+        }
         match &job.status().error {
             None => tracing::info!(job = %job.id, "job completed"),
             Some(err) => tracing::info!(job = %job.id, error = %err, "job ended without success"),
