@@ -1402,9 +1402,23 @@ impl Transfer<'_> {
             );
             let finished = FinishedPieces::new(&pieces);
             let numbered: Vec<usize> = (0..pieces.len()).collect();
+            // Each stream's share of the rate limit paces its parts.
+            let share = ctx.control.rate_limit() / streams as u64;
             parallel::for_each(streams, &numbered, |&number| {
-                copy_piece(&pieces[number])?;
-                offsets.maybe_commit(dst, finished.finish(number))
+                // In parts of about PIECE_TIME, as one stream copies, so the
+                // offset can advance on time within the leading piece.
+                let piece = &pieces[number];
+                let mut pace = Pace::new(share);
+                let mut at = piece.start;
+                while at < piece.end {
+                    let part = at..pace.end_of_part(at, piece.end);
+                    let began = std::time::Instant::now();
+                    copy_piece(&part)?;
+                    pace.took(part.end - part.start, began.elapsed());
+                    at = part.end;
+                    offsets.maybe_commit(dst, finished.advance(number, at))?;
+                }
+                Ok(())
             })?;
         }
         if !small_path && !read_ahead {
@@ -1838,36 +1852,50 @@ impl Pace {
     }
 }
 
-/// Which of a file's pieces (in file order) are copied, when several
-/// streams copy them out of order: the end of the leading run of finished
-/// pieces is as far as the copy is complete.
+/// How far each of a file's pieces (in file order) is copied, when several
+/// streams copy them out of order: the leading run of finished pieces,
+/// and what of the first unfinished one is copied, is as far as the copy
+/// is complete.
 struct FinishedPieces<'a> {
     pieces: &'a [std::ops::Range<u64>],
-    /// The first piece not finished, and which after it are.
-    state: Mutex<(usize, std::collections::BTreeSet<usize>)>,
+    /// The first piece not finished, which after it are, and how far each
+    /// unfinished piece is copied.
+    state: Mutex<(
+        usize,
+        std::collections::BTreeSet<usize>,
+        std::collections::HashMap<usize, u64>,
+    )>,
 }
 
 impl<'a> FinishedPieces<'a> {
     fn new(pieces: &'a [std::ops::Range<u64>]) -> Self {
         FinishedPieces {
             pieces,
-            state: Mutex::new((0, Default::default())),
+            state: Mutex::new(Default::default()),
         }
     }
 
-    /// Marks piece `index` finished; returns the offset before which all
-    /// is copied.
-    fn finish(&self, index: usize) -> u64 {
+    /// Notes piece `index` copied up to `to` (finished at its end);
+    /// returns the offset before which all is copied.
+    fn advance(&self, index: usize, to: u64) -> u64 {
         let mut state = self.state.lock().unwrap();
-        let (first_unfinished, later) = &mut *state;
-        later.insert(index);
+        let (first_unfinished, later, partial) = &mut *state;
+        if to >= self.pieces[index].end {
+            partial.remove(&index);
+            later.insert(index);
+        } else {
+            partial.insert(index, to);
+        }
         while later.remove(first_unfinished) {
             *first_unfinished += 1;
         }
-        match *first_unfinished {
+        let before_first = match *first_unfinished {
             0 => 0,
             n => self.pieces[n - 1].end,
-        }
+        };
+        partial
+            .get(first_unfinished)
+            .map_or(before_first, |&to| to.max(before_first))
     }
 }
 
@@ -1939,9 +1967,11 @@ mod tests {
         // Data at 0..10, 20..30 (a hole between), 30..40, 40..45.
         let pieces = [0..10, 20..30, 30..40, 40..45];
         let finished = FinishedPieces::new(&pieces);
-        assert_eq!(finished.finish(1), 0, "piece 0 is still being copied");
-        assert_eq!(finished.finish(3), 0);
-        assert_eq!(finished.finish(0), 30, "0 and 1 done: the hole too");
-        assert_eq!(finished.finish(2), 45);
+        assert_eq!(finished.advance(1, 30), 0, "piece 0 is still being copied");
+        assert_eq!(finished.advance(3, 45), 0);
+        assert_eq!(finished.advance(0, 4), 4, "piece 0 partly copied");
+        assert_eq!(finished.advance(0, 10), 30, "0 and 1 done: the hole too");
+        assert_eq!(finished.advance(2, 35), 35, "piece 2 partly copied");
+        assert_eq!(finished.advance(2, 40), 45);
     }
 }

@@ -31,9 +31,25 @@ impl Journal for Timed {
 /// Copies a `len`-byte file with `engine` at `rate` bytes/s (0: no limit);
 /// returns when it began, when it ended and the offsets reported.
 fn timed_copy(engine: &str, len: usize, rate: u64) -> (Instant, Instant, Vec<(Instant, u64)>) {
-    let dir = tempfile::tempdir().unwrap();
+    timed_copy_of(engine, len, rate, false)
+}
+
+/// As [`timed_copy`]; with `uncached`, the source's pages are dropped
+/// first, so a large file is read by several streams at once.
+fn timed_copy_of(
+    engine: &str,
+    len: usize,
+    rate: u64,
+    uncached: bool,
+) -> (Instant, Instant, Vec<(Instant, u64)>) {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
     let source = dir.path().join("big");
     common::write_file(&source, len, 5);
+    if uncached {
+        let file = std::fs::File::open(&source).unwrap();
+        file.sync_all().unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    }
     let resolved = resolve(Request {
         operation: Operation::Copy,
         sources: vec![source],
@@ -66,6 +82,35 @@ fn timed_copy(engine: &str, len: usize, rate: u64) -> (Instant, Instant, Vec<(In
 
 /// Leeway over 2 s for the scheduler and the fdatasync itself.
 const AT_MOST: Duration = Duration::from_millis(2_400);
+
+/// Every gap between offsets, and after the last, is at most AT_MOST.
+fn assert_paced(engine: &str, began: Instant, ended: Instant, offsets: &[(Instant, u64)]) {
+    assert!(offsets.len() >= 2, "{engine}: {offsets:?}");
+    let mut last = (began, 0);
+    for &(when, offset) in offsets {
+        assert!(offset > last.1, "{engine}: offsets must grow: {offsets:?}");
+        let gap = when - last.0;
+        assert!(
+            gap <= AT_MOST,
+            "{engine}: {gap:?} without an offset (at {offset})"
+        );
+        last = (when, offset);
+    }
+    let gap = ended - last.0;
+    assert!(
+        gap <= AT_MOST,
+        "{engine}: the last offset {gap:?} before the end"
+    );
+}
+
+/// An uncached file is copied by several streams, piece by piece; each
+/// stream copies its piece in parts, so the offset still advances every
+/// 2 s (before, only when a whole 32 MiB piece was done: 8 s here).
+#[test]
+fn a_file_copied_in_streams_advances_its_offset_every_two_seconds() {
+    let (began, ended, offsets) = timed_copy_of("standard", 48 << 20, 8_000_000, true);
+    assert_paced("streams", began, ended, &offsets);
+}
 
 #[test]
 fn a_rate_limited_copy_advances_its_offset_every_two_seconds() {
