@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod options;
 pub mod paths;
 pub mod security;
+pub mod units;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +43,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub async fn serve(endpoint: Endpoint, config: Config) -> Result<(), String> {
     let peer = matches!(endpoint, Endpoint::Peer(_));
     audit::init(config.audit_log.as_deref())?;
-    let engines = EngineSet::probe_with(config.engine.io_uring());
+    let mut engines = EngineSet::probe_with(config.engine.io_uring());
+    if !config.engine.enable_io_uring {
+        engines = engines.without("io_uring");
+    }
+    if config.socket_path.is_some() {
+        // Said once, at start: the key comes from a layout written for a
+        // socket service; copyd's clients reach it through D-Bus.
+        tracing::info!(
+            "[daemon] socket_path is ignored: copyd serves on D-Bus (see docs/OBSERVABILITY.md)"
+        );
+    }
     tracing::info!(engines = ?engines.names(), "probed engines");
     let persistence = if peer {
         // A private copyd's jobs end with its one client: nothing to resume.
