@@ -227,9 +227,9 @@ impl ManagerObject {
                 .record();
         }
         let path = job_path(&job.id);
-        let events = publish(connection, &self.jobs, &job).await?;
+        publish(connection, &self.jobs, &job).await?;
         tracing::info!(job = %job.id, uid = job.caller.uid, operation = operation.name(), acting = %job.caller.acting.describe(), "job created");
-        self.jobs.start(job, events);
+        self.jobs.start(job);
         Self::job_counts_changed(connection).await;
         Ok(path)
     }

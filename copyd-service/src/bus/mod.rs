@@ -57,11 +57,11 @@ pub async fn connect(
         .await?;
     let mut to_resume = Vec::new();
     for job in recovered {
-        let events = job::publish(&connection, &jobs, &job).await?;
+        job::publish(&connection, &jobs, &job).await?;
         match job.state() {
-            JobState::Interrupted if jobs.config.auto_resume => to_resume.push((job, events)),
+            JobState::Interrupted if jobs.config.auto_resume => to_resume.push(job),
             // A paused job's runner waits, holding no slot, for Resume.
-            JobState::Paused => jobs.start(job, events),
+            JobState::Paused => jobs.start(job),
             _ => {}
         }
     }
@@ -76,9 +76,9 @@ pub async fn connect(
             return Err(zbus::Error::NameTaken);
         }
     }
-    for (job, events) in to_resume {
+    for job in to_resume {
         tracing::info!(job = %job.id, "resuming interrupted job");
-        if let Err(err) = jobs.resume(&job, &events) {
+        if let Err(err) = jobs.resume(&job) {
             tracing::warn!(job = %job.id, %err, "could not resume");
         }
     }

@@ -1,9 +1,11 @@
 //! Jobs: their state, the queue that limits how many run at once, and the
 //! task that runs each one on a worker thread and samples its progress.
 //!
-//! This layer knows nothing of D-Bus either: it reports through a channel of
-//! [`JobEvent`]s, which the bus layer turns into signals.
+//! This layer knows nothing of D-Bus either: it reports [`JobEvent`]s on
+//! one broadcast stream ([`events`]), which the bus layer turns into signals
+//! and the metrics into counters.
 
+pub mod events;
 mod persist;
 mod rate;
 pub mod scheduler;
@@ -19,10 +21,11 @@ use copyd_engine::{
     Control, EngineError, EngineSet, ErrorKind, FileIdentity, Journal, Operation, Progress,
     ProgressSnapshot, RateLimiter, Resolved, ResumeState, RunState,
 };
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{broadcast, Notify};
 
 use crate::caller::Caller;
 use crate::config::Config;
+use events::{EventSink, JobUpdate};
 use rate::RateWindow;
 use scheduler::{Scheduler, Slot, Ticket};
 use store::{CallerRecord, CountsRecord, JobRecord, LogEntry, ProgressLog, Store};
@@ -196,18 +199,18 @@ impl Job {
         self.status.lock().unwrap().runner_active
     }
 
-    fn set_state(&self, state: JobState, events: &mpsc::UnboundedSender<JobEvent>) {
+    fn set_state(&self, state: JobState, events: &EventSink) {
         let mut status = self.status.lock().unwrap();
         if status.state == state {
             return;
         }
         status.state = state;
         drop(status);
-        let _ = events.send(JobEvent::State(state));
+        events.send(JobEvent::State(state));
     }
 
     /// Holds the job at its next chunk boundary (or in the queue).
-    fn pause(&self, events: &mpsc::UnboundedSender<JobEvent>) -> Result<(), EngineError> {
+    fn pause(&self, events: &EventSink) -> Result<(), EngineError> {
         self.refuse_if_finished("pause")?;
         if self.state() == JobState::Interrupted {
             return Err(EngineError::invalid(format!(
@@ -223,7 +226,7 @@ impl Job {
 
     /// Lets a paused job go on. True if the job was interrupted and needs
     /// its runner started.
-    fn resume(&self, events: &mpsc::UnboundedSender<JobEvent>) -> Result<bool, EngineError> {
+    fn resume(&self, events: &EventSink) -> Result<bool, EngineError> {
         self.refuse_if_finished("resume")?;
         if self.state() == JobState::Interrupted {
             self.control.resume();
@@ -324,6 +327,8 @@ pub struct JobManager {
     next_id: AtomicU64,
     scheduler: Scheduler,
     global_limit: Arc<RateLimiter>,
+    /// Every job's events (see [`events`]).
+    events: broadcast::Sender<JobUpdate>,
 }
 
 impl JobManager {
@@ -340,7 +345,18 @@ impl JobManager {
             jobs: Mutex::new(BTreeMap::new()),
             finished: Mutex::new(BTreeSet::new()),
             next_id: AtomicU64::new(1),
+            events: broadcast::channel(events::CAPACITY).0,
         })
+    }
+
+    /// Every job's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobUpdate> {
+        self.events.subscribe()
+    }
+
+    /// Where `job` reports.
+    fn sink(&self, job: &Job) -> EventSink {
+        EventSink::new(&job.id, self.events.clone())
     }
 
     /// The limit over all jobs, in bytes per second (0: none).
@@ -658,25 +674,17 @@ impl JobManager {
         recovered
     }
 
-    pub fn pause(
-        &self,
-        job: &Job,
-        events: &mpsc::UnboundedSender<JobEvent>,
-    ) -> Result<(), EngineError> {
-        job.pause(events)?;
+    pub fn pause(&self, job: &Job) -> Result<(), EngineError> {
+        job.pause(&self.sink(job))?;
         self.persist(job);
         Ok(())
     }
 
-    pub fn resume(
-        self: &Arc<Self>,
-        job: &Arc<Job>,
-        events: &mpsc::UnboundedSender<JobEvent>,
-    ) -> Result<(), EngineError> {
-        let start = job.resume(events)?;
+    pub fn resume(self: &Arc<Self>, job: &Arc<Job>) -> Result<(), EngineError> {
+        let start = job.resume(&self.sink(job))?;
         self.persist(job);
         if start {
-            self.start(job.clone(), events.clone());
+            self.start(job.clone());
         }
         Ok(())
     }
@@ -692,11 +700,7 @@ impl JobManager {
         Ok(())
     }
 
-    pub async fn cancel(
-        self: &Arc<Self>,
-        job: &Arc<Job>,
-        events: &mpsc::UnboundedSender<JobEvent>,
-    ) -> Result<(), EngineError> {
+    pub async fn cancel(self: &Arc<Self>, job: &Arc<Job>) -> Result<(), EngineError> {
         if job.cancel()? {
             // Nothing runs an interrupted job, so nothing else will remove
             // what its last run left under temporary names. The engine does
@@ -723,20 +727,21 @@ impl JobManager {
                 }
                 Err(err) => tracing::error!(job = %job.id, %err, "temporary cleanup panicked"),
             }
-            self.finish(job, Err(EngineError::cancelled()), events);
+            self.finish(job, Err(EngineError::cancelled()), &self.sink(job));
         }
         Ok(())
     }
 
     /// Runs `job` in the background: it waits for a slot, copies on a worker
-    /// thread, and reports through `events` until `JobEvent::Finished`.
-    pub fn start(self: &Arc<Self>, job: Arc<Job>, events: mpsc::UnboundedSender<JobEvent>) {
+    /// thread, and reports on the event stream until `JobEvent::Finished`.
+    pub fn start(self: &Arc<Self>, job: Arc<Job>) {
         job.status.lock().unwrap().runner_active = true;
+        let events = self.sink(&job);
         let manager = self.clone();
         tokio::spawn(async move { manager.run(job, events).await });
     }
 
-    async fn run(self: Arc<Self>, job: Arc<Job>, events: mpsc::UnboundedSender<JobEvent>) {
+    async fn run(self: Arc<Self>, job: Arc<Job>, events: EventSink) {
         let Some(slot) = self.wait_for_slot(&job).await else {
             self.finish(&job, Err(EngineError::cancelled()), &events);
             return;
@@ -815,7 +820,7 @@ impl JobManager {
         job: &Job,
         mut worker: tokio::task::JoinHandle<Result<copyd_engine::Outcome, EngineError>>,
         slot: Slot<'s>,
-        events: &mpsc::UnboundedSender<JobEvent>,
+        events: &EventSink,
     ) -> Result<copyd_engine::Outcome, EngineError> {
         let mut slot = Some(slot);
         let mut window = RateWindow::new();
@@ -861,7 +866,7 @@ impl JobManager {
     }
 
     /// Samples the job's counters and sends them if they moved.
-    fn report(&self, job: &Job, window: &mut RateWindow, events: &mpsc::UnboundedSender<JobEvent>) {
+    fn report(&self, job: &Job, window: &mut RateWindow, events: &EventSink) {
         let counts = job.progress.snapshot();
         let now = Instant::now();
         window.add(now, counts.bytes_done);
@@ -878,7 +883,7 @@ impl JobManager {
         if status.last_report != report {
             status.last_report = report.clone();
             drop(status);
-            let _ = events.send(JobEvent::Progress(report));
+            events.send(JobEvent::Progress(report));
         }
     }
 
@@ -888,7 +893,7 @@ impl JobManager {
         &self,
         job: &Job,
         result: Result<copyd_engine::Outcome, EngineError>,
-        events: &mpsc::UnboundedSender<JobEvent>,
+        events: &EventSink,
     ) {
         self.record_end(job, result, events);
         job.status.lock().unwrap().runner_active = false;
@@ -898,7 +903,7 @@ impl JobManager {
         &self,
         job: &Job,
         result: Result<copyd_engine::Outcome, EngineError>,
-        events: &mpsc::UnboundedSender<JobEvent>,
+        events: &EventSink,
     ) {
         if job.control.is_interrupted() && result.is_err() {
             // copyd is stopping: the job is to be carried on at the next
@@ -966,10 +971,10 @@ impl JobManager {
                 .unwrap()
                 .extend(0..job.resolved.items.len());
         }
-        let _ = events.send(JobEvent::Progress(report));
+        events.send(JobEvent::Progress(report));
         job.set_state(final_state, events);
         self.persist_end(job);
-        let _ = events.send(JobEvent::Finished);
+        events.send(JobEvent::Finished);
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
