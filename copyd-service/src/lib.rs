@@ -12,13 +12,17 @@
 // unsafe code lives only in the engine's io_uring module.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod jobs;
+pub mod metrics;
+pub mod observe;
 pub mod options;
 pub mod paths;
 pub mod security;
@@ -75,8 +79,11 @@ pub async fn serve(endpoint: Endpoint, config: Config) -> Result<(), String> {
     if health != "ok" {
         tracing::warn!(%health, "copyd is degraded");
     }
+    let observer = observe::Observer::start(&jobs);
+    metrics::start(&jobs.config.monitoring, jobs.clone(), observer.clone()).await?;
+    alerts::start(jobs.clone(), observer.clone());
     let recovered = jobs.recover();
-    let connection = bus::connect(endpoint, jobs.clone(), recovered)
+    let connection = bus::connect(endpoint, jobs.clone(), observer, recovered)
         .await
         .map_err(|err| format!("cannot serve on D-Bus: {err}"))?;
     tracing::info!(unique_name = ?connection.unique_name(), "copyd is serving");

@@ -21,6 +21,7 @@ use crate::{options, paths, security};
 
 pub struct ManagerObject {
     pub jobs: Arc<JobManager>,
+    pub observer: Arc<crate::observe::Observer>,
 }
 
 /// Decodes the arguments shared by Copy, Move and Plan.
@@ -363,6 +364,41 @@ impl ManagerObject {
             None => Err(Error::NotFound(format!("there is no job {id:?}"))),
         }
     }
+
+    /// Everything an operator asks first, in one call (docs/OBSERVABILITY.md
+    /// lists the keys).
+    #[zbus(out_args("health"))]
+    async fn get_health(&self) -> HashMap<String, OwnedVariant> {
+        crate::health::health(&self.jobs, &self.observer)
+    }
+
+    /// The performance report since copyd started, as a JSON document: its
+    /// shape grows with the engines and their figures, which a fixed D-Bus
+    /// signature could not follow.
+    #[zbus(out_args("report"))]
+    async fn get_performance(&self) -> String {
+        self.observer.report().to_string()
+    }
+
+    /// The active alerts: (id, severity, message, since µs since the epoch).
+    #[zbus(property, name = "Alerts")]
+    fn alerts(&self) -> Vec<(String, String, String, u64)> {
+        crate::health::alert_tuples()
+    }
+
+    #[zbus(signal, name = "AlertRaised")]
+    pub async fn alert_raised(
+        emitter: &zbus::object_server::SignalEmitter<'_>,
+        id: &str,
+        severity: &str,
+        message: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "AlertCleared")]
+    pub async fn alert_cleared(
+        emitter: &zbus::object_server::SignalEmitter<'_>,
+        id: &str,
+    ) -> zbus::Result<()>;
 
     #[zbus(property(emits_changed_signal = "const"), name = "Version")]
     fn version(&self) -> String {

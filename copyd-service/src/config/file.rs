@@ -112,6 +112,9 @@ struct MonitoringTable {
     metrics_port: Option<u16>,
     metrics_address: Option<String>,
     log_level: Option<String>,
+    stall_seconds: Option<u64>,
+    error_rate_per_minute: Option<u32>,
+    disk_full_percent: Option<u8>,
 }
 
 /// The whole file. serde cannot deny unknown fields through `flatten`, so
@@ -351,11 +354,34 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             "must not be 0 when enable_metrics is true".into(),
         ));
     }
+    let stall_seconds = m.stall_seconds.unwrap_or(monitoring_defaults.stall_seconds);
+    if stall_seconds == 0 {
+        return Err(error(
+            "monitoring",
+            "stall_seconds",
+            "must be at least 1".into(),
+        ));
+    }
+    let disk_full_percent = m
+        .disk_full_percent
+        .unwrap_or(monitoring_defaults.disk_full_percent);
+    if !(1..=100).contains(&disk_full_percent) {
+        return Err(error(
+            "monitoring",
+            "disk_full_percent",
+            "must be from 1 to 100".into(),
+        ));
+    }
     let monitoring = MonitoringConfig {
         enable_metrics,
         metrics_port,
         metrics_address,
         log_level,
+        stall_seconds,
+        error_rate_per_minute: m
+            .error_rate_per_minute
+            .unwrap_or(monitoring_defaults.error_rate_per_minute),
+        disk_full_percent,
     };
 
     Ok(Config {

@@ -67,6 +67,12 @@ pub struct MonitoringConfig {
     /// The log filter (a level, or an EnvFilter directive such as
     /// `copyd=debug`) when RUST_LOG is not set.
     pub log_level: String,
+    /// Alert: a running job whose counts have not moved for this long.
+    pub stall_seconds: u64,
+    /// Alert: failed jobs and files per minute, over 5 minutes, above this.
+    pub error_rate_per_minute: u32,
+    /// Alert: a file system a job writes to is fuller than this.
+    pub disk_full_percent: u8,
 }
 
 impl Default for MonitoringConfig {
@@ -76,6 +82,9 @@ impl Default for MonitoringConfig {
             metrics_port: 9090,
             metrics_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             log_level: "info".into(),
+            stall_seconds: 60,
+            error_rate_per_minute: 10,
+            disk_full_percent: 95,
         }
     }
 }

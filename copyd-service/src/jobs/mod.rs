@@ -194,6 +194,11 @@ impl Job {
         self.status.lock().unwrap().state
     }
 
+    /// When the job was made, µs since the epoch.
+    pub fn created_us(&self) -> u64 {
+        self.created_us
+    }
+
     /// Whether a runner task still carries this job.
     pub fn is_being_run(&self) -> bool {
         self.status.lock().unwrap().runner_active
@@ -349,6 +354,16 @@ impl JobManager {
         })
     }
 
+    /// The alert thresholds in use.
+    pub fn alert_thresholds(&self) -> crate::alerts::Thresholds {
+        let m = &self.config.monitoring;
+        crate::alerts::Thresholds {
+            stall_seconds: m.stall_seconds,
+            error_rate_per_minute: f64::from(m.error_rate_per_minute),
+            disk_full_percent: f64::from(m.disk_full_percent),
+        }
+    }
+
     /// Every job's events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<JobUpdate> {
         self.events.subscribe()
@@ -419,8 +434,16 @@ impl JobManager {
             temp_tag: Some(job.temp_tag.clone()),
             counts: counts_record(&job.counts()),
         };
-        if let Err(err) = store.save(&record) {
-            tracing::warn!(job = %job.id, %err, "could not write the job's checkpoint");
+        match store.save(&record) {
+            Ok(()) => {
+                metrics::counter!("copyd_checkpoint_writes_total").increment(1);
+                crate::alerts::checkpoint_written(true);
+            }
+            Err(err) => {
+                metrics::counter!("copyd_checkpoint_failures_total").increment(1);
+                crate::alerts::checkpoint_written(false);
+                tracing::warn!(job = %job.id, %err, "could not write the job's checkpoint");
+            }
         }
         self.log_counts(job, &record.counts);
     }
@@ -684,6 +707,8 @@ impl JobManager {
         let start = job.resume(&self.sink(job))?;
         self.persist(job);
         if start {
+            // An interrupted job carried on: the closest copyd has to a retry.
+            metrics::counter!("copyd_retries_total").increment(1);
             self.start(job.clone());
         }
         Ok(())
