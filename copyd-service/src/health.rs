@@ -129,6 +129,19 @@ pub fn health(jobs: &JobManager, observer: &Observer) -> HashMap<String, OwnedVa
         .map(|e| (e.to_string(), why_missing(jobs, e)))
         .collect();
     out.insert("EnginesUnavailable".into(), own(Value::from(missing)));
+    // The io_uring ring as configured ([performance] io_queue_depth and
+    // default_buffer_size), whether or not the kernel took it.
+    let ring = jobs.config.engine.io_uring();
+    out.insert(
+        "IoUringQueueDepth".into(),
+        own(Value::U32(ring.queue_depth)),
+    );
+    out.insert(
+        "IoUringBufferBytes".into(),
+        own(Value::U64(
+            (ring.buffer_bytes / ring.queue_depth.max(1) as usize) as u64,
+        )),
+    );
     let (mut active, mut queued, mut paused, mut interrupted) = (0u32, 0u32, 0u32, 0u32);
     let mut destinations = Vec::new();
     for job in jobs.list() {
