@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod connect;
+mod observe;
 mod proxy;
 mod units;
 mod watch;
@@ -48,8 +49,21 @@ enum Command {
     Plan(TransferArgs),
     /// List the jobs copyd knows.
     List,
-    /// Show one job.
-    Status { id: String },
+    /// Show one job; with no job, the service's health (version, uptime,
+    /// engines, jobs, checkpoints, free space, error rate, alerts).
+    Status {
+        id: Option<String>,
+        /// With a job: the file systems it reads and writes and the engines
+        /// that moved its bytes, with why.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// What copyd has done since it started: bytes, throughput and jobs
+    /// per engine, queue wait times, the auto engine's choices, the
+    /// slowest recent jobs.
+    Perf,
+    /// The alerts raised and not cleared.
+    Alerts,
     /// Follow a job to its end with a progress bar.
     Watch { id: String },
     /// Cancel a job.
@@ -477,9 +491,47 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
             }
             Ok(true)
         }
-        Command::Status { id } => {
+        Command::Status { id: None, .. } => {
+            for line in observe::status(&service, cli.json).await? {
+                out!("{line}")?;
+            }
+            Ok(true)
+        }
+        Command::Status {
+            id: Some(id),
+            verbose,
+        } => {
             let path = job_path(&service, id).await?;
-            print_summary(&watch::summary(&service.connection, &path).await?, cli.json)?;
+            let summary = watch::summary(&service.connection, &path).await?;
+            if *verbose {
+                let engines = service.manager().await?.engines().await?;
+                let choices = observe::engine_choices(&summary, &engines, cli.json);
+                if cli.json {
+                    let mut value = serde_json::to_value(&summary).expect("summaries serialize");
+                    value["engine_choices"] =
+                        serde_json::from_str(&choices[0]).expect("our own JSON");
+                    out!("{value}")?;
+                } else {
+                    print_summary(&summary, false)?;
+                    for line in choices {
+                        out!("{line}")?;
+                    }
+                }
+            } else {
+                print_summary(&summary, cli.json)?;
+            }
+            Ok(true)
+        }
+        Command::Perf => {
+            for line in observe::perf(&service, cli.json).await? {
+                out!("{line}")?;
+            }
+            Ok(true)
+        }
+        Command::Alerts => {
+            for line in observe::alerts(&service, cli.json).await? {
+                out!("{line}")?;
+            }
             Ok(true)
         }
         Command::Watch { id } => {

@@ -442,7 +442,7 @@ fn log_level_and_rust_log_both_set_the_level() {
         if let Some(filter) = rust_log {
             command.env("RUST_LOG", filter);
         }
-        let mut child = command.spawn().unwrap();
+        let child = command.spawn().unwrap();
         wait_until(Duration::from_secs(10), "copyd on the bus", || {
             copyd_tests::daemon::name_has_owner(bus.address(), copyd_tests::BUS_NAME)
         });
@@ -458,4 +458,222 @@ fn log_level_and_rust_log_both_set_the_level() {
     // RUST_LOG wins over log_level.
     let overridden = start("warn", Some("info"));
     assert!(overridden.contains("copyd is serving"), "{overridden}");
+}
+
+#[test]
+fn copyctl_status_perf_and_alerts_in_human_and_json_form() {
+    let env = copyd_tests::TestEnv::start();
+    let source = env.path("src.bin");
+    make_big_file(&source, 3_000_000, 7);
+    let dest = env.path("dest.bin");
+    let out = env.copyctl(&[
+        "--json",
+        "copy",
+        source.to_str().unwrap(),
+        dest.to_str().unwrap(),
+    ]);
+    out.assert_success();
+    let job: serde_json::Value = out.json();
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    // status with no job: the service's health.
+    let out = env.copyctl(&["status"]);
+    out.assert_success();
+    let text = out.stdout_str();
+    println!("$ copyctl status\n{text}");
+    for part in [
+        "copyd 0.1.0, up",
+        "engines:",
+        "jobs:",
+        "checkpoints:",
+        "errors:",
+        "alerts:       0",
+    ] {
+        assert!(text.contains(part), "no {part:?} in:\n{text}");
+    }
+    let out = env.copyctl(&["--json", "status"]);
+    out.assert_success();
+    let health: serde_json::Value = out.json();
+    println!("$ copyctl --json status\n{health}");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert!(health["engines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "standard"));
+    assert_eq!(health["checkpoint_dir_writable"], true, "{health}");
+    assert_eq!(health["jobs_active"], 0, "{health}");
+    assert_eq!(health["alerts"], serde_json::json!([]));
+
+    // status --verbose JOB: the file systems and engines, with why.
+    let out = env.copyctl(&["status", "--verbose", &id]);
+    out.assert_success();
+    let text = out.stdout_str();
+    println!("$ copyctl status --verbose {id}\n{text}");
+    assert!(
+        text.contains("file systems:") && text.contains("same file system"),
+        "{text}"
+    );
+    assert!(text.contains("engines used"), "{text}");
+    let out = env.copyctl(&["--json", "status", "--verbose", &id]);
+    out.assert_success();
+    let verbose: serde_json::Value = out.json();
+    assert_eq!(verbose["id"], id.as_str());
+    let moved: u64 = verbose["engine_choices"]["engine_bytes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(moved, 3_000_000, "{verbose}");
+    assert_eq!(
+        verbose["engine_choices"]["file_systems"][0]["same_file_system"],
+        true
+    );
+
+    // perf: the job is in it, per engine and among the recent.
+    let out = env.copyctl(&["--json", "perf"]);
+    out.assert_success();
+    let perf: serde_json::Value = out.json();
+    println!("$ copyctl --json perf\n{perf}");
+    assert_eq!(perf["bytes"], 3_000_000, "{perf}");
+    assert_eq!(perf["files"], 1, "{perf}");
+    assert_eq!(perf["slowest_recent_jobs"][0]["id"], id.as_str(), "{perf}");
+    assert_eq!(perf["queue_wait_seconds"]["samples"], 1, "{perf}");
+    let engine = perf["slowest_recent_jobs"][0]["main_engine"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(perf["engines"][&engine]["bytes"], 3_000_000, "{perf}");
+    let out = env.copyctl(&["perf"]);
+    out.assert_success();
+    let text = out.stdout_str();
+    println!("$ copyctl perf\n{text}");
+    assert!(text.contains("ENGINE") && text.contains(&engine), "{text}");
+    assert!(text.contains("copy completed 1"), "{text}");
+
+    // alerts: none here (a_stalled_job_raises_an_alert_that_then_clears
+    // shows one).
+    let out = env.copyctl(&["alerts"]);
+    out.assert_success();
+    assert_eq!(out.stdout_str().trim(), "no alerts");
+    let out = env.copyctl(&["--json", "alerts"]);
+    out.assert_success();
+    assert_eq!(out.json(), serde_json::json!([]));
+}
+
+/// An ext4 file system on a loop device, which `fsfreeze` can freeze: a
+/// real stall, every write into it blocks until it is thawed. Needs root.
+struct Frozen {
+    mount: std::path::PathBuf,
+    device: String,
+    frozen: bool,
+}
+
+impl Frozen {
+    fn make(dir: &Path) -> Option<Frozen> {
+        let image = dir.join("ext4.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(128 << 20)
+            .unwrap();
+        let out = run(Command::new("losetup").args(["-f", "--show"]).arg(&image));
+        if !out.success() {
+            eprintln!("skipped: no loop device ({out})");
+            return None;
+        }
+        let device = out.stdout_str().trim().to_owned();
+        run(Command::new("mkfs.ext4").args(["-q", &device])).assert_success();
+        let mount = dir.join("mnt");
+        std::fs::create_dir(&mount).unwrap();
+        run(Command::new("mount").arg(&device).arg(&mount)).assert_success();
+        Some(Frozen {
+            mount,
+            device,
+            frozen: false,
+        })
+    }
+
+    fn freeze(&mut self, on: bool) {
+        run(Command::new("fsfreeze")
+            .arg(if on { "-f" } else { "-u" })
+            .arg(&self.mount))
+        .assert_success();
+        self.frozen = on;
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // Thawed first: a process blocked on a frozen file system cannot
+        // even be killed.
+        if self.frozen {
+            let _ = Command::new("fsfreeze").arg("-u").arg(&self.mount).status();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}
+
+fn alerts(b: &Busctl) -> Vec<String> {
+    b.get_property(MANAGER_PATH, MANAGER_IFACE, "Alerts")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a[0].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_stalled_job_raises_an_alert_that_then_clears() {
+    let bus = TestBus::start(Policy::Permissive);
+    let dir = copyd_tests::scratch_dir("stall");
+    let config = format!(
+        "state_dir = {}\njob_retention_seconds = 600\n[monitoring]\nstall_seconds = 2\n",
+        quoted(&dir.path().join("state"))
+    );
+    let daemon = Daemon::start_with_config(&bus, Some(&config));
+    let Some(mut fs) = Frozen::make(dir.path()) else {
+        return;
+    };
+    let b = Busctl::new(bus.address());
+    let source = dir.path().join("big");
+    make_big_file(&source, 40_000_000, 3);
+    // 4 MB/s: ten seconds of copying, limited but far from held back.
+    let job = b.copy(
+        &[&source],
+        &fs.mount.join("big"),
+        &["rate-limit", "t", "4000000"],
+    );
+    b.wait_job_state(&job, Duration::from_secs(10), |s| s == "running");
+    wait_until(Duration::from_secs(10), "bytes copied", || {
+        b.job_u64(&job, "BytesDone") > 0
+    });
+    let id = b.job_prop(&job, "Id").as_str().unwrap().to_owned();
+    let stalled = format!("job-stalled:{id}");
+    assert!(!alerts(&b).contains(&stalled));
+
+    fs.freeze(true);
+    wait_until(Duration::from_secs(15), "the stall alert", || {
+        alerts(&b).contains(&stalled)
+    });
+    assert_eq!(b.job_state(&job), "running");
+    let env_alerts = copyd_tests::cmd::copyctl(bus.address(), &["alerts"]);
+    env_alerts.assert_success();
+    println!("$ copyctl alerts (frozen)\n{}", env_alerts.stdout_str());
+    assert!(env_alerts.stdout_str().contains(&stalled));
+    assert!(env_alerts.stdout_str().contains("no progress"));
+
+    fs.freeze(false);
+    wait_until(Duration::from_secs(15), "the alert to clear", || {
+        !alerts(&b).contains(&stalled)
+    });
+    assert_eq!(b.wait_job_end(&job, Duration::from_secs(60)), "completed");
+    let log = daemon.log_text();
+    assert!(
+        log.contains("alert raised") && log.contains("alert cleared"),
+        "{log}"
+    );
+    drop(fs);
 }
