@@ -81,11 +81,11 @@ pub fn file_systems<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> Vec<FileSys
 /// Why an engine is not in the set.
 fn why_missing(jobs: &JobManager, engine: &str) -> String {
     match engine {
-        "io_uring" if !jobs.config.engine.enable_io_uring => {
+        "io_uring" if !jobs.config().engine.enable_io_uring => {
             "turned off: [performance] enable_io_uring = false".into()
         }
         "io_uring" => {
-            let ring = jobs.config.engine.io_uring();
+            let ring = jobs.config().engine.io_uring();
             format!(
                 "the kernel refused a ring of {} operations with {} KiB of registered buffers (io_uring unsupported, disabled by sysctl or seccomp, or over RLIMIT_MEMLOCK)",
                 ring.queue_depth,
@@ -131,7 +131,7 @@ pub fn health(jobs: &JobManager, observer: &Observer) -> HashMap<String, OwnedVa
     out.insert("EnginesUnavailable".into(), own(Value::from(missing)));
     // The io_uring ring as configured ([performance] io_queue_depth and
     // default_buffer_size), whether or not the kernel took it.
-    let ring = jobs.config.engine.io_uring();
+    let ring = jobs.config().engine.io_uring();
     out.insert(
         "IoUringQueueDepth".into(),
         own(Value::U32(ring.queue_depth)),
@@ -158,7 +158,7 @@ pub fn health(jobs: &JobManager, observer: &Observer) -> HashMap<String, OwnedVa
     out.insert("JobsQueued".into(), own(Value::U32(queued)));
     out.insert("JobsPaused".into(), own(Value::U32(paused)));
     out.insert("JobsInterrupted".into(), own(Value::U32(interrupted)));
-    let (dir, problem) = match jobs.config.state_dir() {
+    let (dir, problem) = match jobs.config().state_dir() {
         None => (
             String::new(),
             "no state directory ($HOME is not set)".to_owned(),

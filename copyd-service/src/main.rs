@@ -73,6 +73,7 @@ fn main() -> std::process::ExitCode {
     copyd_service::init_logging(&config.monitoring.log_level);
     if args.state_dir.is_some() {
         config.state_dir = args.state_dir;
+        config.state_dir_from_command_line = true;
     }
     let endpoint = if args.session {
         Endpoint::Session

@@ -419,7 +419,8 @@ fn a_broken_config_names_the_file_the_line_and_the_key() {
 fn log_level_and_rust_log_both_set_the_level() {
     let bus = TestBus::start(Policy::Permissive);
     let dir = copyd_tests::scratch_dir("loglevel");
-    let start = |level: &str, rust_log: Option<&str>| -> String {
+    // `between` runs while copyd is up, with its config file's path.
+    let start_and = |level: &str, rust_log: Option<&str>, between: &dyn Fn(&Path, u32)| -> String {
         let file = dir.path().join("config.toml");
         std::fs::write(
             &file,
@@ -446,11 +447,13 @@ fn log_level_and_rust_log_both_set_the_level() {
         wait_until(Duration::from_secs(10), "copyd on the bus", || {
             copyd_tests::daemon::name_has_owner(bus.address(), copyd_tests::BUS_NAME)
         });
+        between(&file, child.id());
         let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
         let out = child.wait_with_output().unwrap();
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
+    let start = |level: &str, rust_log: Option<&str>| start_and(level, rust_log, &|_, _| {});
     let info = start("info", None);
     assert!(info.contains("copyd is serving"), "{info}");
     let warn = start("warn", None);
@@ -458,6 +461,24 @@ fn log_level_and_rust_log_both_set_the_level() {
     // RUST_LOG wins over log_level.
     let overridden = start("warn", Some("info"));
     assert!(overridden.contains("copyd is serving"), "{overridden}");
+    // A reload changes the level: at warn, "configuration reloaded" (info)
+    // is not logged; after the file says info and SIGHUP, it is.
+    let hup = |pid: u32| {
+        let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let reloaded = start_and("warn", None, &|file, pid| {
+        hup(pid);
+        let text = std::fs::read_to_string(file).unwrap();
+        std::fs::write(file, text.replace("\"warn\"", "\"info\"")).unwrap();
+        hup(pid);
+    });
+    assert_eq!(
+        reloaded.matches("configuration reloaded").count(),
+        1,
+        "{reloaded}"
+    );
 }
 
 #[test]
@@ -676,4 +697,80 @@ fn a_stalled_job_raises_an_alert_that_then_clears() {
         "{log}"
     );
     drop(fs);
+}
+
+#[test]
+fn sighup_and_reload_change_limits_rules_and_level_while_jobs_keep_going() {
+    let bus = TestBus::start(Policy::Permissive);
+    let dir = copyd_tests::scratch_dir("reload");
+    let state = dir.path().join("state");
+    let write_config = |daemon: &Daemon, text: &str| {
+        let file = daemon.state_dir().parent().unwrap().join("copyd.toml");
+        std::fs::write(file, text).unwrap();
+    };
+    let config = |jobs: u32, blocked: &str| {
+        format!(
+            "[daemon]\ncheckpoint_dir = {}\njob_retention_seconds = 600\nmax_concurrent_jobs = {jobs}\n[security]\nblocked_extensions = [{blocked}]\n",
+            quoted(&state)
+        )
+    };
+    let daemon = Daemon::start_with_config(&bus, Some(&config(1, "")));
+    let b = Busctl::new(bus.address());
+    let max = || {
+        b.get_property(MANAGER_PATH, MANAGER_IFACE, "MaxConcurrentJobs")
+            .unwrap()
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(max(), 1);
+    let source = dir.path().join("big.txt");
+    make_big_file(&source, 20_000_000, 5);
+    // Running through the reloads: 4 MB/s, five seconds.
+    let job = b.copy(
+        &[&source],
+        &dir.path().join("copy.txt"),
+        &["rate-limit", "t", "4000000"],
+    );
+    b.wait_job_state(&job, Duration::from_secs(10), |s| s == "running");
+
+    // SIGHUP: a higher job limit and a new rule.
+    write_config(&daemon, &config(3, "\".txt\""));
+    let pid = rustix::process::Pid::from_raw(daemon.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    wait_until(Duration::from_secs(5), "the new job limit", || max() == 3);
+    let err = refused(&b, &source, &dir.path().join("other.txt"));
+    assert!(err.contains("blocked_extensions"), "{err}");
+    assert_eq!(b.job_state(&job), "running");
+
+    // Reload on the bus: a broken file is refused with file:line: key, and
+    // nothing changes.
+    write_config(&daemon, "[daemon]\nmax_concurrent_jobs = 0\n");
+    let out = b.call(MANAGER_PATH, MANAGER_IFACE, "Reload", "", &[]);
+    assert!(!out.success());
+    let text = out.stderr_str();
+    assert!(
+        text.contains("copyd.toml:2: daemon.max_concurrent_jobs: must be at least 1"),
+        "{text}"
+    );
+    assert_eq!(max(), 3);
+    // A good one: the rule is gone again, and a key that needs a restart
+    // is named.
+    let mut text = config(2, "");
+    text.push_str("[performance]\nio_queue_depth = 64\n");
+    write_config(&daemon, &text);
+    let reply = b.call_json(MANAGER_PATH, MANAGER_IFACE, "Reload", "", &[]);
+    assert_eq!(
+        reply["data"][0],
+        serde_json::json!(["[performance]/[engine]"])
+    );
+    assert_eq!(max(), 2);
+    let other = b.copy(
+        &[&dir.path().join("big.txt")],
+        &dir.path().join("again.txt"),
+        &[],
+    );
+    assert_eq!(b.wait_job_end(&other, Duration::from_secs(30)), "completed");
+    assert_eq!(b.wait_job_end(&job, Duration::from_secs(30)), "completed");
+    let log = daemon.log_text();
+    assert!(log.contains("configuration reloaded"), "{log}");
 }

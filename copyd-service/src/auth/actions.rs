@@ -94,6 +94,7 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
         "SetRateLimit",
         Rule::Always(Action::Configure),
     ),
+    (MANAGER_INTERFACE, "Reload", Rule::Always(Action::Configure)),
     (
         JOB_INTERFACE,
         "Cancel",

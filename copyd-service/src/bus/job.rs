@@ -497,7 +497,7 @@ pub async fn forward_events(
     // Kept for the retention time, unless more finished jobs than
     // job_retention_count are kept and this is among the oldest.
     tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs(jobs.config.job_retention_seconds)) => {}
+        _ = tokio::time::sleep(Duration::from_secs(jobs.config().job_retention_seconds)) => {}
         _ = job.told_to_leave() => {}
     }
     let removed = connection

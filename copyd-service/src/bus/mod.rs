@@ -68,7 +68,7 @@ pub async fn connect(
     for job in recovered {
         job::publish(&connection, &jobs, &job).await?;
         match job.state() {
-            JobState::Interrupted if jobs.config.auto_resume => to_resume.push(job),
+            JobState::Interrupted if jobs.config().auto_resume => to_resume.push(job),
             // A paused job's runner waits, holding no slot, for Resume.
             JobState::Paused => jobs.start(job),
             _ => {}

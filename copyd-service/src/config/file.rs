@@ -400,6 +400,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         engine,
         monitoring,
         socket_path: d.socket_path.clone(),
+        file: None,
+        state_dir_from_command_line: false,
     })
 }
 

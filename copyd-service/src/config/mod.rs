@@ -52,6 +52,12 @@ pub struct Config {
     /// `[daemon] socket_path`, accepted from the layout operators were
     /// given but unused: copyd serves on D-Bus, not on a socket of its own.
     pub socket_path: Option<String>,
+    /// The file given with --config, read again on reload; None: the
+    /// default location (SYSTEM_CONFIG, if present).
+    pub file: Option<PathBuf>,
+    /// state_dir came from copyd's --state-dir, not the file: a reload
+    /// keeps it without calling it a change.
+    pub state_dir_from_command_line: bool,
 }
 
 /// The [monitoring] table.
@@ -144,6 +150,8 @@ impl Default for Config {
             engine: EngineConfig::default(),
             monitoring: MonitoringConfig::default(),
             socket_path: None,
+            file: None,
+            state_dir_from_command_line: false,
         }
     }
 }
@@ -184,7 +192,9 @@ impl Config {
             }
             Err(err) => return Err(ConfigError::unreadable(path, &err)),
         };
-        file::parse(path, &text)
+        let mut config = file::parse(path, &text)?;
+        config.file = required.then(|| path.to_owned());
+        Ok(config)
     }
 }
 

@@ -322,7 +322,8 @@ pub enum Persistence {
 
 /// All jobs of this daemon and the slots they run in.
 pub struct JobManager {
-    pub config: Config,
+    /// The configuration in use; a reload swaps it (see [`Self::reload`]).
+    config: std::sync::RwLock<Arc<Config>>,
     pub engines: Arc<EngineSet>,
     persistence: Persistence,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
@@ -344,7 +345,7 @@ impl JobManager {
                 config.serialize_per_disk,
             ),
             global_limit: Arc::new(RateLimiter::new(config.rate_limit)),
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             engines: Arc::new(engines),
             persistence,
             jobs: Mutex::new(BTreeMap::new()),
@@ -356,12 +357,52 @@ impl JobManager {
 
     /// The alert thresholds in use.
     pub fn alert_thresholds(&self) -> crate::alerts::Thresholds {
-        let m = &self.config.monitoring;
+        let m = &self.config().monitoring;
         crate::alerts::Thresholds {
             stall_seconds: m.stall_seconds,
             error_rate_per_minute: f64::from(m.error_rate_per_minute),
             disk_full_percent: f64::from(m.disk_full_percent),
         }
+    }
+
+    /// The configuration in use now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    /// Puts `new` in use where it can change while copyd runs: the job
+    /// limit, the global rate limit, the [security] rules, job retention,
+    /// alert thresholds and the log level (the caller sets that). Running
+    /// jobs keep going. What cannot change without a restart (the state
+    /// directory, engines, the metrics listener, the audit log, disk
+    /// serialization) keeps its value, and each such key that differs is
+    /// returned, to be reported.
+    pub fn reload(&self, mut new: Config) -> Vec<&'static str> {
+        let old = self.config();
+        let mut kept = Vec::new();
+        macro_rules! keep {
+            ($($field:ident).+, $name:literal) => {
+                if new.$($field).+ != old.$($field).+ {
+                    kept.push($name);
+                    new.$($field).+ = old.$($field).+.clone();
+                }
+            };
+        }
+        keep!(state_dir, "checkpoint_dir");
+        keep!(engine, "[performance]/[engine]");
+        keep!(monitoring.enable_metrics, "enable_metrics");
+        keep!(monitoring.metrics_port, "metrics_port");
+        keep!(monitoring.metrics_address, "metrics_address");
+        keep!(audit_log, "audit_log");
+        keep!(serialize_per_disk, "serialize_per_disk");
+        keep!(run_without_checkpoints, "run_without_checkpoints");
+        self.scheduler
+            .set_max_running(new.max_concurrent_jobs as usize);
+        if new.rate_limit != old.rate_limit {
+            self.global_limit.set_rate(new.rate_limit);
+        }
+        *self.config.write().unwrap() = Arc::new(new);
+        kept
     }
 
     /// Every job's events from now on.
@@ -391,7 +432,7 @@ impl JobManager {
     /// "ok", or "degraded: why".
     pub fn health(&self) -> String {
         match &self.persistence {
-            Persistence::Unavailable(why) if self.config.run_without_checkpoints => {
+            Persistence::Unavailable(why) if self.config().run_without_checkpoints => {
                 format!("degraded: {why}; jobs run without checkpoints")
             }
             Persistence::Unavailable(why) => {
@@ -566,7 +607,7 @@ impl JobManager {
         priority: i32,
     ) -> Result<Arc<Job>, EngineError> {
         if let Persistence::Unavailable(why) = &self.persistence {
-            if !self.config.run_without_checkpoints {
+            if !self.config().run_without_checkpoints {
                 return Err(EngineError::new(
                     ErrorKind::Failed,
                     format!(
@@ -782,7 +823,7 @@ impl JobManager {
         // interruption) records the start time.
         job.set_state(JobState::Running, &events);
         let mut resolved = job.resolved_for_run();
-        resolved.request.options.workers = self.config.engine.workers;
+        resolved.request.options.workers = self.config().engine.workers;
         let worker = {
             let (engines, job) = (self.engines.clone(), job.clone());
             let journal = JobJournal::open(&self, job.clone());
@@ -1031,7 +1072,7 @@ impl JobManager {
     pub fn retain_finished(&self, job: &Job) {
         let mut finished = self.finished.lock().unwrap();
         finished.insert((job.status().end_time, job.number()));
-        let keep = usize::try_from(self.config.job_retention_count).unwrap_or(usize::MAX);
+        let keep = usize::try_from(self.config().job_retention_count).unwrap_or(usize::MAX);
         if finished.len() <= keep {
             return;
         }
