@@ -35,7 +35,14 @@ fn stderr_is_journal_stream() -> bool {
 }
 
 /// Whether logs go to the journal (see the module's comment).
+/// `COPYD_LOG=stderr` or `=journal` decides instead (the tests' harness
+/// keeps copyd's log in a file on machines that run a journal).
 pub fn to_journal() -> bool {
+    match std::env::var("COPYD_LOG").as_deref() {
+        Ok("stderr") => return false,
+        Ok("journal") => return true,
+        _ => {}
+    }
     stderr_is_journal_stream()
         || (!std::io::stderr().is_terminal() && std::path::Path::new(JOURNAL_SOCKET).exists())
 }

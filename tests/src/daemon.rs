@@ -125,6 +125,8 @@ impl Daemon {
             .arg("--config")
             .arg(&conf)
             .env("RUST_LOG", "debug")
+            // The log stays in the file below, also where a journal runs.
+            .env("COPYD_LOG", "stderr")
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())

@@ -438,6 +438,7 @@ fn log_level_and_rust_log_both_set_the_level() {
             .arg(&file)
             .env_remove("RUST_LOG")
             .env_remove("JOURNAL_STREAM")
+            .env("COPYD_LOG", "stderr")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         if let Some(filter) = rust_log {
@@ -773,4 +774,112 @@ fn sighup_and_reload_change_limits_rules_and_level_while_jobs_keep_going() {
     assert_eq!(b.wait_job_end(&job, Duration::from_secs(30)), "completed");
     let log = daemon.log_text();
     assert!(log.contains("configuration reloaded"), "{log}");
+}
+
+/// The script run in a private mount namespace: a tmpfs over /run/systemd
+/// and /run/log, a real systemd-journald on them, copyd logging to it (its
+/// stderr a file, not a terminal: the journal socket decides), and the
+/// journal read back as JSON when the test says stop.
+const JOURNAL_SCRIPT: &str = r#"set -e
+mkdir -p /run/systemd /run/log
+mount -t tmpfs tmpfs /run/systemd
+mount -t tmpfs tmpfs /run/log
+mkdir -p /run/log/journal
+/lib/systemd/systemd-journald &
+journald=$!
+for i in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
+[ -S /run/systemd/journal/socket ] || { echo "journald did not start" >&2; exit 3; }
+env -u JOURNAL_STREAM -u COPYD_LOG RUST_LOG=info "$COPYD" --address "$ADDRESS" --config "$DIR/config.toml" 2>"$DIR/stderr" </dev/null &
+copyd=$!
+while [ ! -e "$DIR/stop" ]; do sleep 0.05; done
+kill -TERM $copyd; wait $copyd || true
+journalctl --sync 2>/dev/null || sleep 0.5
+journalctl -D /run/log/journal -o json --no-pager SYSLOG_IDENTIFIER=copyd > "$DIR/journal.json"
+kill $journald; wait $journald || true
+"#;
+
+#[test]
+fn logs_go_to_a_real_journald_with_the_documented_fields() {
+    let journald = Path::new("/lib/systemd/systemd-journald");
+    if !journald.exists() || !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root and {}", journald.display());
+        return;
+    }
+    let bus = TestBus::start(Policy::Permissive);
+    let dir = copyd_tests::scratch_dir("journal");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "state_dir = {}\njob_retention_seconds = 600\n",
+            quoted(&dir.path().join("state"))
+        ),
+    )
+    .unwrap();
+    let script = dir.path().join("journal.sh");
+    std::fs::write(&script, JOURNAL_SCRIPT).unwrap();
+    let mut namespace = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash"])
+        .arg(&script)
+        .env("COPYD", bins::copyd())
+        .env("ADDRESS", bus.address())
+        .env("DIR", dir.path())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(15), "copyd on the bus", || {
+        copyd_tests::daemon::name_has_owner(bus.address(), copyd_tests::BUS_NAME)
+    });
+    let b = Busctl::new(bus.address());
+    let source = dir.path().join("logged");
+    std::fs::write(&source, b"to the journal").unwrap();
+    let job = b.copy(&[&source], &dir.path().join("logged.copy"), &[]);
+    assert_eq!(b.wait_job_end(&job, Duration::from_secs(20)), "completed");
+    let id = b.job_prop(&job, "Id").as_str().unwrap().to_owned();
+    std::fs::write(dir.path().join("stop"), b"").unwrap();
+    let status = namespace.wait().unwrap();
+    assert!(status.success(), "the journal script failed: {status}");
+
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(
+        !stderr.contains("copyd is serving"),
+        "logged to stderr:\n{stderr}"
+    );
+    let entries: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("journal.json"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let message = |e: &serde_json::Value| e["MESSAGE"].as_str().unwrap_or_default().to_owned();
+    let serving = entries
+        .iter()
+        .find(|e| message(e) == "copyd is serving")
+        .unwrap_or_else(|| panic!("no start line in {entries:?}"));
+    // Plain text, not Rust's Debug form (was Some(OwnedUniqueName(":1.2"))).
+    assert!(
+        serving["UNIQUE_NAME"].as_str().unwrap().starts_with(":1."),
+        "{serving}"
+    );
+    // No tracing-journald F_ prefix anywhere.
+    for e in &entries {
+        let keys: Vec<&String> = e.as_object().unwrap().keys().collect();
+        assert!(!keys.iter().any(|k| k.starts_with("F_")), "{keys:?}");
+    }
+    // Audit events carry the fields docs/SECURITY.md names.
+    let audit = entries
+        .iter()
+        .find(|e| e["AUDIT_KIND"] == "authorization")
+        .unwrap_or_else(|| panic!("no audit entry in {entries:?}"));
+    for field in ["UID", "ACTION", "RESULT", "TARGET"] {
+        assert!(audit.get(field).is_some(), "no {field} in {audit}");
+    }
+    // The job's lines carry its id.
+    let completed = entries
+        .iter()
+        .find(|e| message(e) == "job completed")
+        .unwrap_or_else(|| panic!("no job line in {entries:?}"));
+    assert_eq!(completed["JOB"], id.as_str(), "{completed}");
+    println!(
+        "{} journal entries from copyd; e.g. {}",
+        entries.len(),
+        serde_json::to_string(completed).unwrap()
+    );
 }

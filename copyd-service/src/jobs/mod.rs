@@ -804,7 +804,13 @@ impl JobManager {
         job.status.lock().unwrap().runner_active = true;
         let events = self.sink(&job);
         let manager = self.clone();
-        tokio::spawn(async move { manager.run(job, events).await });
+        // Every line logged while the job runs carries its id (a JOB field
+        // in the journal), including the engine's on the worker thread.
+        let span = tracing::info_span!("job", job = %job.id);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move { manager.run(job, events).await },
+            span,
+        ));
     }
 
     async fn run(self: Arc<Self>, job: Arc<Job>, events: EventSink) {
@@ -831,7 +837,9 @@ impl JobManager {
             resume.placed = job.items_done.lock().unwrap().iter().copied().collect();
             // The whole run happens on a thread with the caller's rights
             // (or as copyd for a privileged job): see caller::Acting.
+            let span = tracing::Span::current();
             tokio::task::spawn_blocking(move || {
+                let _in_job = span.enter();
                 job.caller.acting.run(|| {
                     copyd_engine::run_resumable(
                         &resolved,
