@@ -883,3 +883,55 @@ fn logs_go_to_a_real_journald_with_the_documented_fields() {
         serde_json::to_string(completed).unwrap()
     );
 }
+
+/// systemd-analyze's exposure score of a unit file.
+fn exposure(unit: &Path) -> f64 {
+    let out = run(Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(unit));
+    out.assert_success();
+    let text = out.stdout_str() + &out.stderr_str();
+    text.lines()
+        .find_map(|line| {
+            line.split("Overall exposure level for copyd.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|score| score.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{text}"))
+}
+
+#[test]
+fn the_metrics_drop_in_opens_loopback_only_and_the_unit_stays_closed_without_it() {
+    if run(Command::new("systemd-analyze").arg("--version")).code != Some(0) {
+        eprintln!("skipped: no systemd-analyze");
+        return;
+    }
+    let root = copyd_tests::repo_root();
+    let unit = std::fs::read_to_string(root.join("systemd/copyd.service"))
+        .unwrap()
+        .replace(
+            "/usr/libexec/copyd/copyd",
+            &bins::copyd().display().to_string(),
+        );
+    let drop_in = std::fs::read_to_string(root.join("systemd/copyd-metrics.conf")).unwrap();
+    let dir = copyd_tests::scratch_dir("unit-metrics");
+    let closed = dir.path().join("closed/copyd.service");
+    let open = dir.path().join("open/copyd.service");
+    for (path, text) in [
+        (&closed, unit.clone()),
+        (&open, format!("{unit}\n{drop_in}")),
+    ] {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        let out = run(Command::new("systemd-analyze").arg("verify").arg(path));
+        out.assert_success();
+        assert!(out.stderr_str().trim().is_empty(), "{}", out.stderr_str());
+    }
+    // A drop-in's later assignments win, as they do here appended.
+    assert!(drop_in.contains("PrivateNetwork=no") && drop_in.contains("IPAddressAllow=localhost"));
+    let (off, on) = (exposure(&closed), exposure(&open));
+    println!("exposure: {off} without the metrics drop-in, {on} with it");
+    assert!(off <= 2.5, "{off}");
+    assert!(on <= 3.0, "{on}");
+}
