@@ -6,6 +6,7 @@
 mod connect;
 mod observe;
 mod proxy;
+mod settings;
 mod units;
 mod watch;
 
@@ -31,6 +32,14 @@ struct Cli {
     /// Print results as JSON, for scripts.
     #[arg(long, global = true)]
     json: bool,
+    /// copyctl's configuration file (default
+    /// $XDG_CONFIG_HOME/copyctl/config.toml, if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Say more: with status JOB, the file systems and engines; notes on
+    /// the configuration file.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,13 +60,9 @@ enum Command {
     List,
     /// Show one job; with no job, the service's health (version, uptime,
     /// engines, jobs, checkpoints, free space, error rate, alerts).
-    Status {
-        id: Option<String>,
-        /// With a job: the file systems it reads and writes and the engines
-        /// that moved its bytes, with why.
-        #[arg(long, short)]
-        verbose: bool,
-    },
+    /// With --verbose and a job: the file systems it reads and writes and
+    /// the engines that moved its bytes, with why.
+    Status { id: Option<String> },
     /// What copyd has done since it started: bytes, throughput and jobs
     /// per engine, queue wait times, the auto engine's choices, the
     /// slowest recent jobs.
@@ -497,10 +502,8 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
             }
             Ok(true)
         }
-        Command::Status {
-            id: Some(id),
-            verbose,
-        } => {
+        Command::Status { id: Some(id) } => {
+            let verbose = &cli.verbose;
             let path = job_path(&service, id).await?;
             let summary = watch::summary(&service.connection, &path).await?;
             if *verbose {
@@ -579,7 +582,32 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if !matches!(cli.command, Command::PrivateCopyd) {
+        let settings = match settings::load(cli.config.as_deref()) {
+            Ok(settings) => settings,
+            Err(message) => {
+                eprintln!("copyctl: {message}");
+                return ExitCode::from(2);
+            }
+        };
+        if cli.verbose {
+            for note in &settings.notes {
+                eprintln!("copyctl: {note}");
+            }
+        }
+        // The file's settings, where no option or variable said otherwise.
+        if cli.address.is_none() {
+            cli.address = settings.address.clone();
+        }
+        if settings.show_progress {
+            match &mut cli.command {
+                Command::Copy(args) => args.transfer.progress = true,
+                Command::Move(args) => args.progress = true,
+                _ => {}
+            }
+        }
+    }
     match &cli.command {
         Command::PrivateCopyd => return connect::run_private_daemon(),
         Command::Completions { shell } => {

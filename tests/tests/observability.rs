@@ -935,3 +935,138 @@ fn the_metrics_drop_in_opens_loopback_only_and_the_unit_stays_closed_without_it(
     assert!(off <= 2.5, "{off}");
     assert!(on <= 3.0, "{on}");
 }
+
+/// copyctl with a config home of its own and no COPYD_ADDRESS: what it
+/// reaches, it reaches through its configuration.
+fn copyctl_with_config(home: &Path, args: &[&str]) -> copyd_tests::CmdOutput {
+    run(Command::new(bins::copyctl())
+        .env_remove("COPYD_ADDRESS")
+        .env_remove("NO_COLOR")
+        .env("XDG_CONFIG_HOME", home)
+        .args(args))
+}
+
+/// Runs `command` on a pseudo-terminal (util-linux script), where the
+/// progress bar draws; what it wrote there.
+fn on_a_terminal(home: &Path, command: &str) -> String {
+    let out = run(Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env_remove("COPYD_ADDRESS")
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .env("XDG_CONFIG_HOME", home));
+    out.assert_success();
+    out.stdout_str()
+}
+
+#[test]
+fn copyctl_reads_its_own_config_and_every_key_takes_effect() {
+    let bus = TestBus::start(Policy::Permissive);
+    let daemon = Daemon::start(&bus);
+    let home = copyd_tests::scratch_dir("xdg");
+    let file = home.path().join("copyctl/config.toml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let write = |display: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[client]\nsocket_path = \"/run/copyd.sock\"\naddress = \"{}\"\ndefault_verify_method = \"size\"\nshow_progress = true\n[display]\n{display}",
+                bus.address()
+            ),
+        )
+        .unwrap();
+    };
+    write("progress_update_interval = \"500ms\"\nuse_color = true\n");
+
+    // address: the test's copyd, not a private one (its checkpoints are
+    // this daemon's).
+    let out = copyctl_with_config(home.path(), &["--json", "status"]);
+    out.assert_success();
+    assert_eq!(
+        out.json()["checkpoint_dir"],
+        daemon.state_dir().display().to_string()
+    );
+    // socket_path and default_verify_method: said once with -v, not without.
+    assert!(out.stderr_str().is_empty(), "{}", out.stderr_str());
+    let out = copyctl_with_config(home.path(), &["-v", "alerts"]);
+    out.assert_success();
+    assert_eq!(
+        out.stderr_str().matches("socket_path").count(),
+        1,
+        "{}",
+        out.stderr_str()
+    );
+    assert!(out.stderr_str().contains("default_verify_method"));
+    // --config names another file.
+    let other = home.path().join("other.toml");
+    std::fs::write(
+        &other,
+        "[client]\naddress = \"unix:path=/nonexistent/bus\"\n",
+    )
+    .unwrap();
+    let out = copyctl_with_config(
+        home.path(),
+        &["--config", other.to_str().unwrap(), "alerts"],
+    );
+    assert!(!out.success());
+    assert!(
+        out.stderr_str().contains("/nonexistent/bus"),
+        "{}",
+        out.stderr_str()
+    );
+
+    // show_progress, use_color, progress_update_interval: on a terminal.
+    let dir = copyd_tests::scratch_dir("bar");
+    let source = dir.path().join("src");
+    make_big_file(&source, 3_000_000, 9);
+    let copy = |name: &str| {
+        format!(
+            "{} copy --rate-limit 1MB/s {} {}",
+            bins::copyctl().display(),
+            source.display(),
+            dir.path().join(name).display()
+        )
+    };
+    let coloured = on_a_terminal(home.path(), &copy("a"));
+    assert!(coloured.contains("/2.86 MiB"), "no bar: {coloured:?}");
+    assert!(coloured.contains("\x1b[36m"), "no colour: {coloured:?}");
+    write("progress_update_interval = \"2s\"\nuse_color = false\n");
+    let plain = on_a_terminal(home.path(), &copy("b"));
+    assert!(plain.contains("/2.86 MiB"), "no bar: {plain:?}");
+    assert!(!plain.contains("\x1b[36m"), "colour: {plain:?}");
+    // Fewer redraws at one per 2 s than at one per 500 ms, over 3 s.
+    let draws = |text: &str| text.matches("/2.86 MiB").count();
+    assert!(
+        draws(&plain) < draws(&coloured),
+        "{} vs {}",
+        draws(&plain),
+        draws(&coloured)
+    );
+    // show_progress = false: no bar.
+    std::fs::write(
+        &file,
+        format!(
+            "[client]\naddress = \"{}\"\nshow_progress = false\n",
+            bus.address()
+        ),
+    )
+    .unwrap();
+    let none = on_a_terminal(home.path(), &copy("c"));
+    assert!(!none.contains("/2.86 MiB"), "a bar: {none:?}");
+
+    // A broken file: one error naming the file, the line and the key.
+    std::fs::write(
+        &file,
+        "[client]\nshow_progress = true\n[display]\nuse_colour = true\n",
+    )
+    .unwrap();
+    let out = copyctl_with_config(home.path(), &["alerts"]);
+    assert_eq!(out.code, Some(2));
+    assert_eq!(
+        out.stderr_str().lines().next().unwrap(),
+        format!(
+            "copyctl: {}:4: display.use_colour: unknown field `use_colour`, expected `progress_update_interval` or `use_color`",
+            file.display()
+        )
+    );
+}

@@ -417,7 +417,7 @@ fn qualified(table: &str, key: &str) -> String {
 /// level), by reading the file as a person would: table headers and
 /// `key = value` lines. Enough for the files copyd reads, which have no
 /// inline tables or dotted keys.
-pub(crate) fn find_key(text: &str, table: &str, key: &str) -> Option<usize> {
+pub fn find_key(text: &str, table: &str, key: &str) -> Option<usize> {
     let mut current = String::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -434,6 +434,15 @@ pub(crate) fn find_key(text: &str, table: &str, key: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// Reads `text` (the file `file`) into `T` strictly, a mistake reported as
+/// `file:line: key: message`: the daemon's rules, for copyctl's file too.
+pub fn parse_strict<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|err| from_toml(file, text, &err))
 }
 
 /// A toml error as `file:line: key: message`: the line from the error's

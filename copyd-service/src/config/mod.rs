@@ -14,7 +14,7 @@ use copyd_engine::engines::IoUringConfig;
 
 mod file;
 
-pub use file::ConfigError;
+pub use file::{find_key, parse_strict, ConfigError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
