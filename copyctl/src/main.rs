@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 mod connect;
+mod observe;
 mod proxy;
+mod settings;
 mod units;
 mod watch;
 
@@ -30,6 +32,14 @@ struct Cli {
     /// Print results as JSON, for scripts.
     #[arg(long, global = true)]
     json: bool,
+    /// copyctl's configuration file (default
+    /// $XDG_CONFIG_HOME/copyctl/config.toml, if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Say more: with status JOB, the file systems and engines; with a dry
+    /// run, every target and decision; notes on the configuration file.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,8 +58,17 @@ enum Command {
     Plan(TransferArgs),
     /// List the jobs copyd knows.
     List,
-    /// Show one job.
-    Status { id: String },
+    /// Show one job; with no job, the service's health (version, uptime,
+    /// engines, jobs, checkpoints, free space, error rate, alerts).
+    /// With --verbose and a job: the file systems it reads and writes and
+    /// the engines that moved its bytes, with why.
+    Status { id: Option<String> },
+    /// What copyd has done since it started: bytes, throughput and jobs
+    /// per engine, queue wait times, the auto engine's choices, the
+    /// slowest recent jobs.
+    Perf,
+    /// The alerts raised and not cleared.
+    Alerts,
     /// Follow a job to its end with a progress bar.
     Watch { id: String },
     /// Cancel a job.
@@ -140,9 +159,6 @@ struct TransferArgs {
     /// Ask before each target that exists, as cp -i does (on-conflict ask).
     #[arg(short = 'i', long, conflicts_with_all = ["on_conflict", "detach"])]
     interactive: bool,
-    /// With --dry-run: list every target and decision, not only counts.
-    #[arg(short = 'v', long)]
-    verbose: bool,
     /// SOURCE... DEST
     #[arg(required = true, num_args = 2.., value_name = "PATH")]
     paths: Vec<PathBuf>,
@@ -436,6 +452,7 @@ async fn transfer(
     verb: &str,
     no_sync: bool,
     json: bool,
+    verbose: bool,
 ) -> Result<bool, Failure> {
     let manager = service.manager().await?;
     let (sources, destination) = args.paths()?;
@@ -446,7 +463,7 @@ async fn transfer(
     }
     if verb == "plan" || args.dry_run {
         let report = manager.plan(&sources, &destination, options).await?;
-        print_plan(&report, json, args.verbose)?;
+        print_plan(&report, json, verbose)?;
         return Ok(true);
     }
     // Subscribed before the job exists, so none of its signals is missed.
@@ -512,10 +529,18 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
     let service = connect::find(cli.address.as_deref()).await?;
     match &cli.command {
         Command::Copy(args) => {
-            transfer(&service, &args.transfer, "copy", args.no_sync, cli.json).await
+            transfer(
+                &service,
+                &args.transfer,
+                "copy",
+                args.no_sync,
+                cli.json,
+                cli.verbose,
+            )
+            .await
         }
-        Command::Move(args) => transfer(&service, args, "move", false, cli.json).await,
-        Command::Plan(args) => transfer(&service, args, "plan", false, cli.json).await,
+        Command::Move(args) => transfer(&service, args, "move", false, cli.json, cli.verbose).await,
+        Command::Plan(args) => transfer(&service, args, "plan", false, cli.json, cli.verbose).await,
         Command::List => {
             let paths = service.manager().await?.list_jobs().await?;
             let mut summaries = Vec::new();
@@ -551,9 +576,45 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
             }
             Ok(true)
         }
-        Command::Status { id } => {
+        Command::Status { id: None, .. } => {
+            for line in observe::status(&service, cli.json).await? {
+                out!("{line}")?;
+            }
+            Ok(true)
+        }
+        Command::Status { id: Some(id) } => {
+            let verbose = &cli.verbose;
             let path = job_path(&service, id).await?;
-            print_summary(&watch::summary(&service.connection, &path).await?, cli.json)?;
+            let summary = watch::summary(&service.connection, &path).await?;
+            if *verbose {
+                let engines = service.manager().await?.engines().await?;
+                let choices = observe::engine_choices(&summary, &engines, cli.json);
+                if cli.json {
+                    let mut value = serde_json::to_value(&summary).expect("summaries serialize");
+                    value["engine_choices"] =
+                        serde_json::from_str(&choices[0]).expect("our own JSON");
+                    out!("{value}")?;
+                } else {
+                    print_summary(&summary, false)?;
+                    for line in choices {
+                        out!("{line}")?;
+                    }
+                }
+            } else {
+                print_summary(&summary, cli.json)?;
+            }
+            Ok(true)
+        }
+        Command::Perf => {
+            for line in observe::perf(&service, cli.json).await? {
+                out!("{line}")?;
+            }
+            Ok(true)
+        }
+        Command::Alerts => {
+            for line in observe::alerts(&service, cli.json).await? {
+                out!("{line}")?;
+            }
             Ok(true)
         }
         Command::Watch { id } => {
@@ -602,7 +663,32 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if !matches!(cli.command, Command::PrivateCopyd) {
+        let settings = match settings::load(cli.config.as_deref()) {
+            Ok(settings) => settings,
+            Err(message) => {
+                eprintln!("copyctl: {message}");
+                return ExitCode::from(2);
+            }
+        };
+        if cli.verbose {
+            for note in &settings.notes {
+                eprintln!("copyctl: {note}");
+            }
+        }
+        // The file's settings, where no option or variable said otherwise.
+        if cli.address.is_none() {
+            cli.address = settings.address.clone();
+        }
+        if settings.show_progress {
+            match &mut cli.command {
+                Command::Copy(args) => args.transfer.progress = true,
+                Command::Move(args) => args.progress = true,
+                _ => {}
+            }
+        }
+    }
     match &cli.command {
         Command::PrivateCopyd => return connect::run_private_daemon(),
         Command::Completions { shell } => {

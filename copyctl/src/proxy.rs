@@ -40,6 +40,9 @@ pub trait Manager {
 
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn engines(&self) -> zbus::Result<Vec<String>>;
 }
 
 #[zbus::proxy(

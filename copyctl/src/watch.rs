@@ -177,9 +177,20 @@ async fn ask_on_the_terminal(conflict: &ConflictRaisedArgs<'_>) -> (&'static str
 }
 
 fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::new(0);
+    // [display] of copyctl's config: how often it redraws, and colour.
+    let settings = crate::settings::get();
+    let hz = (1.0 / settings.progress_update_interval.as_secs_f64().max(0.001))
+        .clamp(1.0, 60.0)
+        .round() as u8;
+    let bar =
+        ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr_with_hz(hz));
+    let template = if settings.use_color {
+        "{bar:30.cyan/blue} {bytes:>10}/{total_bytes:<10} {msg}"
+    } else {
+        "{bar:30} {bytes:>10}/{total_bytes:<10} {msg}"
+    };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30.cyan/blue} {bytes:>10}/{total_bytes:<10} {msg}")
+        ProgressStyle::with_template(template)
             .expect("a valid template")
             .progress_chars("=> "),
     );

@@ -153,6 +153,10 @@ impl Caller {
 
 /// Identifies the sender of the message whose header is `header`.
 pub async fn identify(connection: &Connection, header: &Header<'_>) -> Result<Caller, Error> {
+    // Every method that acts for someone asks who calls: the one place to
+    // count calls by method.
+    let method = header.member().map_or("?", |m| m.as_str()).to_owned();
+    metrics::counter!("copyd_dbus_calls_total", "method" => method).increment(1);
     if !connection.is_bus() {
         // A private peer-to-peer connection: SO_PEERCRED of the socket.
         let creds = connection.peer_creds().await.map_err(deny)?;

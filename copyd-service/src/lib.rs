@@ -12,16 +12,22 @@
 // unsafe code lives only in the engine's io_uring module.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod jobs;
+pub mod logging;
+pub mod metrics;
+pub mod observe;
 pub mod options;
 pub mod paths;
 pub mod security;
+pub mod units;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +38,7 @@ pub use bus::Endpoint;
 pub use config::Config;
 use jobs::store::Store;
 use jobs::{JobManager, Persistence};
+pub use logging::init_logging;
 
 /// How long shutdown waits for cancelled jobs to clean up after themselves.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -42,8 +49,18 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub async fn serve(endpoint: Endpoint, config: Config) -> Result<(), String> {
     let peer = matches!(endpoint, Endpoint::Peer(_));
     audit::init(config.audit_log.as_deref())?;
-    let engines = EngineSet::probe_with(config.engine.io_uring());
-    tracing::info!(engines = ?engines.names(), "probed engines");
+    let mut engines = EngineSet::probe_with(config.engine.io_uring());
+    if !config.engine.enable_io_uring {
+        engines = engines.without("io_uring");
+    }
+    if config.socket_path.is_some() {
+        // Said once, at start: the key comes from a layout written for a
+        // socket service; copyd's clients reach it through D-Bus.
+        tracing::info!(
+            "[daemon] socket_path is ignored: copyd serves on D-Bus (see docs/OBSERVABILITY.md)"
+        );
+    }
+    tracing::info!(engines = %engines.names().join(", "), "probed engines");
     let persistence = if peer {
         // A private copyd's jobs end with its one client: nothing to resume.
         Persistence::Disabled
@@ -64,22 +81,66 @@ pub async fn serve(endpoint: Endpoint, config: Config) -> Result<(), String> {
     if health != "ok" {
         tracing::warn!(%health, "copyd is degraded");
     }
+    let observer = observe::Observer::start(&jobs);
+    metrics::start(&jobs.config().monitoring, jobs.clone(), observer.clone()).await?;
+    alerts::start(jobs.clone(), observer.clone());
     let recovered = jobs.recover();
-    let connection = bus::connect(endpoint, jobs.clone(), recovered)
+    let connection = bus::connect(endpoint, jobs.clone(), observer, recovered)
         .await
         .map_err(|err| format!("cannot serve on D-Bus: {err}"))?;
-    tracing::info!(unique_name = ?connection.unique_name(), "copyd is serving");
+    match connection.unique_name() {
+        Some(name) => tracing::info!(unique_name = %name, "copyd is serving"),
+        None => tracing::info!("copyd is serving (peer to peer)"),
+    }
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|err| err.to_string())?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = connection.closed(), if peer => tracing::info!("the client went away: shutting down"),
-        _ = connection.closed(), if !peer => return Err("lost the bus connection".into()),
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).map_err(|err| err.to_string())?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(|err| err.to_string())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                // A broken file is logged and changes nothing: the running
+                // configuration stays.
+                match reload(&jobs) {
+                    Ok(_) => bus::manager::ManagerObject::reloaded(&connection).await,
+                    Err(err) => tracing::error!(error = %err, "SIGHUP: configuration not reloaded"),
+                }
+                continue;
+            }
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = connection.closed(), if peer => tracing::info!("the client went away: shutting down"),
+            _ = connection.closed(), if !peer => return Err("lost the bus connection".into()),
+        }
+        break;
     }
     stop_all(&jobs).await;
     Ok(())
+}
+
+/// Reads the configuration file again and puts it in use where it can
+/// change while copyd runs (JobManager::reload). Returns the keys that
+/// changed but need a restart; a broken file is an error (file:line: key)
+/// and changes nothing.
+pub fn reload(jobs: &JobManager) -> Result<Vec<&'static str>, String> {
+    let current = jobs.config();
+    let mut new = Config::load(current.file.as_deref()).map_err(|err| err.to_string())?;
+    new.file = current.file.clone();
+    if current.state_dir_from_command_line {
+        new.state_dir = current.state_dir.clone();
+        new.state_dir_from_command_line = true;
+    }
+    logging::set_level(&new.monitoring.log_level)?;
+    let kept = jobs.reload(new);
+    if kept.is_empty() {
+        tracing::info!("configuration reloaded");
+    } else {
+        tracing::warn!(
+            needs_restart = %kept.join(", "),
+            "configuration reloaded; these changed keys take effect only after a restart"
+        );
+    }
+    Ok(kept)
 }
 
 async fn stop_all(jobs: &Arc<JobManager>) {
@@ -119,23 +180,4 @@ pub fn peer_socket_from_stdin() -> Result<std::os::unix::net::UnixStream, String
         return Err("standard input is not a socket".into());
     }
     Ok(std::os::unix::net::UnixStream::from(fd))
-}
-
-/// Sets up logging: to the journal when stderr is connected to it, to stderr
-/// otherwise. RUST_LOG picks the level (default `default_level`).
-pub fn init_logging(default_level: &str) {
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let to_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let registry = tracing_subscriber::registry().with(filter);
-    if to_journal {
-        if let Ok(journald) = tracing_journald::layer() {
-            registry.with(journald).init();
-            return;
-        }
-    }
-    registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
 }

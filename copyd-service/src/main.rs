@@ -31,13 +31,16 @@ struct Args {
     /// State directory (overrides state_dir in the configuration).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Read and check the configuration, print what is wrong (file:line:
+    /// key) or "ok", and exit without starting.
+    #[arg(long)]
+    check_config: bool,
     /// Print the manual page (roff) and exit.
     #[arg(long, hide = true)]
     print_man: bool,
 }
 
 fn main() -> std::process::ExitCode {
-    copyd_service::init_logging("info");
     let args = Args::parse();
     if args.print_man {
         use clap::CommandFactory;
@@ -57,8 +60,20 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if args.check_config {
+        println!(
+            "{}: ok",
+            args.config
+                .as_deref()
+                .unwrap_or(std::path::Path::new(copyd_service::config::SYSTEM_CONFIG))
+                .display()
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
+    copyd_service::init_logging(&config.monitoring.log_level);
     if args.state_dir.is_some() {
         config.state_dir = args.state_dir;
+        config.state_dir_from_command_line = true;
     }
     let endpoint = if args.session {
         Endpoint::Session

@@ -113,7 +113,8 @@ impl Daemon {
         let conf = dir.path().join("copyd.toml");
         let log = dir.path().join("copyd.log");
         // The test's own state directory, unless its config names one.
-        let config_names_state = fs::read_to_string(&conf).is_ok_and(|c| c.contains("state_dir"));
+        let config_names_state = fs::read_to_string(&conf)
+            .is_ok_and(|c| c.contains("state_dir") || c.contains("checkpoint_dir"));
         let mut command = Command::new(crate::bins::copyd());
         if !config_names_state {
             command.arg("--state-dir").arg(&state);
@@ -124,6 +125,8 @@ impl Daemon {
             .arg("--config")
             .arg(&conf)
             .env("RUST_LOG", "debug")
+            // The log stays in the file below, also where a journal runs.
+            .env("COPYD_LOG", "stderr")
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())

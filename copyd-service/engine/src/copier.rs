@@ -143,6 +143,13 @@ impl EngineSet {
         EngineSet { engines }
     }
 
+    /// The same set without the engine `name` (configuration can turn an
+    /// engine off: `[performance] enable_io_uring = false`).
+    pub fn without(mut self, name: &str) -> Self {
+        self.engines.retain(|engine| engine.name() != name);
+        self
+    }
+
     pub fn names(&self) -> Vec<&'static str> {
         self.engines.iter().map(|e| e.name()).collect()
     }

@@ -18,6 +18,13 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 4] = [
+        Action::Copy,
+        Action::CopyPrivileged,
+        Action::ManageOtherJobs,
+        Action::Configure,
+    ];
+
     pub fn id(self) -> &'static str {
         match self {
             Action::Copy => "org.example.copyd1.copy",
@@ -80,11 +87,14 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
     (MANAGER_INTERFACE, "Plan", Rule::Copy),
     (MANAGER_INTERFACE, "ListJobs", Rule::None),
     (MANAGER_INTERFACE, "GetJob", Rule::None),
+    (MANAGER_INTERFACE, "GetHealth", Rule::None),
+    (MANAGER_INTERFACE, "GetPerformance", Rule::None),
     (
         MANAGER_INTERFACE,
         "SetRateLimit",
         Rule::Always(Action::Configure),
     ),
+    (MANAGER_INTERFACE, "Reload", Rule::Always(Action::Configure)),
     (
         JOB_INTERFACE,
         "Cancel",

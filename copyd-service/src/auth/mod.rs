@@ -36,6 +36,9 @@ pub async fn authorize(
     paths: &[&Path],
 ) -> Result<()> {
     let event = |result: &str| {
+        if result != "authorized" {
+            metrics::counter!("copyd_auth_denials_total", "action" => action.id()).increment(1);
+        }
         audit::Event::new(Kind::Authorization, action.id(), result)
             .caller(caller)
             .paths(paths.iter().copied())
@@ -98,6 +101,8 @@ pub async fn authorize(
             Err(Error::NotAuthorized(message))
         }
         polkit::Answer::Unavailable(why) => {
+            metrics::counter!("copyd_polkit_errors_total").increment(1);
+            crate::alerts::polkit_unreachable(&why);
             let message = format!("cannot ask polkit about {} ({why}): denied", action.id());
             event("not-authorized").message(&message).record();
             Err(Error::NotAuthorized(message))

@@ -14,6 +14,7 @@ use super::{job_path, properties_changed};
 use crate::auth::{self, actions};
 use crate::caller::{self, Caller};
 use crate::error::{error_name, summary, Error, Result};
+use crate::jobs::events::JobUpdate;
 use crate::jobs::{Job, JobEvent, JobManager, JobState, ProgressReport};
 use crate::paths;
 
@@ -22,21 +23,21 @@ pub const JOB_INTERFACE: &str = "org.example.Copyd1.Job";
 pub struct JobObject {
     pub job: Arc<Job>,
     pub jobs: Arc<JobManager>,
-    pub events: tokio::sync::mpsc::UnboundedSender<JobEvent>,
 }
 
-/// Puts `job` on the bus and starts turning its events into signals.
-/// Returns the sender its runner reports through.
+/// Puts `job` on the bus and starts turning its events (from the job
+/// manager's stream) into signals.
 pub async fn publish(
     connection: &Connection,
     jobs: &Arc<JobManager>,
     job: &Arc<Job>,
-) -> zbus::Result<tokio::sync::mpsc::UnboundedSender<JobEvent>> {
-    let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+) -> zbus::Result<()> {
+    // Subscribed before anything can start the job: its first events are
+    // on their way as soon as this returns.
+    let receiver = jobs.subscribe();
     let object = JobObject {
         job: job.clone(),
         jobs: jobs.clone(),
-        events: events.clone(),
     };
     connection
         .object_server()
@@ -52,7 +53,7 @@ pub async fn publish(
         already_finished,
         receiver,
     ));
-    Ok(events)
+    Ok(())
 }
 
 /// Job methods take options for growth; none are defined yet.
@@ -123,7 +124,7 @@ impl JobObject {
     ) -> Result<()> {
         refuse_options(&options)?;
         self.authorize(connection, &header).await?;
-        Ok(self.jobs.cancel(&self.job, &self.events).await?)
+        Ok(self.jobs.cancel(&self.job).await?)
     }
 
     async fn pause(
@@ -134,7 +135,7 @@ impl JobObject {
     ) -> Result<()> {
         refuse_options(&options)?;
         self.authorize(connection, &header).await?;
-        Ok(self.jobs.pause(&self.job, &self.events)?)
+        Ok(self.jobs.pause(&self.job)?)
     }
 
     async fn resume(
@@ -145,7 +146,7 @@ impl JobObject {
     ) -> Result<()> {
         refuse_options(&options)?;
         self.authorize(connection, &header).await?;
-        Ok(self.jobs.resume(&self.job, &self.events)?)
+        Ok(self.jobs.resume(&self.job)?)
     }
 
     /// Sets this job's own rate limit in bytes per second (0: none); the
@@ -443,7 +444,7 @@ pub async fn forward_events(
     jobs: Arc<JobManager>,
     job: Arc<Job>,
     already_finished: bool,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
+    mut events: tokio::sync::broadcast::Receiver<JobUpdate>,
 ) {
     let path = job_path(&job.id);
     let emitter = SignalEmitter::new(&connection, path.clone()).expect("job paths are valid");
@@ -452,8 +453,22 @@ pub async fn forward_events(
     // A job recovered as finished sends nothing more.
     let mut finished = already_finished;
     while !finished {
-        let Some(event) = events.recv().await else {
-            break;
+        let event = match events.recv().await {
+            Ok(update) if *update.job_id == *job.id => update.event,
+            Ok(_) => continue,
+            // Fell behind the stream: what was missed is in the job's
+            // status, which the next events would only repeat. Catch up
+            // from it (a finished job then gets its Completed).
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(job = %job.id, missed, "caught up with the job-event stream");
+                let status = job.status();
+                if status.state.is_finished() {
+                    JobEvent::Finished
+                } else {
+                    JobEvent::State(status.state)
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
         };
         match event {
             JobEvent::Progress(report) => {
@@ -543,11 +558,14 @@ pub async fn forward_events(
             }
         }
     }
+    // Not kept through the retention time: a receiver holds back the
+    // stream's slots it has not read.
+    drop(events);
     jobs.retain_finished(&job);
     // Kept for the retention time, unless more finished jobs than
     // job_retention_count are kept and this is among the oldest.
     tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs(jobs.config.job_retention_seconds)) => {}
+        _ = tokio::time::sleep(Duration::from_secs(jobs.config().job_retention_seconds)) => {}
         _ = job.told_to_leave() => {}
     }
     let removed = connection

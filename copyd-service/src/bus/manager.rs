@@ -21,6 +21,7 @@ use crate::{options, paths, security};
 
 pub struct ManagerObject {
     pub jobs: Arc<JobManager>,
+    pub observer: Arc<crate::observe::Observer>,
 }
 
 /// Decodes the arguments shared by Copy, Move and Plan.
@@ -203,7 +204,7 @@ impl ManagerObject {
             )
             .await?;
         }
-        security::check_request(&self.jobs.config.security, &request, parsed.privileged)
+        security::check_request(&self.jobs.config().security, &request, parsed.privileged)
             .inspect_err(|err| audit_refusal(err, &caller, method, &request))?;
         if parsed.privileged {
             // polkit said yes to copy-privileged: the work runs as copyd.
@@ -249,7 +250,8 @@ impl ManagerObject {
         // threads; it runs with the caller's rights (Acting::run), as the
         // job will.
         let job = tokio::task::spawn_blocking(move || -> Result<_> {
-            let rules = &jobs.config.security;
+            let config = jobs.config();
+            let rules = &config.security;
             let resolved = vet(rules, &caller, &method_name, &request, parsed.privileged)?;
             Ok(jobs.create(resolved, caller, parsed.start_paused, parsed.priority)?)
         })
@@ -272,11 +274,26 @@ impl ManagerObject {
                 .record();
         }
         let path = job_path(&job.id);
-        let events = publish(connection, &self.jobs, &job).await?;
-        tracing::info!(job = %job.id, uid = job.caller.uid, operation = operation.name(), acting = %job.caller.acting.describe(), "job created");
-        self.jobs.start(job, events);
+        publish(connection, &self.jobs, &job).await?;
+        tracing::info!(job = %job.id, uid = job.caller.uid, operation = %operation.name(), acting = %job.caller.acting.describe(), "job created");
+        self.jobs.start(job);
         Self::job_counts_changed(connection).await;
         Ok(path)
+    }
+
+    /// Announces the properties a configuration reload may change.
+    pub async fn reloaded(connection: &Connection) {
+        let Ok(object) = connection
+            .object_server()
+            .interface::<_, ManagerObject>(MANAGER_PATH)
+            .await
+        else {
+            return;
+        };
+        let emitter = object.signal_emitter();
+        let manager = object.get().await;
+        let _ = manager.max_concurrent_jobs_changed(emitter).await;
+        let _ = manager.rate_limit_changed(emitter).await;
     }
 
     /// Announces ActiveJobs and QueuedJobs after a job changed state, in
@@ -379,7 +396,7 @@ impl ManagerObject {
         let jobs = self.jobs.clone();
         let report = tokio::task::spawn_blocking(move || -> Result<_> {
             vet(
-                &jobs.config.security,
+                &jobs.config().security,
                 &caller,
                 "Plan",
                 &request,
@@ -423,6 +440,41 @@ impl ManagerObject {
             None => Err(Error::NotFound(format!("there is no job {id:?}"))),
         }
     }
+
+    /// Everything an operator asks first, in one call (docs/OBSERVABILITY.md
+    /// lists the keys).
+    #[zbus(out_args("health"))]
+    async fn get_health(&self) -> HashMap<String, OwnedVariant> {
+        crate::health::health(&self.jobs, &self.observer)
+    }
+
+    /// The performance report since copyd started, as a JSON document: its
+    /// shape grows with the engines and their figures, which a fixed D-Bus
+    /// signature could not follow.
+    #[zbus(out_args("report"))]
+    async fn get_performance(&self) -> String {
+        self.observer.report().to_string()
+    }
+
+    /// The active alerts: (id, severity, message, since µs since the epoch).
+    #[zbus(property, name = "Alerts")]
+    fn alerts(&self) -> Vec<(String, String, String, u64)> {
+        crate::health::alert_tuples()
+    }
+
+    #[zbus(signal, name = "AlertRaised")]
+    pub async fn alert_raised(
+        emitter: &zbus::object_server::SignalEmitter<'_>,
+        id: &str,
+        severity: &str,
+        message: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "AlertCleared")]
+    pub async fn alert_cleared(
+        emitter: &zbus::object_server::SignalEmitter<'_>,
+        id: &str,
+    ) -> zbus::Result<()>;
 
     #[zbus(property(emits_changed_signal = "const"), name = "Version")]
     fn version(&self) -> String {
@@ -484,8 +536,34 @@ impl ManagerObject {
         self.jobs.global_rate_limit()
     }
 
-    #[zbus(property(emits_changed_signal = "const"), name = "MaxConcurrentJobs")]
+    /// Reads the configuration file again and puts what can change while
+    /// copyd runs in use (as SIGHUP does); needs the polkit action
+    /// org.example.copyd1.configure. Returns the keys that changed in the
+    /// file but need a restart.
+    #[zbus(out_args("needs_restart"))]
+    async fn reload(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<Vec<String>> {
+        let caller = match caller::identify(connection, &header).await {
+            Ok(caller) => caller,
+            Err(err) => {
+                auth::record_denial("Reload", &err, &header);
+                return Err(err);
+            }
+        };
+        let action = actions::rule(actions::MANAGER_INTERFACE, "Reload")
+            .and_then(|rule| rule.action(false, false))
+            .ok_or_else(|| Error::NotAuthorized("Reload has no authorization rule".into()))?;
+        auth::authorize(connection, &header, &caller, action, &[]).await?;
+        let kept = crate::reload(&self.jobs).map_err(Error::InvalidArgument)?;
+        Self::reloaded(connection).await;
+        Ok(kept.into_iter().map(str::to_owned).collect())
+    }
+
+    #[zbus(property, name = "MaxConcurrentJobs")]
     fn max_concurrent_jobs(&self) -> u32 {
-        self.jobs.config.max_concurrent_jobs
+        self.jobs.config().max_concurrent_jobs
     }
 }

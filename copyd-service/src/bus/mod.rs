@@ -11,6 +11,7 @@ use zbus::connection::Builder;
 use zbus::fdo::{ObjectManager, RequestNameFlags, RequestNameReply};
 use zbus::{Connection, Guid, OwnedObjectPath};
 
+use crate::auth::actions;
 use crate::jobs::{Job, JobManager, JobState};
 use manager::ManagerObject;
 
@@ -39,6 +40,7 @@ pub enum Endpoint {
 pub async fn connect(
     endpoint: Endpoint,
     jobs: Arc<JobManager>,
+    observer: Arc<crate::observe::Observer>,
     recovered: Vec<Arc<Job>>,
 ) -> zbus::Result<Connection> {
     let (builder, is_bus) = match endpoint {
@@ -51,17 +53,24 @@ pub async fn connect(
         ),
     };
     let connection = builder
-        .serve_at(MANAGER_PATH, ManagerObject { jobs: jobs.clone() })
+        .serve_at(
+            MANAGER_PATH,
+            ManagerObject {
+                jobs: jobs.clone(),
+                observer,
+            },
+        )
         .serve_at(MANAGER_PATH, ObjectManager)
         .build()
         .await?;
+    tokio::spawn(forward_alerts(connection.clone()));
     let mut to_resume = Vec::new();
     for job in recovered {
-        let events = job::publish(&connection, &jobs, &job).await?;
+        job::publish(&connection, &jobs, &job).await?;
         match job.state() {
-            JobState::Interrupted if jobs.config.auto_resume => to_resume.push((job, events)),
+            JobState::Interrupted if jobs.config().auto_resume => to_resume.push(job),
             // A paused job's runner waits, holding no slot, for Resume.
-            JobState::Paused => jobs.start(job, events),
+            JobState::Paused => jobs.start(job),
             _ => {}
         }
     }
@@ -76,13 +85,46 @@ pub async fn connect(
             return Err(zbus::Error::NameTaken);
         }
     }
-    for (job, events) in to_resume {
+    for job in to_resume {
         tracing::info!(job = %job.id, "resuming interrupted job");
-        if let Err(err) = jobs.resume(&job, &events) {
+        if let Err(err) = jobs.resume(&job) {
             tracing::warn!(job = %job.id, %err, "could not resume");
         }
     }
     Ok(connection)
+}
+
+/// Turns the alert book's changes into AlertRaised, AlertCleared and the
+/// Alerts property's PropertiesChanged.
+async fn forward_alerts(connection: Connection) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut changes = crate::alerts::subscribe();
+    let emitter = zbus::object_server::SignalEmitter::new(&connection, MANAGER_PATH)
+        .expect("the manager path is valid");
+    loop {
+        let sent = match changes.recv().await {
+            Ok(crate::alerts::AlertChange::Raised(alert)) => {
+                ManagerObject::alert_raised(&emitter, &alert.id, alert.severity, &alert.message)
+                    .await
+            }
+            Ok(crate::alerts::AlertChange::Cleared(id)) => {
+                ManagerObject::alert_cleared(&emitter, &id).await
+            }
+            // Missed changes: the property below still says what is.
+            Err(RecvError::Lagged(_)) => Ok(()),
+            Err(RecvError::Closed) => break,
+        };
+        if let Err(err) = sent {
+            tracing::debug!(%err, "could not send an alert signal");
+        }
+        let alerts = crate::health::alert_tuples();
+        properties_changed(
+            &emitter,
+            actions::MANAGER_INTERFACE,
+            std::collections::HashMap::from([("Alerts", zbus::Variant::from(alerts))]),
+        )
+        .await;
+    }
 }
 
 /// Sends one PropertiesChanged for several properties of `interface`, so

@@ -1,9 +1,11 @@
 //! Jobs: their state, the queue that limits how many run at once, and the
 //! task that runs each one on a worker thread and samples its progress.
 //!
-//! This layer knows nothing of D-Bus either: it reports through a channel of
-//! [`JobEvent`]s, which the bus layer turns into signals.
+//! This layer knows nothing of D-Bus either: it reports [`JobEvent`]s on
+//! one broadcast stream ([`events`]), which the bus layer turns into signals
+//! and the metrics into counters.
 
+pub mod events;
 pub mod history;
 mod persist;
 mod rate;
@@ -20,10 +22,11 @@ use copyd_engine::{
     Control, EngineError, EngineSet, ErrorKind, FileIdentity, Journal, Operation, Progress,
     ProgressSnapshot, RateLimiter, Resolved, ResumeState, RunState,
 };
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{broadcast, Notify};
 
 use crate::caller::Caller;
 use crate::config::Config;
+use events::{EventSink, JobUpdate};
 use rate::RateWindow;
 use scheduler::{Scheduler, Slot, Ticket};
 use store::{CallerRecord, CountsRecord, JobRecord, LogEntry, ProgressLog, Store};
@@ -194,23 +197,28 @@ impl Job {
         self.status.lock().unwrap().state
     }
 
+    /// When the job was made, µs since the epoch.
+    pub fn created_us(&self) -> u64 {
+        self.created_us
+    }
+
     /// Whether a runner task still carries this job.
     pub fn is_being_run(&self) -> bool {
         self.status.lock().unwrap().runner_active
     }
 
-    fn set_state(&self, state: JobState, events: &mpsc::UnboundedSender<JobEvent>) {
+    fn set_state(&self, state: JobState, events: &EventSink) {
         let mut status = self.status.lock().unwrap();
         if status.state == state {
             return;
         }
         status.state = state;
         drop(status);
-        let _ = events.send(JobEvent::State(state));
+        events.send(JobEvent::State(state));
     }
 
     /// Holds the job at its next chunk boundary (or in the queue).
-    fn pause(&self, events: &mpsc::UnboundedSender<JobEvent>) -> Result<(), EngineError> {
+    fn pause(&self, events: &EventSink) -> Result<(), EngineError> {
         self.refuse_if_finished("pause")?;
         if self.state() == JobState::Interrupted {
             return Err(EngineError::invalid(format!(
@@ -226,7 +234,7 @@ impl Job {
 
     /// Lets a paused job go on. True if the job was interrupted and needs
     /// its runner started.
-    fn resume(&self, events: &mpsc::UnboundedSender<JobEvent>) -> Result<bool, EngineError> {
+    fn resume(&self, events: &EventSink) -> Result<bool, EngineError> {
         self.refuse_if_finished("resume")?;
         if self.state() == JobState::Interrupted {
             self.control.resume();
@@ -317,7 +325,8 @@ pub enum Persistence {
 
 /// All jobs of this daemon and the slots they run in.
 pub struct JobManager {
-    pub config: Config,
+    /// The configuration in use; a reload swaps it (see [`Self::reload`]).
+    config: std::sync::RwLock<Arc<Config>>,
     pub engines: Arc<EngineSet>,
     persistence: Persistence,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
@@ -329,6 +338,8 @@ pub struct JobManager {
     global_limit: Arc<RateLimiter>,
     /// How fast recent jobs went, for the dry run's estimates.
     pub recent_rates: history::RecentRates,
+    /// Every job's events (see [`events`]).
+    events: broadcast::Sender<JobUpdate>,
 }
 
 impl JobManager {
@@ -340,13 +351,74 @@ impl JobManager {
             ),
             global_limit: Arc::new(RateLimiter::new(config.rate_limit)),
             recent_rates: history::RecentRates::default(),
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             engines: Arc::new(engines),
             persistence,
             jobs: Mutex::new(BTreeMap::new()),
             finished: Mutex::new(BTreeSet::new()),
             next_id: AtomicU64::new(1),
+            events: broadcast::channel(events::CAPACITY).0,
         })
+    }
+
+    /// The alert thresholds in use.
+    pub fn alert_thresholds(&self) -> crate::alerts::Thresholds {
+        let m = &self.config().monitoring;
+        crate::alerts::Thresholds {
+            stall_seconds: m.stall_seconds,
+            error_rate_per_minute: f64::from(m.error_rate_per_minute),
+            disk_full_percent: f64::from(m.disk_full_percent),
+        }
+    }
+
+    /// The configuration in use now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    /// Puts `new` in use where it can change while copyd runs: the job
+    /// limit, the global rate limit, the [security] rules, job retention,
+    /// alert thresholds and the log level (the caller sets that). Running
+    /// jobs keep going. What cannot change without a restart (the state
+    /// directory, engines, the metrics listener, the audit log, disk
+    /// serialization) keeps its value, and each such key that differs is
+    /// returned, to be reported.
+    pub fn reload(&self, mut new: Config) -> Vec<&'static str> {
+        let old = self.config();
+        let mut kept = Vec::new();
+        macro_rules! keep {
+            ($($field:ident).+, $name:literal) => {
+                if new.$($field).+ != old.$($field).+ {
+                    kept.push($name);
+                    new.$($field).+ = old.$($field).+.clone();
+                }
+            };
+        }
+        keep!(state_dir, "checkpoint_dir");
+        keep!(engine, "[performance]/[engine]");
+        keep!(monitoring.enable_metrics, "enable_metrics");
+        keep!(monitoring.metrics_port, "metrics_port");
+        keep!(monitoring.metrics_address, "metrics_address");
+        keep!(audit_log, "audit_log");
+        keep!(serialize_per_disk, "serialize_per_disk");
+        keep!(run_without_checkpoints, "run_without_checkpoints");
+        self.scheduler
+            .set_max_running(new.max_concurrent_jobs as usize);
+        if new.rate_limit != old.rate_limit {
+            self.global_limit.set_rate(new.rate_limit);
+        }
+        *self.config.write().unwrap() = Arc::new(new);
+        kept
+    }
+
+    /// Every job's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobUpdate> {
+        self.events.subscribe()
+    }
+
+    /// Where `job` reports.
+    fn sink(&self, job: &Job) -> EventSink {
+        EventSink::new(&job.id, self.events.clone())
     }
 
     /// The limit over all jobs, in bytes per second (0: none).
@@ -366,7 +438,7 @@ impl JobManager {
     /// "ok", or "degraded: why".
     pub fn health(&self) -> String {
         match &self.persistence {
-            Persistence::Unavailable(why) if self.config.run_without_checkpoints => {
+            Persistence::Unavailable(why) if self.config().run_without_checkpoints => {
                 format!("degraded: {why}; jobs run without checkpoints")
             }
             Persistence::Unavailable(why) => {
@@ -409,8 +481,16 @@ impl JobManager {
             temp_tag: Some(job.temp_tag.clone()),
             counts: counts_record(&job.counts()),
         };
-        if let Err(err) = store.save(&record) {
-            tracing::warn!(job = %job.id, %err, "could not write the job's checkpoint");
+        match store.save(&record) {
+            Ok(()) => {
+                metrics::counter!("copyd_checkpoint_writes_total").increment(1);
+                crate::alerts::checkpoint_written(true);
+            }
+            Err(err) => {
+                metrics::counter!("copyd_checkpoint_failures_total").increment(1);
+                crate::alerts::checkpoint_written(false);
+                tracing::warn!(job = %job.id, %err, "could not write the job's checkpoint");
+            }
         }
         self.log_counts(job, &record.counts);
     }
@@ -533,7 +613,7 @@ impl JobManager {
         priority: i32,
     ) -> Result<Arc<Job>, EngineError> {
         if let Persistence::Unavailable(why) = &self.persistence {
-            if !self.config.run_without_checkpoints {
+            if !self.config().run_without_checkpoints {
                 return Err(EngineError::new(
                     ErrorKind::Failed,
                     format!(
@@ -664,25 +744,19 @@ impl JobManager {
         recovered
     }
 
-    pub fn pause(
-        &self,
-        job: &Job,
-        events: &mpsc::UnboundedSender<JobEvent>,
-    ) -> Result<(), EngineError> {
-        job.pause(events)?;
+    pub fn pause(&self, job: &Job) -> Result<(), EngineError> {
+        job.pause(&self.sink(job))?;
         self.persist(job);
         Ok(())
     }
 
-    pub fn resume(
-        self: &Arc<Self>,
-        job: &Arc<Job>,
-        events: &mpsc::UnboundedSender<JobEvent>,
-    ) -> Result<(), EngineError> {
-        let start = job.resume(events)?;
+    pub fn resume(self: &Arc<Self>, job: &Arc<Job>) -> Result<(), EngineError> {
+        let start = job.resume(&self.sink(job))?;
         self.persist(job);
         if start {
-            self.start(job.clone(), events.clone());
+            // An interrupted job carried on: the closest copyd has to a retry.
+            metrics::counter!("copyd_retries_total").increment(1);
+            self.start(job.clone());
         }
         Ok(())
     }
@@ -698,11 +772,7 @@ impl JobManager {
         Ok(())
     }
 
-    pub async fn cancel(
-        self: &Arc<Self>,
-        job: &Arc<Job>,
-        events: &mpsc::UnboundedSender<JobEvent>,
-    ) -> Result<(), EngineError> {
+    pub async fn cancel(self: &Arc<Self>, job: &Arc<Job>) -> Result<(), EngineError> {
         if job.cancel()? {
             // Nothing runs an interrupted job, so nothing else will remove
             // what its last run left under temporary names. The engine does
@@ -729,20 +799,27 @@ impl JobManager {
                 }
                 Err(err) => tracing::error!(job = %job.id, %err, "temporary cleanup panicked"),
             }
-            self.finish(job, Err(EngineError::cancelled()), events);
+            self.finish(job, Err(EngineError::cancelled()), &self.sink(job));
         }
         Ok(())
     }
 
     /// Runs `job` in the background: it waits for a slot, copies on a worker
-    /// thread, and reports through `events` until `JobEvent::Finished`.
-    pub fn start(self: &Arc<Self>, job: Arc<Job>, events: mpsc::UnboundedSender<JobEvent>) {
+    /// thread, and reports on the event stream until `JobEvent::Finished`.
+    pub fn start(self: &Arc<Self>, job: Arc<Job>) {
         job.status.lock().unwrap().runner_active = true;
+        let events = self.sink(&job);
         let manager = self.clone();
-        tokio::spawn(async move { manager.run(job, events).await });
+        // Every line logged while the job runs carries its id (a JOB field
+        // in the journal), including the engine's on the worker thread.
+        let span = tracing::info_span!("job", job = %job.id);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move { manager.run(job, events).await },
+            span,
+        ));
     }
 
-    async fn run(self: Arc<Self>, job: Arc<Job>, events: mpsc::UnboundedSender<JobEvent>) {
+    async fn run(self: Arc<Self>, job: Arc<Job>, events: EventSink) {
         let Some(slot) = self.wait_for_slot(&job).await else {
             self.finish(&job, Err(EngineError::cancelled()), &events);
             return;
@@ -758,7 +835,7 @@ impl JobManager {
         // interruption) records the start time.
         job.set_state(JobState::Running, &events);
         let mut resolved = job.resolved_for_run();
-        resolved.request.options.workers = self.config.engine.workers;
+        resolved.request.options.workers = self.config().engine.workers;
         let worker = {
             let (engines, job) = (self.engines.clone(), job.clone());
             let journal = JobJournal::open(&self, job.clone());
@@ -766,7 +843,9 @@ impl JobManager {
             resume.placed = job.items_done.lock().unwrap().iter().copied().collect();
             // The whole run happens on a thread with the caller's rights
             // (or as copyd for a privileged job): see caller::Acting.
+            let span = tracing::Span::current();
             tokio::task::spawn_blocking(move || {
+                let _in_job = span.enter();
                 job.caller.acting.run(|| {
                     copyd_engine::run_resumable(
                         &resolved,
@@ -821,7 +900,7 @@ impl JobManager {
         job: &Job,
         mut worker: tokio::task::JoinHandle<Result<copyd_engine::Outcome, EngineError>>,
         slot: Slot<'s>,
-        events: &mpsc::UnboundedSender<JobEvent>,
+        events: &EventSink,
     ) -> Result<copyd_engine::Outcome, EngineError> {
         let mut slot = Some(slot);
         let mut window = RateWindow::new();
@@ -840,7 +919,7 @@ impl JobManager {
                     if let Some(question) = job.control.pending_question() {
                         if question.id != last_question {
                             last_question = question.id;
-                            let _ = events.send(JobEvent::ConflictRaised(question));
+                            events.send(JobEvent::ConflictRaised(question));
                         }
                     }
                     if last_counts.elapsed() >= COUNTS_INTERVAL {
@@ -874,7 +953,7 @@ impl JobManager {
     }
 
     /// Samples the job's counters and sends them if they moved.
-    fn report(&self, job: &Job, window: &mut RateWindow, events: &mpsc::UnboundedSender<JobEvent>) {
+    fn report(&self, job: &Job, window: &mut RateWindow, events: &EventSink) {
         let counts = job.progress.snapshot();
         let now = Instant::now();
         window.add(now, counts.bytes_done);
@@ -891,7 +970,7 @@ impl JobManager {
         if status.last_report != report {
             status.last_report = report.clone();
             drop(status);
-            let _ = events.send(JobEvent::Progress(report));
+            events.send(JobEvent::Progress(report));
         }
     }
 
@@ -901,7 +980,7 @@ impl JobManager {
         &self,
         job: &Job,
         result: Result<copyd_engine::Outcome, EngineError>,
-        events: &mpsc::UnboundedSender<JobEvent>,
+        events: &EventSink,
     ) {
         self.record_end(job, result, events);
         job.status.lock().unwrap().runner_active = false;
@@ -911,7 +990,7 @@ impl JobManager {
         &self,
         job: &Job,
         result: Result<copyd_engine::Outcome, EngineError>,
-        events: &mpsc::UnboundedSender<JobEvent>,
+        events: &EventSink,
     ) {
         if job.control.is_interrupted() && result.is_err() {
             // copyd is stopping: the job is to be carried on at the next
@@ -984,10 +1063,10 @@ impl JobManager {
                 .unwrap()
                 .extend(0..job.resolved.items.len());
         }
-        let _ = events.send(JobEvent::Progress(report));
+        events.send(JobEvent::Progress(report));
         job.set_state(final_state, events);
         self.persist_end(job);
-        let _ = events.send(JobEvent::Finished);
+        events.send(JobEvent::Finished);
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
@@ -1019,7 +1098,7 @@ impl JobManager {
     pub fn retain_finished(&self, job: &Job) {
         let mut finished = self.finished.lock().unwrap();
         finished.insert((job.status().end_time, job.number()));
-        let keep = usize::try_from(self.config.job_retention_count).unwrap_or(usize::MAX);
+        let keep = usize::try_from(self.config().job_retention_count).unwrap_or(usize::MAX);
         if finished.len() <= keep {
             return;
         }

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -91,7 +92,7 @@ struct State {
 }
 
 pub struct Scheduler {
-    max_running: usize,
+    max_running: AtomicUsize,
     per_disk: bool,
     state: Mutex<State>,
     changed: Notify,
@@ -125,11 +126,20 @@ impl Drop for Slot<'_> {
 impl Scheduler {
     pub fn new(max_running: usize, per_disk: bool) -> Self {
         Scheduler {
-            max_running: max_running.max(1),
+            max_running: AtomicUsize::new(max_running.max(1)),
             per_disk,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
         }
+    }
+
+    /// A new limit (configuration reload): more slots start waiting jobs
+    /// now; fewer let running jobs finish and start no new ones until
+    /// they are under it.
+    pub fn set_max_running(&self, max_running: usize) {
+        self.max_running
+            .store(max_running.max(1), Ordering::Relaxed);
+        self.changed.notify_waiters();
     }
 
     fn disks_free(&self, state: &State, disks: &[String]) -> bool {
@@ -142,7 +152,9 @@ impl Scheduler {
     pub fn try_start(&self, ticket: Ticket, disks: &[String]) -> Option<Slot<'_>> {
         let mut state = self.state.lock().unwrap();
         state.waiting.insert(ticket, disks.to_vec());
-        if state.running >= self.max_running || !self.disks_free(&state, disks) {
+        if state.running >= self.max_running.load(Ordering::Relaxed)
+            || !self.disks_free(&state, disks)
+        {
             return None;
         }
         let ahead_could_start = state
