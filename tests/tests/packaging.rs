@@ -96,7 +96,7 @@ fn systemd_unit_verifies_and_is_hardened() {
     eprintln!("systemd-analyze security: exposure {score}");
     assert!(
         score <= 3.0,
-        "the unit's exposure rose to {score} (it was 2.2)"
+        "the unit's exposure rose to {score} (it is 2.2)"
     );
 }
 
