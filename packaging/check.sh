@@ -57,7 +57,8 @@ if debs=$("$here/build-deb.sh"); then
     has "$tmp/deb.list" $common usr/lib/systemd/system/copyd.service \
         usr/share/dbus-1/interfaces/org.example.Copyd1.xml \
         usr/share/doc/copyd/copyright usr/share/doc/copyd/changelog.gz \
-        usr/share/man/man1/copyctl.1.gz usr/share/man/man8/copyd.8.gz \
+        usr/share/man/man1/copyctl.1.gz usr/share/man/man1/copyctl-copy.1.gz \
+        usr/share/man/man5/copyd.conf.5.gz usr/share/man/man8/copyd.8.gz \
         usr/share/bash-completion/completions/copyctl usr/share/zsh/vendor-completions/_copyctl \
         usr/share/fish/vendor_completions.d/copyctl.fish \
         && ok "deb has the full tree ($(basename "$deb"))"
@@ -76,6 +77,22 @@ if debs=$("$here/build-deb.sh"); then
         && ok "deb maintainer scripts use deb-systemd-helper/-invoke" || bad "deb maintainer scripts"
     # Stripped: no .debug_info left in the shipped binaries; it is in -dbgsym.
     mkdir "$tmp/debx" && dpkg-deb -x "$deb" "$tmp/debx"
+    # Every man page renders, without a groff warning, and copyctl(1)'s
+    # SEE ALSO pages exist.
+    pages=0 badpages=""
+    for page in "$tmp"/debx/usr/share/man/man*/*.gz; do
+        pages=$((pages + 1))
+        if ! MANWIDTH=80 man --warnings -l "$page" > "$tmp/page.txt" 2> "$tmp/page.err" \
+            || [ -s "$tmp/page.err" ] || [ ! -s "$tmp/page.txt" ]; then
+            badpages="$badpages $(basename "$page")"
+            sed 's/^/    man: /' "$tmp/page.err"
+        fi
+    done
+    for named in $(zcat "$tmp/debx/usr/share/man/man1/copyctl.1.gz" | sed -n 's/^copyctl\\-\(.*\)(1)$/\1/p' | sed 's/\\-/-/g'); do
+        [ -f "$tmp/debx/usr/share/man/man1/copyctl-$named.1.gz" ] || badpages="$badpages copyctl-$named.1(missing)"
+    done
+    [ -z "$badpages" ] && [ "$pages" -ge 4 ] && ok "man -l renders all $pages pages (copyctl(1) and its subcommand pages, copyd(8), copyd.conf(5))" \
+        || bad "man pages:$badpages"
     if readelf -S "$tmp/debx/usr/libexec/copyd/copyd" "$tmp/debx/usr/bin/copyctl" | grep -q "\.debug_info"; then
         bad "deb binaries are not stripped"
     elif [ -n "$dbgsym" ] && dpkg-deb -c "$dbgsym" > "$tmp/dbgsym.list" \
@@ -84,6 +101,24 @@ if debs=$("$here/build-deb.sh"); then
     else
         bad "no -dbgsym package with the debug info"
     fi
+    # bash: `copyctl <TAB>` offers the subcommands, `copyctl copy --engine
+    # <TAB>` the engines, `--on-conflict <TAB>` the policies.
+    comp="$tmp/debx/usr/share/bash-completion/completions/copyctl"
+    complete_words() {  # complete_words WORD... : what TAB after them offers
+        bash -c '. "$0"; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE};
+                 _copyctl_with_ids copyctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}";
+                 printf "%s\n" "${COMPREPLY[@]}"' "$comp" "$@" | sort | tr '\n' ' '
+    }
+    subs=$(complete_words copyctl "")
+    engines=$(complete_words copyctl copy --engine "")
+    conflicts=$(complete_words copyctl copy --on-conflict "")
+    echo "    bash: copyctl <TAB>: $subs"
+    echo "    bash: copyctl copy --engine <TAB>: $engines"
+    echo "    bash: copyctl copy --on-conflict <TAB>: $conflicts"
+    case $subs in *"copy "*"list "*"status "*) ok "bash completes the subcommands" ;; *) bad "bash subcommands: $subs" ;; esac
+    [ "$engines" = "auto copy_file_range io_uring reflink splice standard " ] \
+        && ok "bash completes --engine" || bad "bash --engine: $engines"
+    case $conflicts in *fail*overwrite*skip*) ok "bash completes --on-conflict" ;; *) bad "bash --on-conflict: $conflicts" ;; esac
     if command -v lintian >/dev/null; then
         # Every warning lintian may print is explained in packaging/LINTIAN.md
         # (or overridden, with the reason, in debian/copyd.lintian-overrides).

@@ -57,14 +57,19 @@ stage_tree() {
     # Man pages and completions come from the binaries being packaged, so
     # they always match their options (not from a copy that can go stale).
     mkdir -p "$d/usr/share/man/man1" "$d/usr/share/man/man8"
-    "$TARGET_DIR/$PROFILE/copyctl" man > "$d/usr/share/man/man1/copyctl.1"
+    # copyctl(1) and the copyctl-SUBCOMMAND(1) pages it names.
+    "$TARGET_DIR/$PROFILE/copyctl" man --dir "$d/usr/share/man/man1"
     "$TARGET_DIR/$PROFILE/copyd" --print-man > "$d/usr/share/man/man8/copyd.8"
+    mkdir -p "$d/usr/share/man/man5"
+    sh "$REPO/packaging/config-man.sh" "$REPO/packaging/config.toml" "$VERSION" \
+        > "$d/usr/share/man/man5/copyd.conf.5"
     if [ "${COMPRESS_MAN:-yes}" = yes ]; then
-        gzip -9n -f "$d/usr/share/man/man1/copyctl.1" "$d/usr/share/man/man8/copyd.8"
+        gzip -9n -f "$d"/usr/share/man/man*/*.[158]
     fi
     install -d "$d/usr/share/bash-completion/completions" \
         "$d/usr/share/zsh/vendor-completions" "$d/usr/share/fish/vendor_completions.d"
-    "$TARGET_DIR/$PROFILE/copyctl" completions bash > "$d/usr/share/bash-completion/completions/copyctl"
+    { "$TARGET_DIR/$PROFILE/copyctl" completions bash
+      cat "$REPO/packaging/completions/copyctl-ids.bash"; } > "$d/usr/share/bash-completion/completions/copyctl"
     "$TARGET_DIR/$PROFILE/copyctl" completions zsh > "$d/usr/share/zsh/vendor-completions/_copyctl"
     "$TARGET_DIR/$PROFILE/copyctl" completions fish > "$d/usr/share/fish/vendor_completions.d/copyctl.fish"
     for f in "$REPO/docs/SECURITY.md" "$REPO/docs/INSTALL.md" \

@@ -245,6 +245,18 @@ fn installed_copyd_is_activated_by_dbus_logs_to_the_journal_and_resumes_after_st
         b.sh("journalctl -b --no-pager -u copyd | tail -n 40")
     );
     b.sh("cmp /root/big.bin /root/big.copy").assert_success();
+
+    // The installed bash completion offers job ids from `copyctl list`.
+    let completion = b.sh(
+        "bash -c '. /usr/share/bash-completion/completions/copyctl; \
+         COMP_WORDS=(copyctl status \"\"); COMP_CWORD=2; \
+         _copyctl_with_ids copyctl \"\" status; printf \"%s\\n\" \"${COMPREPLY[@]}\"'",
+    );
+    completion.assert_success();
+    assert!(
+        completion.stdout_str().lines().any(|l| l == id),
+        "copyctl status <TAB> does not offer job {id}: {completion}"
+    );
     let resumed = b
         .sh("journalctl -b --no-pager -u copyd -o cat")
         .stdout_str();
