@@ -122,7 +122,7 @@ if debs=$("$here/build-deb.sh"); then
     if command -v lintian >/dev/null; then
         # Every warning lintian may print is explained in packaging/LINTIAN.md
         # (or overridden, with the reason, in debian/copyd.lintian-overrides).
-        lintian --no-tag-display-limit "$deb" $dbgsym > "$tmp/lintian.out" 2>&1 || true
+        lintian --tag-display-limit 0 "$deb" $dbgsym > "$tmp/lintian.out" 2>&1 || true
         sed 's/^/    lintian: /' "$tmp/lintian.out"
         errors=$(grep -c "^E: " "$tmp/lintian.out" || true)
         warnings=$(grep -c "^W: " "$tmp/lintian.out" || true)
