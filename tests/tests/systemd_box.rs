@@ -390,3 +390,96 @@ fn the_hardened_unit_lets_callers_copy_where_their_own_cp_could() {
         "{out}"
     );
 }
+
+/// polkit with a real logind session. The box has seat0 but no VTs, so a
+/// console login cannot make a seated session; pam_systemd does make one
+/// for a service with PAMName=login and XDG_SEAT=seat0 (XDG_VTNR unset: a
+/// seat without VTs refuses a VT number). That session is local and active
+/// (loginctl: Seat=seat0 Active=yes); a `runuser -l` session has no seat.
+#[test]
+fn polkit_sees_the_callers_active_local_session_through_copyd() {
+    let Some(b) = box_with_copyd() else { return };
+    // The script a session runs: its session, polkit's own verdict on the
+    // privileged action for this process, then the same action through
+    // copyd (a privileged copy of a root-only file).
+    std::fs::write(
+        b.host_path("/usr/local/bin/pk-probe"),
+        "#!/bin/sh\n\
+         loginctl show-session \"${XDG_SESSION_ID:-none}\" -p Seat -p Active 2>&1 | tr '\\n' ' '; echo\n\
+         pkcheck --action-id org.example.copyd1.copy-privileged --process $$ 2>&1; echo \"pkcheck=$?\"\n\
+         gdbus call --system --dest org.example.Copyd1 --object-path /org/example/Copyd1 \
+           --method org.example.Copyd1.Manager.Copy \"[b'/etc/shadow']\" \"b'/tmp/shadow-$1'\" \
+           \"{'privileged': <true>}\" 2>&1\n",
+    )
+    .unwrap();
+    b.sh("chmod 755 /usr/local/bin/pk-probe").assert_success();
+    let seated = || {
+        b.sh(&format!(
+            "systemd-run -q --uid={USER} -p PAMName=login -E XDG_SEAT=seat0 --wait --pipe /usr/local/bin/pk-probe seated"
+        ))
+    };
+    let unseated = || b.sh_as(USER, "/usr/local/bin/pk-probe unseated");
+
+    // The shipped defaults: allow_active is auth_admin_keep, the others
+    // auth_admin. polkit tells them apart by the session (the _keep shows
+    // as retains_authorization_after_challenge); without an agent both are
+    // "authentication needed", which copyd reports as NotAuthorizedCanObtain.
+    let out = seated();
+    let text = out.stdout_str();
+    assert!(text.contains("Seat=seat0 Active=yes"), "{out}");
+    assert!(
+        text.contains("retains_authorization_after_challenge=1"),
+        "{out}"
+    );
+    assert!(
+        text.contains("org.example.Copyd1.Error.NotAuthorizedCanObtain"),
+        "{out}"
+    );
+    let out = unseated();
+    let text = out.stdout_str();
+    assert!(!text.contains("Seat=seat0"), "{out}");
+    assert!(
+        !text.contains("retains_authorization_after_challenge"),
+        "{out}"
+    );
+    assert!(
+        text.contains("org.example.Copyd1.Error.NotAuthorizedCanObtain"),
+        "{out}"
+    );
+
+    // A site rule that lets active local sessions copy privileged: copyd's
+    // query (subject: the caller's bus name) reaches polkit with the
+    // caller's session, so only the seated caller's copy runs.
+    std::fs::write(
+        b.host_path("/etc/polkit-1/rules.d/40-copyd-box.rules"),
+        "polkit.addRule(function(action, subject) {\n\
+         if (action.id == \"org.example.copyd1.copy-privileged\" && subject.local && subject.active)\n\
+         return polkit.Result.YES;\n});\n",
+    )
+    .unwrap();
+    // polkitd rereads rules.d by itself (inotify); wait until it has.
+    let out = b.wait_until(
+        &format!(
+            "systemd-run -q --uid={USER} -p PAMName=login -E XDG_SEAT=seat0 --wait --pipe /usr/local/bin/pk-probe seated | grep -q '/org/example/Copyd1/jobs/'"
+        ),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.success(),
+        "the seated caller's privileged copy did not start: {}",
+        seated()
+    );
+    b.wait_until(
+        "cmp /etc/shadow /tmp/shadow-seated",
+        Duration::from_secs(20),
+    )
+    .assert_success();
+    let out = unseated();
+    assert!(
+        out.stdout_str()
+            .contains("org.example.Copyd1.Error.NotAuthorizedCanObtain"),
+        "a caller outside an active local session got the privileged copy: {out}"
+    );
+    // (The box's /tmp is its own tmpfs: look from inside.)
+    b.sh("test ! -e /tmp/shadow-unseated").assert_success();
+}
