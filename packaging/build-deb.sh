@@ -1,90 +1,46 @@
 #!/bin/sh
-# Build copyd_<version>_<arch>.deb with dpkg-deb from `cargo build --release`
-# output. Writes to $OUT_DIR (default target/packaging/).
+# Build copyd_<version>_<arch>.deb (and copyd-dbgsym_<version>_<arch>.ddeb)
+# with debhelper (debian/) from the binaries cargo built. Writes to $OUT_DIR
+# (default target/packaging/) and prints the paths, the .deb first.
 #   packaging/build-deb.sh
+#   DEB_VERSION=0.1.0+1 packaging/build-deb.sh   a newer version (the upgrade
+#                                                test), with its changelog entry
+# dpkg-buildpackage runs in a temporary copy of debian/: it writes its
+# products into the parent of the source tree, which must not be the
+# checkout's parent.
 set -eu
 . "$(cd "$(dirname "$0")" && pwd)/common.sh"
 need_binaries
-command -v dpkg-deb >/dev/null || { echo "$0: dpkg-deb not found" >&2; exit 1; }
+for tool in dpkg-buildpackage dh; do
+    command -v $tool >/dev/null || { echo "$0: $tool not found (apt-get install dpkg-dev debhelper)" >&2; exit 1; }
+done
 
-arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+changelog_version=$(dpkg-parsechangelog -l "$REPO/debian/changelog" -S Version)
+if [ "$changelog_version" != "$VERSION" ]; then
+    echo "$0: debian/changelog is at $changelog_version, Cargo.toml at $VERSION: add a changelog entry" >&2
+    exit 1
+fi
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT INT TERM
-root=$work/copyd
-stage_tree "$root" /lib/systemd/system
-
-mkdir -p "$root/DEBIAN"
-size=$(du -sk "$root" | cut -f1)
-cat > "$root/DEBIAN/control" <<CONTROL
-Package: copyd
-Version: $VERSION
-Architecture: $arch
-Maintainer: copyd developers <copyd@example.org>
-Installed-Size: $size
-Depends: dbus, polkitd
-Section: admin
-Priority: optional
-Description: file copy service on D-Bus
- copyd copies and moves files on behalf of its callers over D-Bus
- (org.example.Copyd1), with progress, pause/resume, checkpoints that survive
- restarts, and several copy engines (reflink, copy_file_range, io_uring,
- splice). Unprivileged callers act with their own file permissions;
- privileged copies are authorized by polkit. Includes the copyctl client.
-CONTROL
-
-echo /etc/copyd/config.toml > "$root/DEBIAN/conffiles"
-
-cat > "$root/DEBIAN/postinst" <<'SCRIPT'
-#!/bin/sh
-set -e
-if [ "$1" = configure ]; then
-    # New unit file: tell systemd, if it is running.
-    if [ -d /run/systemd/system ]; then
-        systemctl daemon-reload >/dev/null 2>&1 || true
-    fi
-    # New bus policy and activation file: tell the system bus, if running.
-    # polkitd notices new actions by itself.
-    if [ -S /run/dbus/system_bus_socket ]; then
-        dbus-send --system --type=method_call --dest=org.freedesktop.DBus \
-            / org.freedesktop.DBus.ReloadConfig >/dev/null 2>&1 || true
-    fi
+src=$work/copyd-$VERSION
+mkdir -p "$src"
+cp -r "$REPO/debian" "$src/debian"
+if [ -n "${DEB_VERSION:-}" ]; then
+    { printf 'copyd (%s) unstable; urgency=medium\n\n  * Rebuilt as %s.\n\n -- copyd developers <copyd@example.org>  %s\n\n' \
+          "$DEB_VERSION" "$DEB_VERSION" "$(date -R)"
+      cat "$REPO/debian/changelog"; } > "$src/debian/changelog"
 fi
-exit 0
-SCRIPT
-
-cat > "$root/DEBIAN/prerm" <<'SCRIPT'
-#!/bin/sh
-set -e
-# On removal stop the service; running jobs are checkpointed by copyd.
-if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-    systemctl stop copyd.service >/dev/null 2>&1 || true
+# -d: the build dependencies are cargo's (rustup's), not bookworm packages.
+if ! (cd "$src" && COPYD_REPO="$REPO" PROFILE="$PROFILE" CARGO_TARGET_DIR="$TARGET_DIR" \
+        dpkg-buildpackage -b -d -us -uc >"$work/build.log" 2>&1); then
+    cat "$work/build.log" >&2
+    exit 1
 fi
-exit 0
-SCRIPT
-
-cat > "$root/DEBIAN/postrm" <<'SCRIPT'
-#!/bin/sh
-set -e
-case "$1" in
-remove|purge)
-    if [ -d /run/systemd/system ]; then
-        systemctl daemon-reload >/dev/null 2>&1 || true
-    fi
-    if [ -S /run/dbus/system_bus_socket ]; then
-        dbus-send --system --type=method_call --dest=org.freedesktop.DBus \
-            / org.freedesktop.DBus.ReloadConfig >/dev/null 2>&1 || true
-    fi
-    ;;
-esac
-# Purge removes the checkpoints too (the config goes with the conffile).
-if [ "$1" = purge ]; then
-    rm -rf /var/lib/copyd
-fi
-exit 0
-SCRIPT
-chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
-
 mkdir -p "$OUT_DIR"
-deb=$OUT_DIR/copyd_${VERSION}_${arch}.deb
-dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
-echo "$deb"
+for f in "$work"/*.deb "$work"/*.ddeb; do
+    [ -f "$f" ] || continue
+    cp "$f" "$OUT_DIR/"
+done
+ls "$OUT_DIR"/copyd_*"${DEB_VERSION:-$VERSION}"_*.deb
+ls "$OUT_DIR"/copyd-dbgsym_*"${DEB_VERSION:-$VERSION}"_*.*deb 2>/dev/null || true

@@ -15,12 +15,13 @@ mkdir -p "$top/SOURCES" "$top/SPECS"
 # Source0: the packaging inputs of the working tree (no target/, no .git).
 tar -C "$REPO" --exclude=./target --exclude=./.git --transform "s,^\.,copyd-$VERSION," \
     -czf "$top/SOURCES/copyd-$VERSION.tar.gz" \
-    ./dbus ./systemd ./polkit ./packaging ./docs ./Cargo.toml
+    ./dbus ./systemd ./polkit ./packaging ./docs ./Cargo.toml ./LICENSE-MIT ./LICENSE-APACHE
 sed "s/^Version: .*/Version:        $VERSION/" "$REPO/packaging/copyd.spec" > "$top/SPECS/copyd.spec"
 # --nodeps: BuildRequires are checked against the rpm database, which is
 # empty on a Debian build host.
 rpmbuild -bb --nodeps --with prebuilt \
     --define "_topdir $top" \
+    --define "packager copyd developers <copyd@example.org>" \
     --define "copyd_bindir $TARGET_DIR/$PROFILE" \
     "$top/SPECS/copyd.spec" >"$top/rpmbuild.log" 2>&1 || { cat "$top/rpmbuild.log" >&2; exit 1; }
 mkdir -p "$OUT_DIR"

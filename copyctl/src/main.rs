@@ -85,8 +85,13 @@ enum Command {
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
-    /// Print copyctl's manual page (roff).
-    Man,
+    /// Print copyctl's manual page (roff); with --dir, write copyctl.1 and
+    /// one copyctl-SUBCOMMAND.1 per subcommand (the pages copyctl.1 names)
+    /// into DIR.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Run as a private copyd on the socket given as standard input.
     #[command(name = "__private-copyd", hide = true)]
     PrivateCopyd,
@@ -132,7 +137,8 @@ struct TransferArgs {
     #[arg(long, value_enum, default_value_t = OnConflict::Fail)]
     on_conflict: OnConflict,
     /// Engine: auto, reflink, copy_file_range, io_uring, splice or standard.
-    #[arg(long)]
+    // Listed for clap so shell completions offer them.
+    #[arg(long, value_parser = ["auto", "reflink", "copy_file_range", "io_uring", "splice", "standard"])]
     engine: Option<String>,
     /// Limit the job's rate, e.g. 50MB/s, 10MiB/s, 800K.
     #[arg(long, value_parser = units::parse_rate)]
@@ -656,7 +662,7 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
             job_proxy(&service, id).await?.set_rate_limit(*rate).await?;
             Ok(true)
         }
-        Command::PrivateCopyd | Command::Completions { .. } | Command::Man => {
+        Command::PrivateCopyd | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled before the runtime starts")
         }
     }
@@ -698,13 +704,30 @@ fn main() -> ExitCode {
             clap_complete::generate(*shell, &mut Cli::command(), "copyctl", &mut script);
             return exit_code(write_out(&script).map(|()| true));
         }
-        Command::Man => {
+        Command::Man { dir } => {
             use clap::CommandFactory;
-            let mut page = Vec::new();
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut page)
-                .expect("rendering into memory cannot fail");
-            return exit_code(write_out(&page).map(|()| true));
+            match dir {
+                Some(dir) => {
+                    return match clap_mangen::generate_to(Cli::command(), dir) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(err) => {
+                            eprintln!("copyctl: {err}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
+                None => {
+                    // Without the help subcommand, as generate_to does: the
+                    // page names no copyctl-help(1), which is not written.
+                    // Into memory first, then out as every output goes (a
+                    // closed pipe ends copyctl quietly).
+                    let mut page = Vec::new();
+                    clap_mangen::Man::new(Cli::command().disable_help_subcommand(true))
+                        .render(&mut page)
+                        .expect("rendering into memory cannot fail");
+                    return exit_code(write_out(&page).map(|()| true));
+                }
+            }
         }
         _ => {}
     }

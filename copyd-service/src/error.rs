@@ -13,6 +13,7 @@ pub enum Error {
     AlreadyExists(String),
     NoSpace(String),
     PermissionDenied(String),
+    ReadOnly(String),
     NotAuthorized(String),
     NotAuthorizedCanObtain(String),
     /// A rule of the [security] table of the configuration refused it.
@@ -36,6 +37,7 @@ impl From<EngineError> for Error {
             ErrorKind::AlreadyExists => Error::AlreadyExists(message),
             ErrorKind::NoSpace => Error::NoSpace(message),
             ErrorKind::PermissionDenied => Error::PermissionDenied(message),
+            ErrorKind::ReadOnly => Error::ReadOnly(message),
             ErrorKind::NotSupported => Error::NotSupported(message),
             ErrorKind::Cancelled => Error::Cancelled(message),
             ErrorKind::Failed => Error::Failed(message),
@@ -58,6 +60,7 @@ pub fn summary(kind: ErrorKind) -> &'static str {
         ErrorKind::AlreadyExists => "the destination already exists",
         ErrorKind::NoSpace => "the destination file system is full",
         ErrorKind::PermissionDenied => "permission was denied",
+        ErrorKind::ReadOnly => "the destination file system is read-only",
         ErrorKind::NotSupported => "something was not supported here",
         ErrorKind::Cancelled => "the job was cancelled",
         ErrorKind::Failed => "the job failed",

@@ -10,7 +10,8 @@ use copyd_service::{Config, Endpoint};
 
 /// copyd: copies and moves files for its D-Bus clients.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+// The binary and its man page are `copyd`, not the package name `copyd-service`.
+#[command(name = "copyd", version, about)]
 struct Args {
     /// Serve on the system bus (the default).
     #[arg(long, conflicts_with_all = ["session", "address", "peer_stdin"])]

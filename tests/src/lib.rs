@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod gio;
 pub mod mounts;
 pub mod polkit;
+pub mod systemd_box;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

@@ -12,6 +12,9 @@ pub enum ErrorKind {
     AlreadyExists,
     NoSpace,
     PermissionDenied,
+    /// The destination is on a read-only file system (EROFS): not a
+    /// question of the caller's permissions, and no authorization helps.
+    ReadOnly,
     NotSupported,
     Cancelled,
     Failed,
@@ -26,6 +29,7 @@ impl ErrorKind {
             ErrorKind::AlreadyExists => "AlreadyExists",
             ErrorKind::NoSpace => "NoSpace",
             ErrorKind::PermissionDenied => "PermissionDenied",
+            ErrorKind::ReadOnly => "ReadOnly",
             ErrorKind::NotSupported => "NotSupported",
             ErrorKind::Cancelled => "Cancelled",
             ErrorKind::Failed => "Failed",
@@ -47,7 +51,11 @@ impl ErrorKind {
             Errno::NOENT => ErrorKind::NotFound,
             Errno::EXIST | Errno::NOTEMPTY => ErrorKind::AlreadyExists,
             Errno::NOSPC | Errno::DQUOT | Errno::FBIG => ErrorKind::NoSpace,
-            Errno::ACCESS | Errno::PERM | Errno::ROFS => ErrorKind::PermissionDenied,
+            Errno::ACCESS | Errno::PERM => ErrorKind::PermissionDenied,
+            // Named apart: "PermissionDenied: ... Read-only file system" sent
+            // people looking at file modes when a mount (or a service's
+            // sandbox) was the cause.
+            Errno::ROFS => ErrorKind::ReadOnly,
             Errno::OPNOTSUPP | Errno::NOSYS => ErrorKind::NotSupported,
             // A name or path longer than the kernel takes is bad input.
             Errno::NAMETOOLONG => ErrorKind::InvalidArgument,
@@ -118,3 +126,19 @@ impl From<rustix::io::Errno> for ErrorKind {
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_only_file_system_is_named_as_such_not_as_permission() {
+        let erofs = io::Error::from_raw_os_error(rustix::io::Errno::ROFS.raw_os_error());
+        assert_eq!(ErrorKind::of_io(&erofs), ErrorKind::ReadOnly);
+        let err = EngineError::io("create", Path::new("/usr/local/bin/x"), &erofs);
+        assert_eq!(err.kind.name(), "ReadOnly");
+        // EACCES and EPERM stay what they were.
+        let eacces = io::Error::from_raw_os_error(rustix::io::Errno::ACCESS.raw_os_error());
+        assert_eq!(ErrorKind::of_io(&eacces), ErrorKind::PermissionDenied);
+    }
+}
