@@ -21,6 +21,24 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for reading one back by its name.
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::NoSpace,
+        ErrorKind::PermissionDenied,
+        ErrorKind::ReadOnly,
+        ErrorKind::NotSupported,
+        ErrorKind::Cancelled,
+        ErrorKind::Failed,
+    ];
+
+    /// The kind whose [`Self::name`] is `name`.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
     /// The last element of the D-Bus error name.
     pub fn name(self) -> &'static str {
         match self {

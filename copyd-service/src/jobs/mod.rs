@@ -1148,18 +1148,7 @@ fn error_record(err: &EngineError) -> (String, String) {
 }
 
 fn error_kind(name: &str) -> ErrorKind {
-    [
-        ErrorKind::InvalidArgument,
-        ErrorKind::NotFound,
-        ErrorKind::AlreadyExists,
-        ErrorKind::NoSpace,
-        ErrorKind::PermissionDenied,
-        ErrorKind::NotSupported,
-        ErrorKind::Cancelled,
-    ]
-    .into_iter()
-    .find(|kind| kind.name() == name)
-    .unwrap_or(ErrorKind::Failed)
+    ErrorKind::from_name(name).unwrap_or(ErrorKind::Failed)
 }
 
 /// The items the progress log says are in place.
