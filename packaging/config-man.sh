@@ -21,6 +21,13 @@ function flush(   i) {
     if (section != "") {
         print ".SH \"SECTION [" section "]\""
         for (i = 1; i <= nprose; i++) print esc(prose[i])
+        # Keys right under the section line: listed, the prose above says
+        # what they are.
+        for (i = 1; i <= nkeys; i++) {
+            print (i == 1 ? ".TP" : ".TQ")
+            print "\\fB" esc(keyname[i]) "\\fR = " esc(keyval[i])
+        }
+        if (nkeys > 0) print "As described above."
     } else if (nkeys > 0) {
         for (i = 1; i <= nkeys; i++) {
             print (i == 1 ? ".TP" : ".TQ")

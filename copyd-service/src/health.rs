@@ -105,7 +105,29 @@ fn writable(dir: &Path) -> Result<(), String> {
         .map_err(|err| err.to_string())
 }
 
-pub fn health(jobs: &JobManager, observer: &Observer) -> HashMap<String, OwnedValue> {
+/// Whose jobs' file systems a health report may show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    Everyone,
+    Uid(u32),
+    Nobody,
+}
+
+impl Viewer {
+    fn may_see(self, owner: u32) -> bool {
+        match self {
+            Viewer::Everyone => true,
+            Viewer::Uid(uid) => uid == owner,
+            Viewer::Nobody => false,
+        }
+    }
+}
+
+pub fn health(
+    jobs: &JobManager,
+    observer: &Observer,
+    viewer: Viewer,
+) -> HashMap<String, OwnedValue> {
     let own = |v: Value<'_>| OwnedValue::try_from(v).expect("no fds in health values");
     let mut out = HashMap::new();
     out.insert(
@@ -152,7 +174,9 @@ pub fn health(jobs: &JobManager, observer: &Observer) -> HashMap<String, OwnedVa
             JobState::Interrupted => interrupted += 1,
             _ => continue,
         }
-        destinations.push(job.destination.clone());
+        if viewer.may_see(job.caller.uid) {
+            destinations.push(job.destination.clone());
+        }
     }
     out.insert("JobsActive".into(), own(Value::U32(active)));
     out.insert("JobsQueued".into(), own(Value::U32(queued)));

@@ -257,3 +257,60 @@ fn cancelling_an_interrupted_job_cleans_up_as_its_user_only() {
         "the plain job's temporary stayed: {left:?}"
     );
 }
+
+/// Where a job writes is its owner's business: GetHealth lists the file
+/// systems of a user's running job to that user and to root, not to
+/// another user.
+#[test]
+fn health_shows_a_users_file_systems_only_to_them_and_root() {
+    let Some(env) = SecureEnv::start() else {
+        return;
+    };
+    let user = ensure_user(USER);
+    let home = env.user_dir(USER, "health-home");
+    let source = home.join("big");
+    copyd_tests::tree::make_big_file(&source, 8 << 20, 9);
+    chown(&source, user);
+    let private = Tmpfs::mount(&env.path("health-private"));
+    chown(private.path(), user);
+    let out = env.start_as(
+        USER,
+        "Copy",
+        &[&source],
+        &private.path().join("copy"),
+        &["rate-limit", "t", "1000000"],
+    );
+    out.assert_success();
+    let job = parse_busctl_object_path(&out.stdout_str());
+    let address = env.address().to_owned();
+    let busctl = Busctl::new(&address);
+    wait_files_done(&busctl, &job, 0);
+    let mount = private.path().to_str().unwrap().to_owned();
+    let sees = |who: Option<&str>| {
+        let args = [
+            "--json=short",
+            "call",
+            copyd_tests::BUS_NAME,
+            copyd_tests::MANAGER_PATH,
+            copyd_tests::MANAGER_IFACE,
+            "GetHealth",
+        ];
+        let out = match who {
+            Some(user) => env.busctl_as(user, &args),
+            None => {
+                let mut c = std::process::Command::new("busctl");
+                c.arg(format!("--address={address}")).args(args);
+                copyd_tests::cmd::run(&mut c)
+            }
+        };
+        out.assert_success();
+        out.stdout_str().contains(&mount)
+    };
+    assert!(
+        sees(Some(USER)),
+        "the owner does not see their job's file system"
+    );
+    assert!(sees(None), "root does not see it");
+    assert!(!sees(Some(OTHER)), "another user sees where the job writes");
+    busctl.cancel(&job).assert_success();
+}

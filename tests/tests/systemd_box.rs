@@ -196,7 +196,7 @@ fn installed_copyd_is_activated_by_dbus_logs_to_the_journal_and_resumes_after_st
     let job_lines = |message: &str| {
         lines
             .iter()
-            .filter(|l| l["MESSAGE"] == message && l["F_JOB"].is_string())
+            .filter(|l| l["MESSAGE"] == message && l["JOB"].is_string())
             .count()
     };
     assert!(
@@ -206,10 +206,29 @@ fn installed_copyd_is_activated_by_dbus_logs_to_the_journal_and_resumes_after_st
     assert!(
         lines
             .iter()
-            .filter(|l| l["F_JOB"].is_string())
+            .filter(|l| l["JOB"].is_string())
             .all(|l| l["_SYSTEMD_UNIT"] == "copyd.service" && l["SYSLOG_IDENTIFIER"] == "copyd"),
         "{journal}"
     );
+
+    // systemctl reload re-reads the configuration while copyd runs.
+    let concurrency = || {
+        b.sh("busctl --system get-property org.example.Copyd1 /org/example/Copyd1 org.example.Copyd1.Manager MaxConcurrentJobs")
+            .stdout_str()
+            .trim()
+            .to_owned()
+    };
+    assert_ne!(concurrency(), "u 3");
+    b.sh("sed -i '1i max_concurrent_jobs = 3' /etc/copyd/config.toml")
+        .assert_success();
+    b.sh("systemctl reload copyd.service").assert_success();
+    b.wait_until(
+        "journalctl -b --no-pager -u copyd -o cat | grep -q 'configuration reloaded'",
+        Duration::from_secs(10),
+    )
+    .assert_success();
+    assert_eq!(concurrency(), "u 3", "the reload did not take");
+    assert_eq!(active_state(&b), "active", "a reload is not a restart");
 
     // systemctl stop interrupts a running job; the next activation resumes
     // it (auto_resume) and it completes with the right bytes.

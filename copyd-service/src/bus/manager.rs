@@ -444,8 +444,20 @@ impl ManagerObject {
     /// Everything an operator asks first, in one call (docs/OBSERVABILITY.md
     /// lists the keys).
     #[zbus(out_args("health"))]
-    async fn get_health(&self) -> HashMap<String, OwnedVariant> {
-        crate::health::health(&self.jobs, &self.observer)
+    async fn get_health(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> HashMap<String, OwnedVariant> {
+        // Where jobs write is their owners' business (as their paths are):
+        // root sees every job's file systems, anyone else their own, and a
+        // caller who cannot be identified none.
+        let viewer = match crate::caller::identify(connection, &header).await {
+            Ok(caller) if caller.uid == 0 => crate::health::Viewer::Everyone,
+            Ok(caller) => crate::health::Viewer::Uid(caller.uid),
+            Err(_) => crate::health::Viewer::Nobody,
+        };
+        crate::health::health(&self.jobs, &self.observer, viewer)
     }
 
     /// The performance report since copyd started, as a JSON document: its
