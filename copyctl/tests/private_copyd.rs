@@ -18,6 +18,22 @@ fn copyctl(args: &[&std::ffi::OsStr]) -> Output {
         .unwrap()
 }
 
+/// `diff -r --no-dereference` finds `a` and `b` the same.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}
+
 fn tree(root: &Path) {
     for d in 0..5 {
         let dir = root.join(format!("dir{d}"));
@@ -58,18 +74,7 @@ fn copy_and_move_through_a_private_copyd() {
         stderr.contains("using a private copyd"),
         "no notice in: {stderr}"
     );
-    let diff = Command::new("diff")
-        .arg("-r")
-        .arg("--no-dereference")
-        .arg(&source)
-        .arg(&copy)
-        .output()
-        .unwrap();
-    assert!(
-        diff.status.success(),
-        "{}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+    assert_same_tree(&source, &copy);
 
     let output = copyctl(&[
         "--json".as_ref(),
@@ -155,18 +160,7 @@ fn two_private_copyds_copy_into_one_directory_at_once() {
             copy.display(),
             String::from_utf8_lossy(&output.stderr)
         );
-        let diff = Command::new("diff")
-            .arg("-r")
-            .arg("--no-dereference")
-            .arg(&source)
-            .arg(copy)
-            .output()
-            .unwrap();
-        assert!(
-            diff.status.success(),
-            "{}",
-            String::from_utf8_lossy(&diff.stdout)
-        );
+        assert_same_tree(&source, copy);
     }
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -117,22 +117,7 @@ fn a_rate_limited_copy_advances_its_offset_every_two_seconds() {
     // 5 MB/s, 24 MiB: about 5 s. (The copy: 23 MB in 4.5 s, no offset.)
     for engine in ["auto", "standard", "splice"] {
         let (began, ended, offsets) = timed_copy(engine, 24 << 20, 5_000_000);
-        assert!(offsets.len() >= 2, "{engine}: {offsets:?}");
-        let mut last = (began, 0);
-        for &(when, offset) in &offsets {
-            assert!(offset > last.1, "{engine}: offsets must grow: {offsets:?}");
-            let gap = when - last.0;
-            assert!(
-                gap <= AT_MOST,
-                "{engine}: {gap:?} without an offset (at {offset})"
-            );
-            last = (when, offset);
-        }
-        let gap = ended - last.0;
-        assert!(
-            gap <= AT_MOST,
-            "{engine}: the last offset {gap:?} before the end"
-        );
+        assert_paced(engine, began, ended, &offsets);
     }
 }
 
