@@ -68,8 +68,7 @@ stage_tree() {
     fi
     install -d "$d/usr/share/bash-completion/completions" \
         "$d/usr/share/zsh/vendor-completions" "$d/usr/share/fish/vendor_completions.d"
-    { "$TARGET_DIR/$PROFILE/copyctl" completions bash
-      cat "$REPO/packaging/completions/copyctl-ids.bash"; } > "$d/usr/share/bash-completion/completions/copyctl"
+    "$TARGET_DIR/$PROFILE/copyctl" completions bash > "$d/usr/share/bash-completion/completions/copyctl"
     "$TARGET_DIR/$PROFILE/copyctl" completions zsh > "$d/usr/share/zsh/vendor-completions/_copyctl"
     "$TARGET_DIR/$PROFILE/copyctl" completions fish > "$d/usr/share/fish/vendor_completions.d/copyctl.fish"
     for f in "$REPO/docs/SECURITY.md" "$REPO/docs/INSTALL.md" \

@@ -3,6 +3,7 @@
 // unsafe code lives only in the engine's io_uring module.
 #![forbid(unsafe_code)]
 
+mod completions;
 mod connect;
 mod observe;
 mod proxy;
@@ -700,8 +701,7 @@ fn main() -> ExitCode {
         Command::Completions { shell } => {
             use clap::CommandFactory;
             // Into memory first: generate() panics on a failed write.
-            let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut Cli::command(), "copyctl", &mut script);
+            let script = completions::script(*shell, &mut Cli::command());
             return exit_code(write_out(&script).map(|()| true));
         }
         Command::Man { dir } => {

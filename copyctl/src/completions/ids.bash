@@ -1,5 +1,5 @@
 
-# copyd packaging: appended to clap's generated completion. Job ids, for the
+# copyctl: appended to clap's generated completion. Job ids, for the
 # subcommands that take one, come from `copyctl list` (clap's static script
 # cannot know them); everything else is clap's.
 _copyctl_job_ids() {
