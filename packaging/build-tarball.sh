@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build copyd-<version>-<arch>.tar.gz: the same tree as the .deb (systemd unit
-# in /lib/systemd/system) under copyd-<version>/, plus install.sh.
+# in /usr/lib/systemd/system) under copyd-<version>/, plus install.sh.
 # Writes to $OUT_DIR (default target/packaging/).
 #   packaging/build-tarball.sh
 set -eu
@@ -11,7 +11,7 @@ arch=$(uname -m)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT INT TERM
 top=copyd-$VERSION
-stage_tree "$work/$top" /lib/systemd/system
+stage_tree "$work/$top" /usr/lib/systemd/system
 install -m 0755 "$REPO/packaging/install.sh" "$work/$top/install.sh"
 
 mkdir -p "$OUT_DIR"

@@ -138,13 +138,13 @@ fi
 if tgz=$("$here/build-tarball.sh"); then
     tar tzf "$tgz" > "$tmp/tgz.list"
     top=copyd-$VERSION
-    has "$tmp/tgz.list" $(for p in $common lib/systemd/system/copyd.service install.sh; do echo "$top/$p"; done) \
+    has "$tmp/tgz.list" $(for p in $common usr/lib/systemd/system/copyd.service install.sh; do echo "$top/$p"; done) \
         && ok "tarball has the full tree and install.sh ($(basename "$tgz"))"
     mkdir "$tmp/x" "$tmp/root"
     tar -C "$tmp/x" -xzf "$tgz"
     DESTDIR="$tmp/root" "$tmp/x/$top/install.sh" >/dev/null
     missing=""
-    for p in $common lib/systemd/system/copyd.service; do [ -f "$tmp/root/$p" ] || missing="$missing $p"; done
+    for p in $common usr/lib/systemd/system/copyd.service; do [ -f "$tmp/root/$p" ] || missing="$missing $p"; done
     [ -z "$missing" ] && [ -x "$tmp/root$daemon" ] && ok "install.sh installs into DESTDIR" || bad "install.sh: missing$missing"
     echo "# edited" >> "$tmp/root/etc/copyd/config.toml"
     DESTDIR="$tmp/root" "$tmp/x/$top/install.sh" >/dev/null

@@ -14,7 +14,7 @@ files="usr/bin/copyctl
 usr/libexec/copyd/copyd
 usr/share/dbus-1/system.d/org.example.Copyd1.conf
 usr/share/dbus-1/system-services/org.example.Copyd1.service
-lib/systemd/system/copyd.service
+usr/lib/systemd/system/copyd.service
 usr/share/polkit-1/actions/org.example.copyd1.policy"
 extra=$(cd "$here" && find usr/share/man usr/share/doc -type f 2>/dev/null || true)
 
