@@ -17,6 +17,8 @@ and prints "JOB <path>" on stdout as soon as it knows the job, then, at
 the end, one JSON object on a line of its own:
   {"job", "progress_count", "completed", "success", "error_name",
    "message", "last_progress", "violations", "state", "signals_before_reply"}
+With --files-carry-bytes (every file of the job holds data), also that a
+file counted done has its bytes counted: files_done > 0 means bytes_done > 0.
 Exit status: 0 when it could watch the job to its end (whatever the
 outcome; the caller judges), 2 on usage errors, 3 on D-Bus errors, 4 on
 timeout.
@@ -50,6 +52,9 @@ def main():
     ap.add_argument("--option", action="append", default=[],
                     help="KEY=GVARIANT_TEXT, e.g. start-paused=true")
     ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--files-carry-bytes", action="store_true",
+                    help="every file of the job holds bytes: files_done > 0 "
+                         "with bytes_done = 0 is then a violation")
     ap.add_argument("paths", nargs="+")
     args = ap.parse_args()
     if len(args.paths) < 2:
@@ -100,6 +105,9 @@ def main():
                 state["violations"].append("bytes_done %d > bytes_total %d" % (bd, bt))
             if fd > ft:
                 state["violations"].append("files_done %d > files_total %d" % (fd, ft))
+            if args.files_carry_bytes and fd > 0 and bd == 0:
+                state["violations"].append(
+                    "files_done %d with bytes_done 0: files ahead of their bytes" % fd)
             state["last_progress"] = {
                 "bytes_done": bd, "bytes_total": bt, "files_done": fd,
                 "files_total": ft, "rate": rate, "expected_end_time": eta,

@@ -49,6 +49,41 @@ fn gio_client_watches_progress_and_completed() {
     assert_trees_equal(&src, &dst);
 }
 
+/// Files and bytes rise together as a Gio client sees them: a tree of 300
+/// directories of non-empty files, rate-limited, never shows files done
+/// without bytes (issue 14.10: directories used to count as done when
+/// made, so 596 "files" arrived before the first byte).
+#[test]
+fn gio_client_sees_files_and_bytes_rise_together() {
+    let env = TestEnv::start();
+    let src = env.path("src");
+    for d in 0..300 {
+        let dir = src.join(format!("d{d:03}/sub"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("f"), vec![d as u8; 2000]).unwrap();
+    }
+    let dst = env.path("dst");
+    let w = WatchJob::spawn(
+        env.address(),
+        &osargs![
+            "--recursive",
+            "--files-carry-bytes",
+            "--option",
+            "rate-limit=uint64 300000",
+            src,
+            dst
+        ],
+    );
+    let r = w.wait(Duration::from_secs(120));
+    let j = &r.json;
+    let ctx = format!("watch_job.py said: {j:#}\nstderr:\n{}", r.stderr);
+    assert_eq!(r.code, Some(0), "{ctx}");
+    assert_eq!(j["success"], true, "{ctx}");
+    assert!(j["progress_count"].as_u64().unwrap() >= 2, "{ctx}");
+    assert_eq!(j["violations"], serde_json::json!([]), "{ctx}");
+    assert_trees_equal(&src, &dst);
+}
+
 /// The same client sees a failed request as a D-Bus error name.
 #[test]
 fn gio_client_gets_error_names() {
