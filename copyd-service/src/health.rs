@@ -8,17 +8,10 @@ use std::path::{Path, PathBuf};
 
 use zbus::{OwnedVariant as OwnedValue, Variant as Value};
 
+use copyd_engine::EngineId;
+
 use crate::jobs::{JobManager, JobState};
 use crate::observe::Observer;
-
-/// Every engine copyd knows, in the order `auto` tries them.
-pub const ALL_ENGINES: &[&str] = &[
-    "reflink",
-    "copy_file_range",
-    "io_uring",
-    "splice",
-    "standard",
-];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileSystem {
@@ -79,12 +72,12 @@ pub fn file_systems<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> Vec<FileSys
 }
 
 /// Why an engine is not in the set.
-fn why_missing(jobs: &JobManager, engine: &str) -> String {
+fn why_missing(jobs: &JobManager, engine: EngineId) -> String {
     match engine {
-        "io_uring" if !jobs.config().engine.enable_io_uring => {
+        EngineId::IoUring if !jobs.config().engine.enable_io_uring => {
             "turned off: [performance] enable_io_uring = false".into()
         }
-        "io_uring" => {
+        EngineId::IoUring => {
             let ring = jobs.config().engine.io_uring();
             format!(
                 "the kernel refused a ring of {} operations with {} KiB of registered buffers (io_uring unsupported, disabled by sysctl or seccomp, or over RLIMIT_MEMLOCK)",
@@ -92,7 +85,7 @@ fn why_missing(jobs: &JobManager, engine: &str) -> String {
                 ring.buffer_bytes >> 10
             )
         }
-        "copy_file_range" => "this kernel has no copy_file_range".into(),
+        EngineId::CopyFileRange => "this kernel has no copy_file_range".into(),
         _ => "not offered by this build".into(),
     }
 }
@@ -145,9 +138,9 @@ pub fn health(
             names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         )),
     );
-    let missing: HashMap<String, String> = ALL_ENGINES
-        .iter()
-        .filter(|e| !names.contains(e))
+    let missing: HashMap<String, String> = EngineId::ALL
+        .into_iter()
+        .filter(|&e| !jobs.engines.has(e))
         .map(|e| (e.to_string(), why_missing(jobs, e)))
         .collect();
     out.insert("EnginesUnavailable".into(), own(Value::from(missing)));

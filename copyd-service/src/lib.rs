@@ -51,7 +51,7 @@ pub async fn serve(endpoint: Endpoint, config: Config) -> Result<(), String> {
     audit::init(config.audit_log.as_deref())?;
     let mut engines = EngineSet::probe_with(config.engine.io_uring());
     if !config.engine.enable_io_uring {
-        engines = engines.without("io_uring");
+        engines = engines.without(copyd_engine::EngineId::IoUring);
     }
     if config.socket_path.is_some() {
         // Said once, at start: the key comes from a layout written for a

@@ -1,5 +1,5 @@
 //! Throughput of each engine on one large file, warm cache: the numbers
-//! behind the `auto` order (`copier::BYTE_MOVER_ORDER`).
+//! behind the `auto` order (`engines::BYTE_MOVER_ORDER`).
 //!
 //! cargo run --release -p copyd-engine --example engine_bench -- SRC_DIR DST_DIR [MiB] [runs]
 //!
@@ -13,8 +13,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use copyd_engine::copier::{CopyContext, EngineSet};
 use copyd_engine::engines::IoUringConfig;
+use copyd_engine::engines::{CopyContext, EngineSet};
 use copyd_engine::{Control, Progress};
 
 fn main() {
@@ -68,6 +68,7 @@ fn main() {
                 progress: &progress,
                 control: &control,
                 source: &source,
+                observer: None,
             };
             let start = Instant::now();
             let outcome = chain[0].copy_range(&src, &dst, 0, mib << 20, &ctx);

@@ -17,7 +17,6 @@
 
 mod anchored;
 pub mod conflict;
-pub mod copier;
 pub mod engines;
 pub mod error;
 pub mod fsutil;
@@ -38,7 +37,7 @@ pub mod walk;
 pub mod xattr;
 
 pub use conflict::{ConflictAnswer, ConflictDecision, ConflictQuestion};
-pub use copier::{CopyContext, CopyError, EngineSet, FileCopier};
+pub use engines::{ByteObserver, CopyContext, CopyError, EngineId, EngineSet, FileCopier};
 pub use error::{EngineError, ErrorKind};
 pub use journal::{CopyIdentity, FileIdentity, Journal, NoJournal, ResumeState};
 pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RunState};

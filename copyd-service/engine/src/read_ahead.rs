@@ -22,7 +22,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::{mpsc, Mutex};
 
-use crate::copier::CopyContext;
+use crate::engines::{CopyContext, EngineId};
 use crate::error::{EngineError, Result};
 
 /// Bytes read or written at once.
@@ -31,7 +31,7 @@ const CHUNK: usize = 1 << 20;
 const BUFFERS: usize = 3;
 
 /// The engine the bytes are counted under: this is read and write.
-const ENGINE: &str = "standard";
+const ENGINE: EngineId = EngineId::Standard;
 
 /// Buffers kept for the next copy: fresh memory costs a page fault per
 /// page on first touch (and on a VM whose host takes freed memory back,
@@ -130,7 +130,7 @@ fn write_pieces(
         let end = at + buffer.len() as u64;
         // A send fails only once the reader is done: nothing left to read.
         let _ = free.send(buffer);
-        ctx.advance(ENGINE, end - at)?;
+        ctx.advance(ENGINE.name(), end - at)?;
         if let Some(piece) = pieces.next_if(|piece| piece.end == end) {
             piece_done(piece)?;
         }

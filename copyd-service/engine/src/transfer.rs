@@ -15,8 +15,8 @@ use rustix::io::Errno;
 
 use crate::anchored::AnchoredDir;
 use crate::conflict::ConflictDecision;
-use crate::copier::{try_chain, CopyContext, EngineSet, FileCopier, StandardCopier};
 use crate::engines::io_uring::{BatchRings, SmallFile, SmallFileResult, BATCH_FILE_MAX};
+use crate::engines::{try_chain, CopyContext, EngineId, EngineSet, FileCopier};
 use crate::error::{EngineError, Result};
 use crate::fsutil::{open_nofollow, open_source_at, under};
 use crate::journal::{
@@ -167,7 +167,9 @@ pub fn run_resumable(
     let items_only = ItemsOnly(journal);
     let journal: &dyn Journal = if options.sync { journal } else { &items_only };
     let chain = engines.select(&options.engine)?;
-    let (cloners, movers) = chain.iter().partition(|engine| engine.shares_extents());
+    let (cloners, movers) = chain
+        .iter()
+        .partition(|engine| engine.id().capabilities().shares_extents);
     let transfer = Transfer {
         chain,
         cloners,
@@ -1103,7 +1105,7 @@ impl Transfer<'_> {
                         &entry.metadata,
                         &dirs.preserve_after_create(&entry.metadata),
                     )?;
-                    self.progress.add_bytes("io_uring", entry.metadata.len());
+                    self.progress.add_bytes(EngineId::IoUring.name(), entry.metadata.len());
                     self.control.throttle(entry.metadata.len())?;
                     finished(entry)
                 }
@@ -1190,6 +1192,7 @@ impl Transfer<'_> {
             progress: self.progress,
             control: self.control,
             source,
+            observer: None,
         };
         let offsets = OffsetCommits {
             journal: self.journal,
@@ -1254,8 +1257,8 @@ impl Transfer<'_> {
         if !self.auto || !READ_AHEAD_BYTES.contains(&bytes) {
             return false;
         }
-        match chain.first().map(|engine| engine.name()) {
-            Some("copy_file_range") => fsutil::is_local_page_cache_fs(dst),
+        match chain.first().map(|engine| engine.id().capabilities()) {
+            Some(first) if first.offloads => fsutil::is_local_page_cache_fs(dst),
             Some(_) => true,
             None => false,
         }
@@ -1306,12 +1309,15 @@ impl Transfer<'_> {
         // A small file's bytes are moved cheapest by one read and one write:
         // splice pays for a pipe (six calls), io_uring for submitting. (Not
         // remembered: the next file may be large.)
-        let standard = chain.iter().position(|e| e.name() == StandardCopier.name());
-        let small_path = match standard {
+        let plain = |e: &&dyn FileCopier| {
+            let can = e.id().capabilities();
+            can.bytes_in_user_space && !can.setup_per_call
+        };
+        let small_path = match chain.iter().position(plain) {
             Some(at) if len - start <= SMALL_DATA => {
                 let faster_for_small = chain[..at]
                     .iter()
-                    .all(|e| matches!(e.name(), "splice" | "io_uring"));
+                    .all(|e| e.id().capabilities().setup_per_call);
                 if faster_for_small {
                     chain = &chain[at..];
                 }

@@ -190,7 +190,7 @@ fn forcing_an_unknown_engine_is_refused() {
 /// clean enough for the next copy.
 #[test]
 fn io_uring_with_tiny_buffers_and_a_cancel() {
-    use copyd_engine::copier::{CopyContext, FileCopier};
+    use copyd_engine::engines::{CopyContext, FileCopier};
     use copyd_engine::engines::{IoUringConfig, IoUringCopier};
     use copyd_engine::{Control, Progress};
 
@@ -212,6 +212,7 @@ fn io_uring_with_tiny_buffers_and_a_cancel() {
             progress: &progress,
             control,
             source: &source,
+            observer: None,
         };
         let result = engine.copy_range(&src, &dst, 0, data.len() as u64, &ctx);
         (result, progress.snapshot().bytes_done)

@@ -9,7 +9,7 @@ use std::io;
 use rustix::io::Errno;
 
 use super::{classify, shrank, MAX_CHUNK};
-use crate::copier::{CopyContext, CopyError, FileCopier};
+use super::{CopyContext, CopyError, EngineId, FileCopier};
 
 pub struct CopyFileRangeCopier;
 
@@ -28,8 +28,8 @@ impl CopyFileRangeCopier {
 }
 
 impl FileCopier for CopyFileRangeCopier {
-    fn name(&self) -> &'static str {
-        "copy_file_range"
+    fn id(&self) -> EngineId {
+        EngineId::CopyFileRange
     }
 
     fn copy_range(

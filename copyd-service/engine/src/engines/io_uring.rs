@@ -30,7 +30,7 @@ use rustix::io::Errno;
 use uring_sys2 as sys;
 
 use super::{classify, shrank};
-use crate::copier::{CopyContext, CopyError, FileCopier};
+use super::{CopyContext, CopyError, EngineId, FileCopier};
 
 /// How a ring is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,8 +123,8 @@ impl IoUringCopier {
 }
 
 impl FileCopier for IoUringCopier {
-    fn name(&self) -> &'static str {
-        "io_uring"
+    fn id(&self) -> EngineId {
+        EngineId::IoUring
     }
 
     fn small_file_batches(&self) -> Option<&BatchRings> {

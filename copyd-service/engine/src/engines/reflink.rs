@@ -13,18 +13,14 @@ use std::io;
 
 use rustix::io::Errno;
 
-use crate::copier::{is_unsupported, CopyContext, CopyError, FileCopier};
+use super::{is_unsupported, CopyContext, CopyError, EngineId, FileCopier};
 use crate::error::EngineError;
 
 pub struct ReflinkCopier;
 
 impl FileCopier for ReflinkCopier {
-    fn name(&self) -> &'static str {
-        "reflink"
-    }
-
-    fn shares_extents(&self) -> bool {
-        true
+    fn id(&self) -> EngineId {
+        EngineId::Reflink
     }
 
     fn copy_range(

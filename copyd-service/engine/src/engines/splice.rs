@@ -9,7 +9,7 @@ use rustix::io::Errno;
 use rustix::pipe::{PipeFlags, SpliceFlags};
 
 use super::{classify, shrank};
-use crate::copier::{CopyContext, CopyError, FileCopier};
+use super::{CopyContext, CopyError, EngineId, FileCopier};
 use crate::error::EngineError;
 
 pub struct SpliceCopier;
@@ -19,8 +19,8 @@ pub struct SpliceCopier;
 const PIPE_SIZE: usize = 1 << 20;
 
 impl FileCopier for SpliceCopier {
-    fn name(&self) -> &'static str {
-        "splice"
+    fn id(&self) -> EngineId {
+        EngineId::Splice
     }
 
     fn copy_range(

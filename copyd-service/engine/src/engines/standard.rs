@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::shrank;
-use crate::copier::{CopyContext, CopyError, FileCopier};
+use super::{CopyContext, CopyError, EngineId, FileCopier};
 use crate::error::EngineError;
 
 pub struct StandardCopier;
@@ -15,8 +15,8 @@ pub struct StandardCopier;
 const CHUNK: usize = 1 << 20;
 
 impl FileCopier for StandardCopier {
-    fn name(&self) -> &'static str {
-        "standard"
+    fn id(&self) -> EngineId {
+        EngineId::Standard
     }
 
     fn copy_range(
