@@ -5,6 +5,7 @@
 
 mod completions;
 mod connect;
+mod manifest;
 mod observe;
 mod proxy;
 mod settings;
@@ -163,6 +164,19 @@ struct TransferArgs {
     /// Say what the command would do, touching nothing (as `copyctl plan`).
     #[arg(long)]
     dry_run: bool,
+    /// Check each copy before it gets its final name: size, or a digest
+    /// (crc32, md5, sha256) of the bytes read against the copy read back
+    /// from the disk. Default: [client] default_verify_method, else none.
+    #[arg(long, value_name = "ALG", value_parser = VERIFY_METHODS)]
+    verify: Option<String>,
+    /// With a digest --verify: write each copy's digest to FILE, as
+    /// sha256sum and md5sum print them (`sha256sum -c FILE` checks them).
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// What a file that cannot be copied does: continue (list it, copy the
+    /// rest; the default, as cp) or stop (end the job there).
+    #[arg(long, value_name = "POLICY", value_parser = ["continue", "stop"])]
+    on_error: Option<String>,
     /// Ask before each target that exists, as cp -i does (on-conflict ask).
     #[arg(short = 'i', long, conflicts_with_all = ["on_conflict", "detach"])]
     interactive: bool,
@@ -170,6 +184,9 @@ struct TransferArgs {
     #[arg(required = true, num_args = 2.., value_name = "PATH")]
     paths: Vec<PathBuf>,
 }
+
+/// The `verify` methods copyd knows.
+pub const VERIFY_METHODS: [&str; 5] = ["none", "size", "crc32", "md5", "sha256"];
 
 /// Copy's own options besides those it shares with move and plan.
 #[derive(Debug, Args)]
@@ -325,7 +342,18 @@ impl TransferArgs {
         if self.rename_dirs {
             options.insert("rename-dirs", Variant::Bool(true));
         }
+        if let Some(method) = self.verify_method() {
+            options.insert("verify", Variant::from(method));
+        }
+        if let Some(policy) = &self.on_error {
+            options.insert("on-error", Variant::from(policy.clone()));
+        }
         options
+    }
+
+    /// --verify, else the client configuration's default_verify_method.
+    fn verify_method(&self) -> Option<String> {
+        self.verify.clone().or_else(|| settings::get().verify)
     }
 
     /// (sources, destination) as absolute byte paths.
@@ -468,6 +496,15 @@ async fn transfer(
     if no_sync {
         options.insert("sync", Variant::Bool(false));
     }
+    let digests = matches!(
+        args.verify_method().as_deref(),
+        Some("crc32" | "md5" | "sha256")
+    );
+    if args.manifest.is_some() && !digests {
+        return Err(Failure::Message(
+            "--manifest needs --verify crc32, md5 or sha256".into(),
+        ));
+    }
     if verb == "plan" || args.dry_run {
         let report = manager.plan(&sources, &destination, options).await?;
         print_plan(&report, json, verbose)?;
@@ -509,6 +546,9 @@ async fn transfer(
     if json {
         print_summary(&summary, true)?;
     }
+    if digests {
+        report_checksums(&summary, args.manifest.as_deref(), json)?;
+    }
     if !summary.failed_files.is_empty() {
         // As cp does: one line per file that could not be copied, then how
         // many were; the rest of the job is in place. (The daemon keeps
@@ -530,6 +570,41 @@ async fn transfer(
         )));
     }
     Ok(true)
+}
+
+/// What `--verify` found: a single file's digest as sha256sum prints it,
+/// or a line for a tree; and with `--manifest`, every digest to that file.
+fn report_checksums(
+    summary: &JobSummary,
+    manifest: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
+    if let Some(file) = manifest {
+        std::fs::write(file, manifest::lines(&summary.checksums))
+            .map_err(|err| Failure::Message(format!("cannot write {}: {err}", file.display())))?;
+    }
+    if json || (summary.checksums.is_empty() && !summary.succeeded()) {
+        return Ok(());
+    }
+    match summary.checksums.as_slice() {
+        [one] if summary.files_total == 1 => out!("{}  {}", one.digest, one.path)?,
+        all => {
+            let shared = all.iter().filter(|c| c.shared).count();
+            let mut line = format!(
+                "verified {} of {} files by {}: each copy, read back from its storage, matches its source",
+                all.len(),
+                summary.files_total,
+                summary.verify
+            );
+            if shared > 0 {
+                line += &format!(
+                    " ({shared} share the source's extents: the source was read once and its digest stands for both)"
+                );
+            }
+            out!("{line}")?;
+        }
+    }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> Result<bool, Failure> {

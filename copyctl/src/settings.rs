@@ -25,8 +25,8 @@ struct Client {
     /// D-Bus address of copyd's bus, when neither --address nor
     /// COPYD_ADDRESS is given.
     address: Option<String>,
-    /// "none" or "size": copyd has no verification yet; accepted so that
-    /// the file operators were given reads, and said so with -v.
+    /// How copy and move check their copies without --verify: none, size,
+    /// crc32, md5 or sha256.
     default_verify_method: Option<String>,
     /// Draw a progress bar for copy and move without --progress.
     show_progress: Option<bool>,
@@ -49,6 +49,8 @@ pub struct Settings {
     pub show_progress: bool,
     pub progress_update_interval: Duration,
     pub use_color: bool,
+    /// --verify's default (`[client] default_verify_method`).
+    pub verify: Option<String>,
     /// Things to say with -v, once.
     pub notes: Vec<String>,
 }
@@ -61,6 +63,7 @@ impl Default for Settings {
             show_progress: false,
             progress_update_interval: Duration::from_millis(100),
             use_color: true,
+            verify: None,
             notes: Vec::new(),
         }
     }
@@ -131,15 +134,17 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings, String> {
         }
         match file.client.default_verify_method.as_deref() {
             None => {}
-            Some(method @ ("none" | "size")) => settings.notes.push(format!(
-                "{}: [client] default_verify_method = {method:?} is accepted, but copyd has no verification yet",
-                path.display()
-            )),
+            Some(method) if crate::VERIFY_METHODS.contains(&method) => {
+                settings.verify = Some(method.to_owned())
+            }
             Some(other) => {
                 return Err(error(
                     "client",
                     "default_verify_method",
-                    format!("{other:?} is not a method (none, size)"),
+                    format!(
+                        "{other:?} is not a method ({})",
+                        crate::VERIFY_METHODS.join(", ")
+                    ),
                 ))
             }
         }

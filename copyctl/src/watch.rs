@@ -39,6 +39,26 @@ pub struct JobSummary {
     /// Source files that could not be copied while the rest went on, with
     /// why (the job's FailedFiles).
     pub failed_files: Vec<(String, String)>,
+    /// How the job checked its copies (none, size, crc32, md5, sha256).
+    pub verify: String,
+    /// Each copy checked by digest (the job's Checksums).
+    pub checksums: Vec<FileChecksum>,
+    /// Transient errors tried again.
+    pub retries: u64,
+}
+
+/// One copy's digest, as the job's Checksums says.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileChecksum {
+    pub path: String,
+    /// The raw bytes of the path, for a manifest of names that are not
+    /// UTF-8.
+    #[serde(skip)]
+    pub path_bytes: Vec<u8>,
+    pub digest: String,
+    /// The copy shares the source's extents: one read of the source gave
+    /// the digest of both.
+    pub shared: bool,
 }
 
 impl JobSummary {
@@ -90,6 +110,12 @@ struct JobProperties {
     error_message: String,
     #[serde(with = "zbus::as_variant")]
     failed_files: Vec<(Vec<u8>, String)>,
+    #[serde(with = "zbus::as_variant")]
+    verify: String,
+    #[serde(with = "zbus::as_variant")]
+    checksums: Vec<(Vec<u8>, String, bool)>,
+    #[serde(with = "zbus::as_variant")]
+    retries: u64,
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -128,6 +154,16 @@ pub async fn summary(connection: &Connection, path: &str) -> zbus::Result<JobSum
         failed_files: (all.failed_files.iter())
             .map(|(path, why)| (lossy(path), why.clone()))
             .collect(),
+        verify: all.verify,
+        checksums: (all.checksums.into_iter())
+            .map(|(path, digest, shared)| FileChecksum {
+                path: lossy(&path),
+                path_bytes: path,
+                digest,
+                shared,
+            })
+            .collect(),
+        retries: all.retries,
     })
 }
 

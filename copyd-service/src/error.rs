@@ -19,6 +19,7 @@ pub enum Error {
     /// A rule of the [security] table of the configuration refused it.
     PolicyRefused(String),
     NotSupported(String),
+    ChecksumMismatch(String),
     Cancelled(String),
     Failed(String),
 }
@@ -39,6 +40,7 @@ impl From<EngineError> for Error {
             ErrorKind::PermissionDenied => Error::PermissionDenied(message),
             ErrorKind::ReadOnly => Error::ReadOnly(message),
             ErrorKind::NotSupported => Error::NotSupported(message),
+            ErrorKind::ChecksumMismatch => Error::ChecksumMismatch(message),
             ErrorKind::Cancelled => Error::Cancelled(message),
             ErrorKind::Failed => Error::Failed(message),
         }
@@ -62,6 +64,7 @@ pub fn summary(kind: ErrorKind) -> &'static str {
         ErrorKind::PermissionDenied => "permission was denied",
         ErrorKind::ReadOnly => "the destination file system is read-only",
         ErrorKind::NotSupported => "something was not supported here",
+        ErrorKind::ChecksumMismatch => "a copy did not match its source",
         ErrorKind::Cancelled => "the job was cancelled",
         ErrorKind::Failed => "the job failed",
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use copyd_engine::{Conflict, EngineSet, Options, Preserve};
+use copyd_engine::{Conflict, EngineSet, OnError, Options, Preserve, Verify};
 use zbus::{OwnedVariant, Variant};
 
 use crate::error::Error;
@@ -35,6 +35,8 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("privileged", "b"),
     ("rename", "s"),
     ("rename-dirs", "b"),
+    ("verify", "s"),
+    ("on-error", "s"),
 ];
 
 fn wrong_type(key: &str) -> Error {
@@ -77,6 +79,24 @@ pub fn parse(options: &HashMap<String, OwnedVariant>) -> Result<JobOptions, Erro
             "privileged" => parsed.privileged = boolean(key, value)?,
             "rename" => rename = Some(string(key, value)?.to_owned()),
             "rename-dirs" => rename_dirs = boolean(key, value)?,
+            "verify" => {
+                let name = string(key, value)?;
+                parsed.engine.verify = Verify::from_name(name).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "verify {name:?} is not one of {}",
+                        names(Verify::NAMES.iter().map(|(_, name)| *name))
+                    ))
+                })?;
+            }
+            "on-error" => {
+                let name = string(key, value)?;
+                parsed.engine.on_error = OnError::from_name(name).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "on-error {name:?} is not one of {}",
+                        names(OnError::NAMES.iter().map(|(_, name)| *name))
+                    ))
+                })?;
+            }
             "on-conflict" => {
                 let name = string(key, value)?;
                 parsed.engine.on_conflict = Conflict::parse(name).ok_or_else(|| {
@@ -131,7 +151,12 @@ pub fn parse(options: &HashMap<String, OwnedVariant>) -> Result<JobOptions, Erro
         }
         None => {}
     }
+    parsed.engine.check_verify()?;
     Ok(parsed)
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

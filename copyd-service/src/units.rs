@@ -90,3 +90,50 @@ mod tests {
         assert!(parse_rate("5 parsecs").is_err());
     }
 }
+
+/// A duration in `text`: a number and `ms` or `s` (`200ms`, `1.5s`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let trimmed = text.trim();
+    let (number, scale) = match trimmed.strip_suffix("ms") {
+        Some(number) => (number, 1e-3),
+        None => match trimmed.strip_suffix('s') {
+            Some(number) => (number, 1.0),
+            None => return Err(format!("{text:?} is not a duration (e.g. 200ms, 1.5s)")),
+        },
+    };
+    match number.trim().parse::<f64>() {
+        Ok(value) if value >= 0.0 && value.is_finite() => {
+            Ok(std::time::Duration::from_secs_f64(value * scale))
+        }
+        _ => Err(format!("{text:?} is not a duration (e.g. 200ms, 1.5s)")),
+    }
+}
+
+/// A duration in a configuration file: a string such as "200ms" or "2s",
+/// or a number of milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Millis(pub std::time::Duration);
+
+impl<'de> serde::Deserialize<'de> for Millis {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Millis;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration: a string such as \"200ms\" or \"2s\", or milliseconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Millis, E> {
+                Ok(Millis(std::time::Duration::from_millis(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Millis, E> {
+                u64::try_from(v)
+                    .map(|ms| Millis(std::time::Duration::from_millis(ms)))
+                    .map_err(|_| E::custom(format!("a duration cannot be negative ({v})")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Millis, E> {
+                parse_duration(v).map(Millis).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}

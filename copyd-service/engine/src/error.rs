@@ -16,13 +16,15 @@ pub enum ErrorKind {
     /// question of the caller's permissions, and no authorization helps.
     ReadOnly,
     NotSupported,
+    /// A copy read back from its storage did not match its source.
+    ChecksumMismatch,
     Cancelled,
     Failed,
 }
 
 impl ErrorKind {
     /// Every kind, for reading one back by its name.
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::InvalidArgument,
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
@@ -30,6 +32,7 @@ impl ErrorKind {
         ErrorKind::PermissionDenied,
         ErrorKind::ReadOnly,
         ErrorKind::NotSupported,
+        ErrorKind::ChecksumMismatch,
         ErrorKind::Cancelled,
         ErrorKind::Failed,
     ];
@@ -49,6 +52,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "PermissionDenied",
             ErrorKind::ReadOnly => "ReadOnly",
             ErrorKind::NotSupported => "NotSupported",
+            ErrorKind::ChecksumMismatch => "ChecksumMismatch",
             ErrorKind::Cancelled => "Cancelled",
             ErrorKind::Failed => "Failed",
         }

@@ -31,8 +31,10 @@ pub mod provenance;
 pub mod read_ahead;
 pub mod request;
 pub mod residency;
+pub mod retry;
 pub mod sparse;
 pub mod transfer;
+pub mod verify;
 pub mod walk;
 pub mod xattr;
 
@@ -42,8 +44,9 @@ pub use error::{EngineError, ErrorKind};
 pub use journal::{CopyIdentity, FileIdentity, Journal, NoJournal, ResumeState};
 pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RunState};
 pub use request::{
-    plan, resolve, Conflict, Item, Operation, Options, PlanReport, Preserve, RealLocations,
-    Request, Resolved,
+    plan, resolve, Conflict, Item, OnError, Operation, Options, PlanReport, Preserve,
+    RealLocations, Request, Resolved,
 };
-pub use transfer::{run, run_resumable, Outcome};
+pub use transfer::{run, run_resumable, Failure, Outcome};
+pub use verify::{Checksum, Verify};
 pub use walk::EntryKind;

@@ -25,6 +25,8 @@ pub struct Progress {
     engine_bytes: Mutex<BTreeMap<&'static str, u64>>,
     /// Targets found taken, by what on-conflict did with them.
     conflicts: Mutex<BTreeMap<&'static str, u64>>,
+    /// Transient errors tried again (see `retry`).
+    retries: AtomicU64,
 }
 
 /// A consistent-enough copy of the counters at one moment.
@@ -51,6 +53,16 @@ impl Progress {
         // Release, with files_done's: see `snapshot`.
         self.bytes_done.fetch_add(n, Ordering::Release);
         *self.engine_bytes.lock().unwrap().entry(engine).or_default() += n;
+    }
+
+    /// Counts a transient error tried again.
+    pub fn add_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many transient errors were tried again.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     /// Counts a target found taken, and what was done with it.
@@ -143,6 +155,7 @@ pub struct Control {
     /// The conflict the transfer waits on (on-conflict ask), and its answer.
     asking: Mutex<Asking>,
     answered: Condvar,
+    retry: Mutex<crate::retry::RetryPolicy>,
 }
 
 #[derive(Debug, Default)]
@@ -169,6 +182,7 @@ impl Control {
             global_limit,
             asking: Mutex::new(Asking::default()),
             answered: Condvar::new(),
+            retry: Mutex::new(crate::retry::RetryPolicy::default()),
         }
     }
 
@@ -282,6 +296,34 @@ impl Control {
         asking.answer = Some(answer);
         self.answered.notify_all();
         true
+    }
+
+    /// How transient errors are retried from now on.
+    pub fn set_retry_policy(&self, policy: crate::retry::RetryPolicy) {
+        *self.retry.lock().unwrap() = policy;
+    }
+
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        *self.retry.lock().unwrap()
+    }
+
+    /// Sleeps for `wait`, or less if the job is cancelled meanwhile (then
+    /// fails); a pause meanwhile is waited out after.
+    pub fn sleep(&self, wait: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut state = self.state.lock().unwrap();
+        loop {
+            if *state == RunState::Cancelled {
+                return Err(EngineError::cancelled());
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self.changed.wait_timeout(state, deadline - now).unwrap().0;
+        }
+        drop(state);
+        self.checkpoint()
     }
 
     /// Sets this job's own limit in bytes per second (0: none).

@@ -17,7 +17,6 @@
 //! bounds on its use in `transfer`.
 
 use std::fs::File;
-use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::{mpsc, Mutex};
@@ -91,7 +90,11 @@ fn read_pieces(
             };
             let want = ((piece.end - position) as usize).min(CHUNK);
             buffer.resize(want, 0);
-            let read = read_exactly(src, &mut buffer, position, ctx).map(|()| (buffer, position));
+            let read = read_exactly(src, &mut buffer, position, ctx).map(|()| {
+                // One reader, in file order: what an observer needs.
+                ctx.observe(position, &buffer);
+                (buffer, position)
+            });
             let failed = read.is_err();
             if full.send(read).is_err() || failed {
                 return;
@@ -104,10 +107,12 @@ fn read_pieces(
 fn read_exactly(src: &File, buffer: &mut [u8], at: u64, ctx: &CopyContext<'_>) -> Result<()> {
     let mut done = 0;
     while done < buffer.len() {
-        match src.read_at(&mut buffer[done..], at + done as u64) {
+        let read = ctx.retrying("read", Some(src), || {
+            src.read_at(&mut buffer[done..], at + done as u64)
+        })?;
+        match read {
             Ok(0) => return Err(crate::engines::shrank_error(ctx)),
             Ok(n) => done += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => return Err(EngineError::io("read", ctx.source, &err)),
         }
     }
@@ -125,8 +130,7 @@ fn write_pieces(
     let mut pieces = pieces.iter().peekable();
     for read in full {
         let (buffer, at) = read?;
-        dst.write_all_at(&buffer, at)
-            .map_err(|err| EngineError::io("write the copy of", ctx.source, &err))?;
+        crate::engines::standard::write_all_at(dst, &buffer, at, ctx)?;
         let end = at + buffer.len() as u64;
         // A send fails only once the reader is done: nothing left to read.
         let _ = free.send(buffer);

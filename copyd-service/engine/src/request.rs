@@ -54,6 +54,42 @@ pub struct Options {
     pub sync: bool,
     /// Names rewritten on the way (`rename`, `rename-dirs`).
     pub rename: Option<crate::names::Rename>,
+    /// How each copy is checked before it gets its final name (`verify`).
+    pub verify: crate::verify::Verify,
+    /// What a file that cannot be copied does to the job (`on-error`).
+    pub on_error: OnError,
+}
+
+/// What a file that cannot be copied does to the job: the `on-error`
+/// option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// As cp and rsync: the file is listed in FailedFiles, the job goes on
+    /// and ends failed.
+    #[default]
+    Continue,
+    /// The job ends at the first file that fails.
+    Stop,
+}
+
+impl OnError {
+    pub const NAMES: [(OnError, &'static str); 2] =
+        [(OnError::Continue, "continue"), (OnError::Stop, "stop")];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(policy, _)| *policy == self)
+            .map(|(_, name)| *name)
+            .expect("every policy has a name")
+    }
+
+    pub fn from_name(name: &str) -> Option<OnError> {
+        Self::NAMES
+            .iter()
+            .find(|(_, known)| *known == name)
+            .map(|(policy, _)| *policy)
+    }
 }
 
 impl Default for Options {
@@ -68,6 +104,8 @@ impl Default for Options {
             workers: 0,
             sync: true,
             rename: None,
+            verify: crate::verify::Verify::None,
+            on_error: OnError::Continue,
         }
     }
 }
@@ -80,7 +118,24 @@ impl Options {
                 "a move always makes its copy durable before deleting its source",
             ));
         }
-        Ok(())
+        self.check_verify()
+    }
+
+    /// Refuses a digest with an engine that never has the bytes in user
+    /// space (splice, copy_file_range): it could not take one. (A clone
+    /// can: the source is read once, and the copy shares its extents.)
+    pub fn check_verify(&self) -> Result<()> {
+        let engine = crate::engines::EngineId::from_name(&self.engine);
+        match engine.map(|id| id.capabilities()) {
+            Some(can) if self.verify.digests() && !can.bytes_in_user_space && !can.shares_extents => {
+                Err(EngineError::invalid(format!(
+                    "engine {} never has the bytes in user space, so it cannot verify by {}: use auto, io_uring, standard or reflink",
+                    self.engine,
+                    self.verify.name()
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -93,7 +93,7 @@ fn a_batch_opens_with_the_callers_rights() {
         .outcome
         .failures
         .iter()
-        .map(|(path, err)| (path.clone(), err.kind))
+        .map(|failure| (failure.source.clone(), failure.error.kind))
         .collect();
     assert_eq!(failures, [(secret, ErrorKind::PermissionDenied)]);
     assert!(!target.join("f20").exists());

@@ -157,7 +157,7 @@ fn a_target_that_appeared_fails_alone_and_is_left_untouched() {
     let failed: Vec<_> = outcome
         .failures
         .iter()
-        .map(|(path, err)| (path.clone(), err.kind))
+        .map(|failure| (failure.source.clone(), failure.error.kind))
         .collect();
     assert_eq!(failed, [(sources[4].clone(), ErrorKind::AlreadyExists)]);
     assert_eq!(fs::read(dst.join("f4")).unwrap(), b"not ours");
@@ -173,11 +173,40 @@ fn a_target_that_appeared_fails_alone_and_is_left_untouched() {
 }
 
 /// A source that vanishes while the group runs (after the walk, which
-/// would have refused it) stops the group there.
+/// would have refused it) fails alone (on-error continue, the default): the
+/// others are placed, and it is listed with why.
 #[test]
-fn a_group_stops_at_a_source_that_vanished_keeping_the_files_before_it() {
+fn a_source_that_vanished_fails_alone_and_the_group_goes_on() {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let (sources, dst, resolved) = slow_copy(dir.path());
+    let last = sources[FILES - 1].clone();
+    let remover = after(300, move || fs::remove_file(last).unwrap());
+    let (result, events) = run_with(&resolved, &Control::default());
+    remover.join().unwrap();
+    let outcome = result.unwrap();
+    assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
+    assert_eq!(outcome.failures[0].source, sources[FILES - 1]);
+    assert_eq!(
+        outcome.failures[0].target,
+        dst.join(format!("f{}", FILES - 1))
+    );
+    assert_eq!(outcome.failures[0].error.kind, ErrorKind::NotFound);
+    assert_eq!(done(&events), (0..FILES - 1).collect::<Vec<_>>());
+    for source in &sources[..FILES - 1] {
+        let copy = dst.join(source.file_name().unwrap());
+        assert_eq!(fs::read(source).unwrap(), fs::read(copy).unwrap());
+    }
+    assert!(!dst.join(format!("f{}", FILES - 1)).exists());
+    assert_eq!(temporaries(&dst), Vec::<String>::new());
+}
+
+/// With on-error stop, the same vanished source stops the group there,
+/// keeping the files placed before it.
+#[test]
+fn with_on_error_stop_a_group_stops_at_a_source_that_vanished() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let (sources, dst, mut resolved) = slow_copy(dir.path());
+    resolved.request.options.on_error = copyd_engine::OnError::Stop;
     let last = sources[FILES - 1].clone();
     let remover = after(300, move || fs::remove_file(last).unwrap());
     let (result, events) = run_with(&resolved, &Control::default());

@@ -200,7 +200,7 @@ fn a_target_someone_else_made_during_the_crash_is_not_taken_for_the_copy() {
     let (outcome, events) = resume_after_item_0_started(&resolved, "7", None);
     assert_eq!(events, Vec::<String>::new());
     assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
-    assert_eq!(outcome.failures[0].1.kind, ErrorKind::AlreadyExists);
+    assert_eq!(outcome.failures[0].error.kind, ErrorKind::AlreadyExists);
     assert_eq!(fs::read(&source).unwrap(), b"the only copy of this");
     assert_eq!(fs::read(&target).unwrap(), b"a stranger's file");
     // Also when the journal recorded another inode (the real copy, since

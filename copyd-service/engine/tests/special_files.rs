@@ -181,11 +181,17 @@ fn a_device_node_the_caller_may_not_make_fails_alone() {
         .outcome
         .failures
         .iter()
-        .map(|(path, err)| {
-            assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err}");
-            assert!(err.to_string().contains("device node"), "{err}");
-            path.strip_prefix(&tree).unwrap().to_path_buf()
-        })
+        .map(
+            |copyd_engine::Failure {
+                 source: path,
+                 error: err,
+                 ..
+             }| {
+                assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err}");
+                assert!(err.to_string().contains("device node"), "{err}");
+                path.strip_prefix(&tree).unwrap().to_path_buf()
+            },
+        )
         .collect();
     failed.sort();
     assert_eq!(failed, [Path::new("loop"), Path::new("sub/null")]);
@@ -292,11 +298,11 @@ fn a_fifo_swapped_in_mid_copy(engine: &'static str) {
         .outcome
         .failures
         .iter()
-        .map(|(p, _)| p.clone())
+        .map(|failure| failure.source.clone())
         .collect();
     assert_eq!(failed, [swapped], "{:?}", copied.outcome.failures);
     assert!(copied.outcome.failures[0]
-        .1
+        .error
         .to_string()
         .contains("no longer a regular file"));
     assert_eq!(

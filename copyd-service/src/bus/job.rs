@@ -360,6 +360,28 @@ impl JobObject {
         failed_files(&self.job.status().failures)
     }
 
+    #[zbus(property, name = "Checksums")]
+    async fn checksums(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Vec<(Vec<u8>, String, bool)> {
+        if !self.may_see_paths(connection, header.as_ref()).await {
+            return Vec::new();
+        }
+        checksums(&self.job.status().checksums)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"), name = "Verify")]
+    fn verify(&self) -> String {
+        self.job.verify().name().to_owned()
+    }
+
+    #[zbus(property, name = "Retries")]
+    fn retries(&self) -> u64 {
+        self.job.progress.retries()
+    }
+
     #[zbus(property, name = "ErrorMessage")]
     async fn error_message(
         &self,
@@ -410,6 +432,7 @@ fn progress_properties(
             Variant::from(job.progress.main_engine().unwrap_or_default().to_owned()),
         ),
         ("Conflicts", Variant::from(conflicts(job))),
+        ("Retries", Variant::U64(job.progress.retries())),
     ])
 }
 
@@ -429,6 +452,7 @@ fn path_properties(job: &Job) -> HashMap<&'static str, Variant<'static>> {
             Variant::from(paths::encode(&job.progress.current_path())),
         ),
         ("FailedFiles", Variant::from(failed_files(&status.failures))),
+        ("Checksums", Variant::from(checksums(&status.checksums))),
         (
             "ErrorMessage",
             Variant::from(status.error.map(|e| e.message).unwrap_or_default()),
@@ -579,9 +603,18 @@ pub async fn forward_events(
     ManagerObject::job_counts_changed(&connection).await;
 }
 
-fn failed_files(failures: &[(std::path::PathBuf, String)]) -> Vec<(Vec<u8>, String)> {
+fn failed_files(failures: &[crate::jobs::FailedFile]) -> Vec<(Vec<u8>, String)> {
     failures
         .iter()
-        .map(|(path, message)| (paths::encode(path), message.clone()))
+        .map(|failed| (paths::encode(&failed.source), failed.message.clone()))
+        .collect()
+}
+
+/// Each copy checked by digest: its path, the digest, and whether the copy
+/// shares the source's extents (then the source's digest stands for both).
+fn checksums(checksums: &[copyd_engine::Checksum]) -> Vec<(Vec<u8>, String, bool)> {
+    checksums
+        .iter()
+        .map(|c| (paths::encode(&c.target), c.digest.clone(), c.shared_extents))
         .collect()
 }

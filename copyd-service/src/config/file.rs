@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Config, EngineConfig, MonitoringConfig, SecurityConfig};
-use crate::units::Size;
+use crate::units::{Millis, Size};
 
 /// Why a configuration file was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +81,8 @@ struct EngineTable {
     workers: Option<usize>,
     io_uring_queue_depth: Option<u32>,
     io_uring_buffer_kib: Option<usize>,
+    retry_attempts: Option<u32>,
+    retry_backoff: Option<Millis>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,7 +280,20 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         io_uring_queue_depth: queue_depth,
         io_uring_buffer_kib: buffer_kib,
         enable_io_uring: p.enable_io_uring.unwrap_or(true),
+        retry: copyd_engine::retry::RetryPolicy {
+            attempts: e.retry_attempts.unwrap_or(engine_defaults.retry.attempts),
+            backoff: e
+                .retry_backoff
+                .map_or(engine_defaults.retry.backoff, |Millis(wait)| wait),
+        },
     };
+    if engine.retry.attempts > 20 {
+        return Err(error(
+            "engine",
+            "retry_attempts",
+            "must be from 0 to 20 (the wait doubles with each)".into(),
+        ));
+    }
 
     let s = &raw.security;
     let security_defaults = SecurityConfig::default();

@@ -109,6 +109,9 @@ pub struct EngineConfig {
     pub io_uring_buffer_kib: usize,
     /// Offer the io_uring engine at all (`[performance] enable_io_uring`).
     pub enable_io_uring: bool,
+    /// How transient errors are retried (`retry_attempts`,
+    /// `retry_backoff`).
+    pub retry: copyd_engine::retry::RetryPolicy,
 }
 
 impl Default for EngineConfig {
@@ -119,6 +122,7 @@ impl Default for EngineConfig {
             io_uring_queue_depth: io_uring.queue_depth,
             io_uring_buffer_kib: io_uring.buffer_bytes >> 10,
             enable_io_uring: true,
+            retry: copyd_engine::retry::RetryPolicy::default(),
         }
     }
 }

@@ -111,10 +111,22 @@ pub struct Status {
     pub last_report: ProgressReport,
     pub error: Option<EngineError>,
     /// Source files that could not be copied, with why.
-    pub failures: Vec<(PathBuf, String)>,
+    pub failures: Arc<Vec<FailedFile>>,
+    /// The digest of each file copied and checked (verify), by its copy's
+    /// path. Shared: a tree's can be many, and Status is copied often.
+    pub checksums: Arc<Vec<copyd_engine::Checksum>>,
     started: bool,
     /// A runner task is carrying this job (from start until finish).
     runner_active: bool,
+}
+
+/// A file the job could not copy while the rest went on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedFile {
+    pub source: PathBuf,
+    /// The path its copy would have had.
+    pub target: PathBuf,
+    pub message: String,
 }
 
 pub struct Job {
@@ -298,6 +310,11 @@ impl Job {
     /// The job's own rate limit in bytes per second (0: none).
     pub fn rate_limit(&self) -> u64 {
         self.rate_limit.load(Ordering::Relaxed)
+    }
+
+    /// How the job checks its copies (the `verify` option).
+    pub fn verify(&self) -> copyd_engine::Verify {
+        self.resolved.request.options.verify
     }
 
     fn refuse_if_finished(&self, what: &str) -> Result<(), EngineError> {
@@ -581,7 +598,8 @@ impl JobManager {
                 end_time: 0,
                 last_report: ProgressReport::default(),
                 error: None,
-                failures: Vec::new(),
+                failures: Arc::default(),
+                checksums: Arc::default(),
                 started: false,
                 runner_active: false,
             }),
@@ -836,6 +854,7 @@ impl JobManager {
         job.set_state(JobState::Running, &events);
         let mut resolved = job.resolved_for_run();
         resolved.request.options.workers = self.config().engine.workers;
+        job.control.set_retry_policy(self.config().engine.retry);
         let worker = {
             let (engines, job) = (self.engines.clone(), job.clone());
             let journal = JobJournal::open(&self, job.clone());
@@ -1004,14 +1023,27 @@ impl JobManager {
         }
         // Files that could not be copied while the rest went on make the
         // job a failure that lists them.
+        let mut result = result;
+        let checksums = match &mut result {
+            Ok(outcome) => std::mem::take(&mut outcome.checksums),
+            Err(_) => Vec::new(),
+        };
         let (result, failures) = match result {
             Ok(outcome) if !outcome.failures.is_empty() => {
                 let failures: Vec<_> = outcome
                     .failures
                     .into_iter()
-                    .map(|(path, err)| (path, err.message))
+                    .map(|failure| FailedFile {
+                        source: failure.source,
+                        target: failure.target,
+                        message: failure.error.message,
+                    })
                     .collect();
-                let listed: Vec<_> = failures.iter().take(5).map(|(_, m)| m.as_str()).collect();
+                let listed: Vec<_> = failures
+                    .iter()
+                    .take(5)
+                    .map(|f| f.message.as_str())
+                    .collect();
                 let more = failures.len().saturating_sub(listed.len());
                 let message = format!(
                     "{} file(s) could not be copied (see FailedFiles): {}{}",
@@ -1040,7 +1072,8 @@ impl JobManager {
             let mut status = job.status.lock().unwrap();
             status.end_time = now_us();
             status.error = result.err();
-            status.failures = failures;
+            status.failures = Arc::new(failures);
+            status.checksums = Arc::new(checksums);
             status.last_report = ProgressReport {
                 counts,
                 rate: 0,

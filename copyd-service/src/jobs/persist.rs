@@ -67,6 +67,8 @@ pub fn options_record(options: &Options) -> OptionsRecord {
         sync: options.sync,
         sparse: options.sparse,
         rename: (options.rename.as_ref()).map(|rule| (rule.expression.clone(), rule.directories)),
+        verify: options.verify.name().to_owned(),
+        on_error: options.on_error.name().to_owned(),
     }
 }
 
@@ -97,6 +99,10 @@ pub fn resolved(
         .map_err(|err| err.message)?;
     let on_conflict = Conflict::parse(&options.on_conflict)
         .ok_or_else(|| format!("unknown on-conflict {:?}", options.on_conflict))?;
+    let verify = copyd_engine::Verify::from_name(&options.verify)
+        .ok_or_else(|| format!("unknown verify {:?}", options.verify))?;
+    let on_error = copyd_engine::OnError::from_name(&options.on_error)
+        .ok_or_else(|| format!("unknown on-error {:?}", options.on_error))?;
     // The same rule, so a resumed job names every file as the first run did.
     let rename = match &options.rename {
         Some((expression, directories)) => Some(
@@ -132,6 +138,8 @@ pub fn resolved(
                 sync: options.sync,
                 sparse: options.sparse,
                 rename,
+                verify,
+                on_error,
                 ..Options::default()
             },
         },

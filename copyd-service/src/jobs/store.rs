@@ -65,6 +65,20 @@ pub struct OptionsRecord {
     /// The `rename` expression and `rename-dirs` (absent: no renaming).
     #[serde(default)]
     pub rename: Option<(String, bool)>,
+    /// The `verify` method (absent from older checkpoints: none).
+    #[serde(default = "none")]
+    pub verify: String,
+    /// The `on-error` policy (absent from older checkpoints: continue).
+    #[serde(default = "continue_")]
+    pub on_error: String,
+}
+
+fn none() -> String {
+    "none".into()
+}
+
+fn continue_() -> String {
+    "continue".into()
 }
 
 fn on() -> bool {
@@ -396,6 +410,8 @@ mod tests {
                 sync: false,
                 sparse: true,
                 rename: Some((r"s/\.txt$/.bak/".into(), true)),
+                verify: "sha256".into(),
+                on_error: "stop".into(),
             },
             items: vec![ItemRecord {
                 source: b"/src/caf\xe9".to_vec(),

@@ -331,6 +331,13 @@ enum Slot {
         len: usize,
         done: usize,
     },
+    /// The whole chunk is in the buffer, waiting for the observer to see
+    /// the chunks before it: it sees them in file order, and a chunk that
+    /// was read early waits here, in its own buffer, for its turn.
+    Read {
+        offset: u64,
+        len: usize,
+    },
     /// `done` bytes of the chunk are written.
     Writing {
         offset: u64,
@@ -344,25 +351,35 @@ struct Pipeline<'r> {
     ring: &'r mut Ring,
     src: i32,
     dst: i32,
+    src_file: &'r File,
+    dst_file: &'r File,
+    /// Transient errors retried so far in this range.
+    retries: u32,
     next: u64,
     end: u64,
     slots: Vec<Slot>,
     in_flight: u32,
     wrote_any: bool,
+    /// Where the observer, if any, has seen the range up to.
+    observed: u64,
 }
 
 impl<'r> Pipeline<'r> {
-    fn new(ring: &'r mut Ring, src: &File, dst: &File, offset: u64, len: u64) -> Self {
+    fn new(ring: &'r mut Ring, src: &'r File, dst: &'r File, offset: u64, len: u64) -> Self {
         let slots = vec![Slot::Idle; ring.slots as usize];
         Pipeline {
             ring,
             src: src.as_raw_fd(),
             dst: dst.as_raw_fd(),
+            src_file: src,
+            dst_file: dst,
+            retries: 0,
             next: offset,
             end: offset + len,
             slots,
             in_flight: 0,
             wrote_any: false,
+            observed: offset,
         }
     }
 
@@ -421,13 +438,44 @@ impl<'r> Pipeline<'r> {
     /// Queues the operation slot `slot` is waiting for.
     fn queue(&mut self, slot: u32) -> io::Result<()> {
         let (write, fd, offset, len, done) = match self.slots[slot as usize] {
-            Slot::Idle => return Ok(()),
+            Slot::Idle | Slot::Read { .. } => return Ok(()),
             Slot::Reading { offset, len, done } => (false, self.src, offset, len, done),
             Slot::Writing { offset, len, done } => (true, self.dst, offset, len, done),
         };
         self.ring
             .queue(write, fd, slot, done, len - done, offset + done as u64)?;
         self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Shows the observer every chunk that is read and next in file order,
+    /// and queues its write.
+    fn observe_in_order(&mut self, ctx: &CopyContext<'_>) -> Result<(), CopyError> {
+        while let Some(slot) = self
+            .slots
+            .iter()
+            .position(|s| matches!(s, Slot::Read { offset, .. } if *offset == self.observed))
+        {
+            let Slot::Read { offset, len } = self.slots[slot] else {
+                unreachable!("found as Read above")
+            };
+            // SAFETY: the slot's read was reaped and nothing is queued on
+            // it until its write below, so the kernel does not touch these
+            // `len` bytes (within the slot, as `queue` asserted) meanwhile;
+            // the memory is this Ring's and lives as long as it.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(self.ring.base().add(slot * self.ring.slot_bytes), len)
+            };
+            ctx.observe(offset, bytes);
+            self.observed = offset + len as u64;
+            self.slots[slot] = Slot::Writing {
+                offset,
+                len,
+                done: 0,
+            };
+            self.queue(slot as u32)
+                .map_err(|err| classify(err, self.wrote_any, "queue I/O for", ctx))?;
+        }
         Ok(())
     }
 
@@ -441,8 +489,22 @@ impl<'r> Pipeline<'r> {
     ) -> Result<(), CopyError> {
         let state = self.slots[slot as usize];
         if result < 0 {
-            self.slots[slot as usize] = Slot::Idle;
             let err = io::Error::from_raw_os_error(-result);
+            let policy = ctx.control.retry_policy();
+            let file = match state {
+                Slot::Writing { .. } => self.dst_file,
+                _ => self.src_file,
+            };
+            if self.retries < policy.attempts && crate::retry::is_transient(&err, Some(file)) {
+                // The same operation again, after the policy's wait; the
+                // slot keeps its state.
+                self.retries += 1;
+                ctx.wait_to_retry("read or write", &err, self.retries, policy)?;
+                return self
+                    .queue(slot)
+                    .map_err(|err| classify(err, self.wrote_any, "queue I/O for", ctx));
+            }
+            self.slots[slot as usize] = Slot::Idle;
             let what = if matches!(state, Slot::Writing { .. }) {
                 "write the copy of"
             } else {
@@ -452,7 +514,7 @@ impl<'r> Pipeline<'r> {
         }
         let n = result as usize;
         self.slots[slot as usize] = match state {
-            Slot::Idle => Slot::Idle,
+            Slot::Idle | Slot::Read { .. } => Slot::Idle,
             Slot::Reading { .. } if n == 0 => {
                 self.slots[slot as usize] = Slot::Idle;
                 return Err(shrank(ctx));
@@ -462,6 +524,10 @@ impl<'r> Pipeline<'r> {
                 len,
                 done: done + n,
             },
+            Slot::Reading { offset, len, .. } if ctx.observer.is_some() => {
+                self.slots[slot as usize] = Slot::Read { offset, len };
+                return self.observe_in_order(ctx);
+            }
             Slot::Reading { offset, len, .. } => Slot::Writing {
                 offset,
                 len,

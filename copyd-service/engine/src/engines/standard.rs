@@ -61,14 +61,13 @@ pub fn copy_to_end(
         }
         let mut position = offset;
         loop {
-            let read = match src.read_at(buffer, position) {
+            let read = match ctx.retrying("read", Some(src), || src.read_at(buffer, position))? {
                 Ok(0) => return Ok(position - offset),
                 Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(EngineError::io("read", ctx.source, &err)),
             };
-            dst.write_all_at(&buffer[..read], position)
-                .map_err(|err| EngineError::io("write the copy of", ctx.source, &err))?;
+            ctx.observe(position, &buffer[..read]);
+            write_all_at(dst, &buffer[..read], position, ctx)?;
             position += read as u64;
             ctx.advance(StandardCopier.name(), read as u64)?;
             if read == buffer.len() && buffer.len() < CHUNK {
@@ -76,6 +75,29 @@ pub fn copy_to_end(
             }
         }
     })
+}
+
+/// Writes all of `bytes` at `offset`, retrying transient errors.
+pub(crate) fn write_all_at(
+    dst: &File,
+    mut bytes: &[u8],
+    mut offset: u64,
+    ctx: &CopyContext<'_>,
+) -> crate::error::Result<()> {
+    while !bytes.is_empty() {
+        match ctx.retrying("write", Some(dst), || dst.write_at(bytes, offset))? {
+            Ok(0) => {
+                let err = io::Error::from(io::ErrorKind::WriteZero);
+                return Err(EngineError::io("write the copy of", ctx.source, &err));
+            }
+            Ok(n) => {
+                bytes = &bytes[n..];
+                offset += n as u64;
+            }
+            Err(err) => return Err(EngineError::io("write the copy of", ctx.source, &err)),
+        }
+    }
+    Ok(())
 }
 
 thread_local! {
@@ -96,14 +118,16 @@ impl StandardCopier {
         let mut position = offset;
         while position < end {
             let want = ((end - position) as usize).min(buffer.len());
-            let read = match src.read_at(&mut buffer[..want], position) {
+            let read = ctx.retrying("read", Some(src), || {
+                src.read_at(&mut buffer[..want], position)
+            })?;
+            let read = match read {
                 Ok(0) => return Err(shrank(ctx)),
                 Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(EngineError::io("read", ctx.source, &err).into()),
             };
-            dst.write_all_at(&buffer[..read], position)
-                .map_err(|err| EngineError::io("write the copy of", ctx.source, &err))?;
+            ctx.observe(position, &buffer[..read]);
+            write_all_at(dst, &buffer[..read], position, ctx)?;
             position += read as u64;
             ctx.advance(self.name(), read as u64)?;
         }

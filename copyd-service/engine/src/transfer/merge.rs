@@ -165,7 +165,9 @@ impl Transfer<'_> {
                         }
                         dirs.insert(copy_relative.to_path_buf(), dir);
                     }
-                    Err(err) if err.per_file => self.fail_alone(source, err),
+                    Err(err) if err.per_file => {
+                        self.fail_entry_alone(source, under(&item.target, copy_relative), err)
+                    }
                     Err(err) => return Err(parent.explain(err)),
                 }
                 self.progress.add_files_done(1);
@@ -179,8 +181,9 @@ impl Transfer<'_> {
                 Some(existing) if self.resume.resuming && looks_placed(entry, existing) => None,
                 // Keep-both puts a file beside a directory; nothing else can.
                 Some(existing) if existing.is_dir() && policy != Conflict::Rename => {
-                    self.fail_alone(
+                    self.fail_entry_alone(
                         source.clone(),
+                        under(&item.target, copy_relative),
                         taken_by_directory(&item.target, copy_relative),
                     );
                     None
@@ -218,7 +221,9 @@ impl Transfer<'_> {
                         self.progress.note_conflict(decision);
                     }
                 }
-                Err(err) if err.per_file => self.fail_alone(source, err),
+                Err(err) if err.per_file => {
+                    self.fail_entry_alone(source, under(&item.target, copy_relative), err)
+                }
                 Err(err) => return Err(parent.explain(err)),
             }
         }
@@ -390,9 +395,9 @@ impl Transfer<'_> {
         ))
     }
 
-    fn fail_alone(&self, source: PathBuf, mut err: EngineError) {
+    fn fail_entry_alone(&self, source: PathBuf, target: PathBuf, mut err: EngineError) {
         err.per_file = true;
-        self.failures.lock().unwrap().push((source, err));
+        self.fail_alone(&source, &target, err);
     }
 }
 
