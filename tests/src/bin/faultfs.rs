@@ -28,8 +28,10 @@
 //!   without dropping caches; writes reach us one write(2) at a time, so
 //!   ENOSPC and write errors are returned by the write that caused them.
 //!   The price: no shared mmap of files on faultfs (copyd does not mmap).
-//! - copy_file_range is not implemented: the kernel then copies through our
-//!   read and write, so faults apply to every byte.
+//! - copy_file_range is not implemented, so no byte bypasses the rules:
+//!   within faultfs the kernel falls back to splicing through our read and
+//!   write; to or from another file system the call fails with EXDEV and
+//!   the caller falls back to read and write (as copyd does).
 //! - No POSIX ACLs (the kernel's FUSE ACL support is not enabled); plain
 //!   xattrs pass through, except on symlinks.
 
