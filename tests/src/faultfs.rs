@@ -411,6 +411,7 @@ impl FaultFs {
             .arg(&mnt)
             .arg("--rules")
             .arg(&rules_path)
+            .arg("--exit-with-parent")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

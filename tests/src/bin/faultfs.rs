@@ -1,6 +1,6 @@
 //! faultfs: a FUSE pass-through file system that injects faults.
 //!
-//!     faultfs BACKING MOUNTPOINT [--rules RULES.json]
+//!     faultfs BACKING MOUNTPOINT [--rules RULES.json] [--exit-with-parent]
 //!
 //! Every operation goes to the same path under BACKING; the rules (the
 //! types and their JSON are in copyd_tests::faultfs, the format in
@@ -1394,7 +1394,7 @@ fn reply_xattr(value: &[u8], size: u32, reply: ReplyXattr) {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: faultfs BACKING MOUNTPOINT [--rules RULES.json]");
+    eprintln!("usage: faultfs BACKING MOUNTPOINT [--rules RULES.json] [--exit-with-parent]");
     std::process::exit(2);
 }
 
@@ -1402,8 +1402,11 @@ fn main() {
     let mut args = std::env::args_os().skip(1);
     let mut positional = Vec::new();
     let mut rules_file = None;
+    let mut exit_with_parent = false;
     while let Some(arg) = args.next() {
-        if arg == "--rules" {
+        if arg == "--exit-with-parent" {
+            exit_with_parent = true;
+        } else if arg == "--rules" {
             rules_file = Some(args.next().unwrap_or_else(|| usage()));
         } else if arg.to_string_lossy().starts_with('-') {
             usage();
@@ -1444,6 +1447,21 @@ fn main() {
         std::process::exit(1);
     });
     eprintln!("faultfs: {} on {}", backing.display(), mountpoint.display());
+    if exit_with_parent {
+        // A test run killed before its FaultFs was dropped must not leave
+        // us mounted: when the parent process is gone we exit, and
+        // auto_unmount takes the mount down. (Not PR_SET_PDEATHSIG: that
+        // fires when the spawning *thread* ends, and tests move harnesses
+        // between threads.)
+        let parent = rustix::process::getppid();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            if rustix::process::getppid() != parent {
+                eprintln!("faultfs: parent gone, exiting");
+                std::process::exit(0);
+            }
+        });
+    }
     let options = [
         MountOption::FSName(format!("faultfs:{}", backing.display())),
         MountOption::Subtype("faultfs".into()),
