@@ -2,8 +2,9 @@
 //!
 //! A test executable lives in `target/<profile>/deps/`; `cargo test
 //! --workspace` (or `cargo build --workspace`) puts `copyd` and `copyctl`
-//! in `target/<profile>/`. COPYD_BIN and COPYCTL_BIN override the lookup
-//! (to test installed binaries, for instance).
+//! in `target/<profile>/`, and building this package's tests puts its own
+//! `faultfs` there. COPYD_BIN, COPYCTL_BIN and FAULTFS_BIN override the
+//! lookup (to test installed binaries, for instance).
 
 use std::path::PathBuf;
 
@@ -43,4 +44,9 @@ pub fn copyd() -> PathBuf {
 /// The copyctl client binary.
 pub fn copyctl() -> PathBuf {
     find("copyctl", "COPYCTL_BIN")
+}
+
+/// The fault-injecting FUSE file system (src/bin/faultfs.rs).
+pub fn faultfs() -> PathBuf {
+    find("faultfs", "FAULTFS_BIN")
 }

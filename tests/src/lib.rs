@@ -18,6 +18,7 @@ pub mod cases;
 pub mod cmd;
 pub mod contract;
 pub mod daemon;
+pub mod faultfs;
 pub mod gio;
 pub mod mounts;
 pub mod polkit;
