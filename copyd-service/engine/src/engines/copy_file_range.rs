@@ -45,22 +45,17 @@ impl FileCopier for CopyFileRangeCopier {
         while position < end {
             let want = (end - position).min(MAX_CHUNK) as usize;
             let (mut off_in, mut off_out) = (position, position);
-            match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want)
-            {
+            let copied = ctx.retrying("copy", Some(src), || {
+                rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want)
+                    .map_err(io::Error::from)
+            })?;
+            match copied {
                 Ok(0) => return Err(shrank(ctx)),
                 Ok(n) => {
                     position += n as u64;
                     ctx.advance(self.name(), n as u64)?;
                 }
-                Err(Errno::INTR) => continue,
-                Err(errno) => {
-                    return Err(classify(
-                        io::Error::from(errno),
-                        position > offset,
-                        "copy",
-                        ctx,
-                    ))
-                }
+                Err(err) => return Err(classify(err, position > offset, "copy", ctx)),
             }
         }
         Ok(())

@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io;
 
-use rustix::io::Errno;
 use rustix::pipe::{PipeFlags, SpliceFlags};
 
 use super::{classify, shrank};
@@ -43,38 +42,38 @@ impl FileCopier for SpliceCopier {
         while position < end {
             let want = ((end - position) as usize).min(pipe_size);
             let mut off_in = position;
-            let filled = match rustix::pipe::splice(
-                src,
-                Some(&mut off_in),
-                &pipe_in,
-                None,
-                want,
-                SpliceFlags::MORE,
-            ) {
+            let filled = ctx.retrying("read", Some(src), || {
+                rustix::pipe::splice(
+                    src,
+                    Some(&mut off_in),
+                    &pipe_in,
+                    None,
+                    want,
+                    SpliceFlags::MORE,
+                )
+                .map_err(io::Error::from)
+            })?;
+            let filled = match filled {
                 Ok(0) => return Err(shrank(ctx)),
                 Ok(n) => n,
-                Err(Errno::INTR) => continue,
-                Err(errno) => {
-                    return Err(classify(
-                        io::Error::from(errno),
-                        position > offset,
-                        "read",
-                        ctx,
-                    ))
-                }
+                Err(err) => return Err(classify(err, position > offset, "read", ctx)),
             };
             // Drain the pipe into the copy; the write side may take less.
             let mut off_out = position;
             let mut left = filled;
             while left > 0 {
-                match rustix::pipe::splice(
-                    &pipe_out,
-                    None,
-                    dst,
-                    Some(&mut off_out),
-                    left,
-                    SpliceFlags::MOVE,
-                ) {
+                let drained = ctx.retrying("write", Some(dst), || {
+                    rustix::pipe::splice(
+                        &pipe_out,
+                        None,
+                        dst,
+                        Some(&mut off_out),
+                        left,
+                        SpliceFlags::MOVE,
+                    )
+                    .map_err(io::Error::from)
+                })?;
+                match drained {
                     Ok(0) => {
                         return Err(classify(
                             io::ErrorKind::WriteZero.into(),
@@ -84,15 +83,9 @@ impl FileCopier for SpliceCopier {
                         ))
                     }
                     Ok(n) => left -= n,
-                    Err(Errno::INTR) => continue,
-                    Err(errno) => {
+                    Err(err) => {
                         let wrote_any = position > offset || off_out > position;
-                        return Err(classify(
-                            io::Error::from(errno),
-                            wrote_any,
-                            "write the copy of",
-                            ctx,
-                        ));
+                        return Err(classify(err, wrote_any, "write the copy of", ctx));
                     }
                 }
             }
