@@ -47,8 +47,8 @@ mod tests {
             "{zsh}"
         );
         assert!(zsh.contains("\n_copyctl_job_ids() {"));
-        // status (optional id) and the five that need one.
-        assert_eq!(zsh.matches(":id:_copyctl_job_ids'").count(), 6, "{zsh}");
+        // status (optional id) and the six that need one.
+        assert_eq!(zsh.matches(":id:_copyctl_job_ids'").count(), 7, "{zsh}");
         assert!(!zsh.contains(":id:_default'"));
         let fish = text(Shell::Fish);
         assert!(fish.contains("-a '(__copyctl_job_ids)'"));

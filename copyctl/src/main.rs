@@ -73,6 +73,14 @@ enum Command {
     Alerts,
     /// Follow a job to its end with a progress bar.
     Watch { id: String },
+    /// Copy (or move) again exactly the files a finished job could not,
+    /// each to where its copy was to go, with the job's options: a new job.
+    Retry {
+        id: String,
+        /// Draw a progress bar (bytes, rate, ETA).
+        #[arg(short = 'p', long)]
+        progress: bool,
+    },
     /// Cancel a job.
     Cancel { id: String },
     /// Pause a job.
@@ -543,11 +551,22 @@ async fn transfer(
         args.interactive,
     )
     .await?;
+    report_end(&summary, json, digests, args.manifest.as_deref())
+}
+
+/// What copy, move and retry say once their job has ended: the summary
+/// (--json), the digests, each file that failed; Ok(true) only on success.
+fn report_end(
+    summary: &JobSummary,
+    json: bool,
+    digests: bool,
+    manifest: Option<&Path>,
+) -> Result<bool, Failure> {
     if json {
-        print_summary(&summary, true)?;
+        print_summary(summary, true)?;
     }
     if digests {
-        report_checksums(&summary, args.manifest.as_deref(), json)?;
+        report_checksums(summary, manifest, json)?;
     }
     if !summary.failed_files.is_empty() {
         // As cp does: one line per file that could not be copied, then how
@@ -715,6 +734,22 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
                 print_summary(&summary, true)?;
             }
             Ok(summary.succeeded())
+        }
+        Command::Retry { id, progress } => {
+            let manager = service.manager().await?;
+            let signals = watch::JobSignals::subscribe(&service.connection).await?;
+            let path = manager.retry_job(id, HashMap::new()).await?;
+            let summary = watch::wait(
+                &service.connection,
+                signals,
+                watch::Subscribed::BeforeTheJobWasMade,
+                path.as_str(),
+                *progress && !cli.json,
+                false,
+            )
+            .await?;
+            let digests = matches!(summary.verify.as_str(), "crc32" | "md5" | "sha256");
+            report_end(&summary, cli.json, digests, None)
         }
         Command::Cancel { id } => {
             job_proxy(&service, id)

@@ -38,6 +38,12 @@ pub trait Manager {
 
     fn get_job(&self, id: &str) -> zbus::Result<OwnedObjectPath>;
 
+    fn retry_job(
+        &self,
+        id: &str,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
 

@@ -387,3 +387,72 @@ fn a_transient_error_that_does_not_go_away_fails_the_file_after_the_retries() {
         assert_eq!(&fs::read(copy.join(name)).unwrap(), bytes, "{name}");
     }
 }
+
+#[test]
+fn copyctl_retry_copies_exactly_the_failed_files_with_the_same_options() {
+    let Some(faulty) = Faulty::mount() else {
+        return;
+    };
+    let env = TestEnv::start();
+    let files = tree(faulty.fs.path());
+    faulty.fs.set_rules(&[
+        Rule::read_error("tree/bad.bin", 1 << 20, Errno::IO, Times::Always),
+        Rule::read_error("tree/sub/c", 0, Errno::IO, Times::Always),
+    ]);
+    let copy = env.path("copy");
+    let out = env.copyctl(&[
+        "--json".as_ref(),
+        "copy".as_ref(),
+        "-r".as_ref(),
+        "--verify".as_ref(),
+        "md5".as_ref(),
+        faulty.path("tree").as_os_str(),
+        copy.as_os_str(),
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr_str());
+    let first = json_of(&out);
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert_eq!(failed_sources(&first).len(), 2, "{first}");
+
+    // Still failing: the retry fails the same two, and says so.
+    let again = env.copyctl(&["--json", "retry", &id]);
+    assert_eq!(again.code, Some(1), "{}", again.stderr_str());
+    let second = json_of(&again);
+    assert_ne!(second["id"], first["id"]);
+    let mut retried: Vec<String> = second["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    retried.sort();
+    let mut failed = failed_sources(&first);
+    failed.sort();
+    assert_eq!(retried, failed, "the retry is not exactly the failed files");
+
+    // The fault gone, a retry of the second job places both, verified by
+    // the first job's method (the same options).
+    faulty.fs.clear_rules();
+    let fixed = env.copyctl(&["--json", "retry", second["id"].as_str().unwrap()]);
+    fixed.assert_success();
+    let third = json_of(&fixed);
+    assert_eq!(third["verify"], "md5");
+    assert_eq!(third["checksums"].as_array().unwrap().len(), 2, "{third}");
+    for (name, bytes) in &files {
+        assert_eq!(&fs::read(copy.join(name)).unwrap(), bytes, "{name}");
+    }
+
+    // Nothing to retry, and no such job: typed errors.
+    let nothing = env.copyctl(&["retry", third["id"].as_str().unwrap()]);
+    assert!(
+        nothing.stderr_str().contains("Error.InvalidArgument"),
+        "{}",
+        nothing.stderr_str()
+    );
+    let missing = env.copyctl(&["retry", "999"]);
+    assert!(
+        missing.stderr_str().contains("Error.NotFound"),
+        "{}",
+        missing.stderr_str()
+    );
+}

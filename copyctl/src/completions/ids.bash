@@ -17,7 +17,7 @@ _copyctl_with_ids() {
         done
         if [ "$i" -eq $((COMP_CWORD - 1)) ]; then
             case $sub in
-            status|watch|cancel|pause|resume|set-rate)
+            status|watch|retry|cancel|pause|resume|set-rate)
                 COMPREPLY=($(compgen -W "$(_copyctl_job_ids)" -- "$cur"))
                 return 0 ;;
             esac

@@ -85,6 +85,7 @@ pub const METHODS: &[(&str, &str, Rule)] = &[
     (MANAGER_INTERFACE, "Copy", Rule::Copy),
     (MANAGER_INTERFACE, "Move", Rule::Copy),
     (MANAGER_INTERFACE, "Plan", Rule::Copy),
+    (MANAGER_INTERFACE, "RetryJob", Rule::Copy),
     (MANAGER_INTERFACE, "ListJobs", Rule::None),
     (MANAGER_INTERFACE, "GetJob", Rule::None),
     (MANAGER_INTERFACE, "GetHealth", Rule::None),

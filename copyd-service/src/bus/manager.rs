@@ -257,6 +257,18 @@ impl ManagerObject {
         })
         .await
         .map_err(|err| Error::Failed(err.to_string()))??;
+        self.launch(job, method, privileged, connection).await
+    }
+
+    /// Puts a job just made on the bus and in the queue.
+    async fn launch(
+        &self,
+        job: Arc<crate::jobs::Job>,
+        method: &str,
+        privileged: bool,
+        connection: &Connection,
+    ) -> Result<OwnedObjectPath> {
+        let operation = job.operation;
         if privileged {
             audit::Event::new(audit::Kind::PrivilegedJob, method, "started")
                 .caller(&job.caller)
@@ -358,6 +370,101 @@ impl ManagerObject {
             connection,
         )
         .await
+    }
+
+    /// A new job for exactly the files job `id` could not copy (its
+    /// FailedFiles), each to the path its copy was to have, with the same
+    /// options. For the job's owner (or root): the paths are theirs. Each
+    /// file is checked again as a Copy or Move of it would be, with the
+    /// caller's rights (and polkit's copy-privileged for a privileged job).
+    #[zbus(out_args("job"))]
+    async fn retry_job(
+        &self,
+        id: String,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Result<OwnedObjectPath> {
+        const METHOD: &str = "RetryJob";
+        if let Some(key) = options.keys().next() {
+            return Err(Error::InvalidArgument(format!(
+                "RetryJob takes no options yet (got {key:?})"
+            )));
+        }
+        let mut caller = caller::identify(connection, &header)
+            .await
+            .inspect_err(|err| auth::record_denial(METHOD, err, &header))?;
+        let job = self
+            .jobs
+            .get(&id)
+            .ok_or_else(|| Error::NotFound(format!("no job {id:?}")))?;
+        if caller.uid != job.caller.uid && caller.uid != 0 {
+            return Err(Error::NotAuthorized(format!(
+                "job {id} is another user's: only they (or root) may retry it"
+            )));
+        }
+        let status = job.status();
+        if !status.state.is_finished() {
+            return Err(Error::InvalidArgument(format!(
+                "job {id} has not ended: retry it once it has"
+            )));
+        }
+        if status.failures.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "job {id} has no failed files to retry"
+            )));
+        }
+        // A privileged job's files were reached as copyd: their retry needs
+        // polkit's yes again.
+        let privileged =
+            matches!(job.caller.acting, Acting::Daemon) && job.caller.uid != caller::own_uid();
+        let requests: Vec<Request> = status
+            .failures
+            .iter()
+            .map(|failed| Request {
+                operation: job.operation,
+                sources: vec![failed.source.clone()],
+                destination: failed.target.clone(),
+                options: job.options().clone(),
+            })
+            .collect();
+        let rule = actions::rule(actions::MANAGER_INTERFACE, METHOD)
+            .ok_or_else(|| Error::NotAuthorized(format!("{METHOD} has no authorization rule")))?;
+        if let Some(action) = rule.action(privileged, false) {
+            let paths: Vec<&Path> = requests.iter().flat_map(request_paths).collect();
+            auth::authorize(connection, &header, &caller, action, &paths).await?;
+        }
+        let config = self.jobs.config();
+        for request in &requests {
+            security::check_request(&config.security, request, privileged)
+                .inspect_err(|err| audit_refusal(err, &caller, METHOD, request))?;
+        }
+        if privileged {
+            caller.acting = Acting::Daemon;
+        }
+        let jobs = self.jobs.clone();
+        let destination = job.destination.clone();
+        let new_job = tokio::task::spawn_blocking(move || -> Result<_> {
+            let config = jobs.config();
+            let mut merged: Option<Resolved> = None;
+            for request in &requests {
+                let resolved = vet(&config.security, &caller, METHOD, request, privileged)?;
+                match &mut merged {
+                    None => merged = Some(resolved),
+                    Some(all) => {
+                        all.request.sources.extend(resolved.request.sources);
+                        all.items.extend(resolved.items);
+                    }
+                }
+            }
+            let mut merged = merged.expect("a retry has at least one file");
+            merged.request.destination = destination;
+            Ok(jobs.create(merged, caller, false, 0)?)
+        })
+        .await
+        .map_err(|err| Error::Failed(err.to_string()))??;
+        tracing::info!(job = %new_job.id, retried = %id, files = new_job.sources.len(), "retrying the failed files of a job");
+        self.launch(new_job, METHOD, privileged, connection).await
     }
 
     #[zbus(out_args("report"))]

@@ -312,6 +312,11 @@ impl Job {
         self.rate_limit.load(Ordering::Relaxed)
     }
 
+    /// The options the job was made with.
+    pub fn options(&self) -> &copyd_engine::Options {
+        &self.resolved.request.options
+    }
+
     /// How the job checks its copies (the `verify` option).
     pub fn verify(&self) -> copyd_engine::Verify {
         self.resolved.request.options.verify
