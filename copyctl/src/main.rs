@@ -179,6 +179,14 @@ struct TransferArgs {
     verify: Option<String>,
     /// With a digest --verify: write each copy's digest to FILE, as
     /// sha256sum and md5sum print them (`sha256sum -c FILE` checks them).
+    ///
+    /// One line per file, sorted by path: the digest in lower-case hex, two
+    /// spaces, the copy's path. A path holding a backslash or a newline is
+    /// written as sha256sum writes it: the line starts with a backslash,
+    /// and in the path a backslash is `\\` and a newline `\n`. With
+    /// --verify crc32 the digest is the CRC-32 of zlib and gzip (Python's
+    /// zlib.crc32) as eight hex digits; no coreutils tool checks such a
+    /// file, but each line reads as above.
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
     /// What a file that cannot be copied does: continue (list it, copy the
@@ -610,9 +618,8 @@ fn report_checksums(
         all => {
             let shared = all.iter().filter(|c| c.shared).count();
             let mut line = format!(
-                "verified {} of {} files by {}: each copy, read back from its storage, matches its source",
+                "verified {} files by {}: each copy, read back from its storage, matches its source",
                 all.len(),
-                summary.files_total,
                 summary.verify
             );
             if shared > 0 {

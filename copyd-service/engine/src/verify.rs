@@ -90,8 +90,8 @@ impl Hasher {
         }
     }
 
-    /// The digest in lower-case hex, as sha256sum, md5sum and (for CRC32,
-    /// eight digits) cksum -a crc32b print it.
+    /// The digest in lower-case hex, as sha256sum and md5sum print it (for
+    /// CRC32, zlib's, eight digits).
     fn finish(self) -> String {
         match self {
             Hasher::Crc32(h) => format!("{:08x}", h.finalize()),
