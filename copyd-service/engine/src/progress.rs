@@ -27,6 +27,8 @@ pub struct Progress {
     conflicts: Mutex<BTreeMap<&'static str, u64>>,
     /// Transient errors tried again (see `retry`).
     retries: AtomicU64,
+    /// Time spent reading copies back to verify them, in nanoseconds.
+    read_back_nanos: AtomicU64,
 }
 
 /// A consistent-enough copy of the counters at one moment.
@@ -58,6 +60,17 @@ impl Progress {
     /// Counts a transient error tried again.
     pub fn add_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts time spent reading a copy back to verify it.
+    pub fn add_read_back_time(&self, took: Duration) {
+        self.read_back_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Time spent reading copies back to verify them.
+    pub fn read_back_time(&self) -> Duration {
+        Duration::from_nanos(self.read_back_nanos.load(Ordering::Relaxed))
     }
 
     /// How many transient errors were tried again.

@@ -211,8 +211,10 @@ impl Transfer<'_> {
         };
         let source = digest.finish(len);
         if !cloned {
+            let began = std::time::Instant::now();
             let copy = verify::read_back(dst, len, self.verify)
                 .map_err(|err| EngineError::io("read back", at.copy, &err))?;
+            self.progress.add_read_back_time(began.elapsed());
             if copy != source {
                 let method = self.verify.name();
                 return Err(mismatch(format!(
