@@ -177,7 +177,7 @@ fn describe_and_zero(jobs: &JobManager) {
     );
     describe_counter!(
         "copyd_engine_operations_total",
-        "Jobs in which an engine moved bytes"
+        "Copy operations (a range an engine copied, a file of an io_uring batch), by engine"
     );
     for engine in jobs.engines.names() {
         metrics::counter!("copyd_bytes_transferred_total", "engine" => engine).absolute(0);
@@ -197,7 +197,14 @@ fn describe_and_zero(jobs: &JobManager) {
         "copyd_errors_total",
         "Failed jobs by error kind, and files that could not be copied (kind=file)"
     );
-    for kind in ["file", "Failed", "NoSpace", "PermissionDenied", "NotFound"] {
+    for kind in [
+        "file",
+        "Failed",
+        "NoSpace",
+        "PermissionDenied",
+        "NotFound",
+        "ChecksumMismatch",
+    ] {
         metrics::counter!("copyd_errors_total", "kind" => kind).absolute(0);
     }
     describe_counter!(
@@ -205,6 +212,11 @@ fn describe_and_zero(jobs: &JobManager) {
         "Interrupted jobs carried on (Resume, or auto_resume at start)"
     );
     metrics::counter!("copyd_retries_total").absolute(0);
+    describe_counter!(
+        "copyd_io_retries_total",
+        "Transient I/O errors tried again ([engine] retry_attempts, retry_backoff)"
+    );
+    metrics::counter!("copyd_io_retries_total").absolute(0);
     describe_histogram!(
         "copyd_job_duration_seconds",
         Unit::Seconds,
@@ -243,7 +255,7 @@ fn describe_and_zero(jobs: &JobManager) {
     describe_gauge!("copyd_open_fds", "File descriptors copyd has open");
     describe_counter!(
         "copyd_verify_mismatches_total",
-        "Copies whose verification failed (copyd has no verify option yet: stays 0)"
+        "Copies whose digest, read back from the storage, did not match the source's (verify)"
     );
     metrics::counter!("copyd_verify_mismatches_total").absolute(0);
     describe_gauge!("copyd_alerts_active", "Alerts raised and not cleared");

@@ -63,6 +63,8 @@ struct Totals {
 struct Seen {
     files: u64,
     engine_bytes: BTreeMap<&'static str, u64>,
+    engine_operations: BTreeMap<&'static str, u64>,
+    retries: u64,
     queue_wait_counted: bool,
     failures: usize,
 }
@@ -130,9 +132,32 @@ impl Observer {
                 entry.engine_bytes.insert(engine, *bytes);
             }
         }
+        for (engine, operations) in job.progress.engine_operations() {
+            let before = entry.engine_operations.get(engine).copied().unwrap_or(0);
+            if operations > before {
+                metrics::counter!("copyd_engine_operations_total", "engine" => engine)
+                    .increment(operations - before);
+                totals
+                    .engines
+                    .entry(engine.to_string())
+                    .or_default()
+                    .operations += operations - before;
+                entry.engine_operations.insert(engine, operations);
+            }
+        }
+        let retries = job.progress.retries();
+        if retries > entry.retries {
+            metrics::counter!("copyd_io_retries_total").increment(retries - entry.retries);
+            entry.retries = retries;
+        }
         let status = job.status();
         if status.failures.len() > entry.failures {
             let new = status.failures.len() - entry.failures;
+            let mismatches = status.failures[entry.failures..]
+                .iter()
+                .filter(|failed| failed.kind == copyd_engine::ErrorKind::ChecksumMismatch)
+                .count();
+            metrics::counter!("copyd_verify_mismatches_total").increment(mismatches as u64);
             metrics::counter!("copyd_errors_total", "kind" => "file").increment(new as u64);
             for _ in 0..new {
                 totals.errors.push_back(Instant::now());
@@ -166,6 +191,9 @@ impl Observer {
         };
         metrics::histogram!("copyd_job_duration_seconds").record(duration);
         if let Some(err) = &status.error {
+            if err.kind == copyd_engine::ErrorKind::ChecksumMismatch {
+                metrics::counter!("copyd_verify_mismatches_total").increment(1);
+            }
             if err.kind != copyd_engine::ErrorKind::Cancelled {
                 metrics::counter!("copyd_errors_total", "kind" => err.kind.name()).increment(1);
                 totals.errors.push_back(Instant::now());
@@ -173,9 +201,7 @@ impl Observer {
         }
         let job_bytes: u64 = engine_bytes.values().sum();
         for (engine, bytes) in &engine_bytes {
-            metrics::counter!("copyd_engine_operations_total", "engine" => *engine).increment(1);
             let engine = totals.engines.entry(engine.to_string()).or_default();
-            engine.operations += 1;
             if job_bytes > 0 {
                 engine.seconds += duration * (*bytes as f64 / job_bytes as f64);
             }

@@ -5,10 +5,10 @@
 //! cargo run --release -p copyd-engine --example verify_bench -- DIR [MiB] [rounds]
 //!
 //! Writes a file of MiB (default 2048) in DIR, cached, and copies it within
-//! DIR in alternating rounds (default 5): engine auto without verify (the
-//! kernel's copy_file_range), then for each of io_uring and standard
-//! without verify, with crc32 and with sha256. Each time is the copy's
-//! with the read-back taken out (the engine counts it apart); the
+//! DIR in alternating rounds (default 5), durably: engine auto without
+//! verify (the kernel's copy_file_range), then for each of io_uring and
+//! standard without verify, with crc32 and with sha256. Each time is the
+//! copy's with the read-back taken out (the engine counts it apart); the
 //! read-back is reported on its own, beside a read of the same bytes from
 //! the device (fdatasync, POSIX_FADV_DONTNEED, read). Prints medians and
 //! the medians of per-round ratios.
@@ -115,8 +115,10 @@ fn main() {
     fs::remove_file(&source).unwrap();
 }
 
-/// Copies `source` to `target` and returns (the copy's time without the
-/// read-back, the read-back's time).
+/// Copies `source` to `target`, durably (as copyd's default: every case
+/// waits for its copy to reach the disk, as a digest's read-back must
+/// anyway), and returns (the copy's time without the read-back, the
+/// read-back's time).
 fn copy(
     source: &Path,
     target: &Path,
@@ -127,7 +129,7 @@ fn copy(
     let options = Options {
         engine: engine.into(),
         verify,
-        sync: false,
+        sync: true,
         ..Options::default()
     };
     let resolved = resolve(Request {

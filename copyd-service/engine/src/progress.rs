@@ -27,8 +27,12 @@ pub struct Progress {
     conflicts: Mutex<BTreeMap<&'static str, u64>>,
     /// Transient errors tried again (see `retry`).
     retries: AtomicU64,
-    /// Time spent reading copies back to verify them, in nanoseconds.
+    /// Time spent reading copies back from their storage to verify them
+    /// (not writing them out first), in nanoseconds.
     read_back_nanos: AtomicU64,
+    /// Copy operations (a range one engine copied, a file of a batch), by
+    /// engine.
+    engine_operations: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// A consistent-enough copy of the counters at one moment.
@@ -60,6 +64,21 @@ impl Progress {
     /// Counts a transient error tried again.
     pub fn add_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one copy operation by `engine`: a range it copied.
+    pub fn add_engine_operation(&self, engine: &'static str) {
+        *self
+            .engine_operations
+            .lock()
+            .unwrap()
+            .entry(engine)
+            .or_default() += 1;
+    }
+
+    /// Copy operations so far, by engine.
+    pub fn engine_operations(&self) -> BTreeMap<&'static str, u64> {
+        self.engine_operations.lock().unwrap().clone()
     }
 
     /// Counts time spent reading a copy back to verify it.

@@ -161,15 +161,19 @@ pub fn read_into(digest: &SourceDigest, file: &File, from: u64, to: u64) -> io::
     read_through(file, from, to, |at, bytes| digest.observe(at, bytes))
 }
 
-/// The digest by `method` of the copy `copy` of `len` bytes, read back from
-/// the storage rather than from the page cache: its dirty pages are written
-/// out (fdatasync) and every cached page dropped (POSIX_FADV_DONTNEED), so
-/// the reads go to the device (or, on FUSE and network file systems, to
-/// the server).
-pub fn read_back(copy: &File, len: u64, method: Verify) -> io::Result<String> {
-    let digest = SourceDigest::new(method).expect("read back only for a digest method");
+/// Writes the copy's dirty pages out (fdatasync) and drops every cached
+/// page of it (POSIX_FADV_DONTNEED), so that a read of it goes to the
+/// device (or, on FUSE and network file systems, to the server).
+pub fn drop_from_cache(copy: &File) -> io::Result<()> {
     copy.sync_data()?;
     rustix::fs::fadvise(copy, 0, None, rustix::fs::Advice::DontNeed)?;
+    Ok(())
+}
+
+/// The digest by `method` of the copy `copy` of `len` bytes, read back
+/// after [`drop_from_cache`]: from the storage, not the page cache.
+pub fn read_back(copy: &File, len: u64, method: Verify) -> io::Result<String> {
+    let digest = SourceDigest::new(method).expect("read back only for a digest method");
     // The copy was opened to write only: the same inode opened again, to
     // read, through the descriptor (not its name, which others can reach).
     let reading = File::open(format!("/proc/self/fd/{}", copy.as_raw_fd()))?;

@@ -126,6 +126,7 @@ pub struct FailedFile {
     pub source: PathBuf,
     /// The path its copy would have had.
     pub target: PathBuf,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
@@ -1041,6 +1042,7 @@ impl JobManager {
                     .map(|failure| FailedFile {
                         source: failure.source,
                         target: failure.target,
+                        kind: failure.error.kind,
                         message: failure.error.message,
                     })
                     .collect();

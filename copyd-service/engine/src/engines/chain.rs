@@ -45,7 +45,10 @@ pub fn try_chain(
     let mut last_unsupported = None;
     for (index, engine) in chain.iter().enumerate() {
         match engine.copy_range(src, dst, offset, len, ctx) {
-            Ok(()) => return Ok(Ok(index)),
+            Ok(()) => {
+                ctx.progress.add_engine_operation(engine.name());
+                return Ok(Ok(index));
+            }
             Err(CopyError::Failed(err)) => return Err(err),
             Err(CopyError::Unsupported(error)) => {
                 tracing::debug!(engine = engine.name(), %error, "engine unsupported here, trying the next");

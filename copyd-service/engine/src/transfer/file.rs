@@ -211,6 +211,8 @@ impl Transfer<'_> {
         };
         let source = digest.finish(len);
         if !cloned {
+            verify::drop_from_cache(dst)
+                .map_err(|err| EngineError::io("write out", at.copy, &err))?;
             let began = std::time::Instant::now();
             let copy = verify::read_back(dst, len, self.verify)
                 .map_err(|err| EngineError::io("read back", at.copy, &err))?;

@@ -366,6 +366,7 @@ impl Transfer<'_> {
                         &dirs.preserve_after_create(&entry.metadata),
                     )?;
                     self.progress.add_bytes(EngineId::IoUring.name(), entry.metadata.len());
+                    self.progress.add_engine_operation(EngineId::IoUring.name());
                     self.control.throttle(entry.metadata.len())?;
                     finished(entry)
                 }
