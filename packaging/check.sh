@@ -57,6 +57,7 @@ if debs=$("$here/build-deb.sh"); then
     has "$tmp/deb.list" $common usr/lib/systemd/system/copyd.service \
         usr/share/dbus-1/interfaces/org.example.Copyd1.xml \
         usr/share/doc/copyd/copyright usr/share/doc/copyd/changelog.gz \
+        usr/share/doc/copyd/copyd-metrics.conf \
         usr/share/man/man1/copyctl.1.gz usr/share/man/man1/copyctl-copy.1.gz \
         usr/share/man/man5/copyd.conf.5.gz usr/share/man/man8/copyd.8.gz \
         usr/share/bash-completion/completions/copyctl usr/share/zsh/vendor-completions/_copyctl \
@@ -163,6 +164,7 @@ if command -v rpmbuild >/dev/null; then
     if rpm=$("$here/build-rpm.sh"); then
         rpm -qlp "$rpm" 2>/dev/null > "$tmp/rpm.list"
         has "$tmp/rpm.list" $common usr/lib/systemd/system/copyd.service \
+            usr/share/doc/copyd/copyd-metrics.conf \
             usr/share/dbus-1/interfaces/org.example.Copyd1.xml usr/share/licenses/copyd.*/LICENSE-MIT \
             usr/share/bash-completion/completions/copyctl \
             && ok "rpm has the full tree ($(basename "$rpm"))"

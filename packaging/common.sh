@@ -16,7 +16,9 @@
 #   /usr/share/zsh/vendor-completions/_copyctl              `copyctl completions SHELL`
 #   /usr/share/fish/vendor_completions.d/copyctl.fish
 #   /usr/share/doc/copyd/                                   SECURITY.md, INSTALL.md,
-#                                                           50-copyd-example.rules
+#                                                           50-copyd-example.rules,
+#                                                           copyd-metrics.conf (the unit's drop-in
+#                                                           for [monitoring] enable_metrics)
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
@@ -72,7 +74,8 @@ stage_tree() {
     "$TARGET_DIR/$PROFILE/copyctl" completions zsh > "$d/usr/share/zsh/vendor-completions/_copyctl"
     "$TARGET_DIR/$PROFILE/copyctl" completions fish > "$d/usr/share/fish/vendor_completions.d/copyctl.fish"
     for f in "$REPO/docs/SECURITY.md" "$REPO/docs/INSTALL.md" \
-             "$REPO/polkit/rules.d/50-copyd-example.rules"; do
+             "$REPO/polkit/rules.d/50-copyd-example.rules" \
+             "$REPO/systemd/copyd-metrics.conf"; do
         [ -f "$f" ] && install -D -m 0644 "$f" "$d/usr/share/doc/copyd/$(basename "$f")"
     done
     return 0
