@@ -3,8 +3,6 @@
 //! or JSON with --json.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{HumanBytes, HumanDuration};
@@ -285,78 +283,37 @@ pub async fn perf(service: &Service, json: bool) -> Result<Vec<String>, zbus::Er
     Ok(lines)
 }
 
-/// The file system holding `path` (or its nearest existing ancestor), as
-/// (device, mount point).
-fn file_system(path: &Path) -> Option<(u64, PathBuf)> {
-    let existing = path.ancestors().find(|p| p.exists())?;
-    let dev = std::fs::metadata(existing).ok()?.dev();
-    let mut top = existing.to_path_buf();
-    for ancestor in existing.ancestors().skip(1) {
-        if std::fs::metadata(ancestor).map(|m| m.dev()).ok() != Some(dev) {
-            break;
-        }
-        top = ancestor.to_path_buf();
-    }
-    Some((dev, top))
-}
-
-/// What `status --verbose JOB` adds: the file systems the job reads and
-/// writes, and the engines that moved its bytes, with why.
+/// What `status --verbose JOB` adds: for each pair of file systems the job
+/// copied between, the engines that moved its bytes and why the daemon's
+/// transfer chose them (the job's Routes).
 pub fn engine_choices(summary: &JobSummary, engines: &[String], json: bool) -> Vec<String> {
-    let destination = file_system(Path::new(&summary.destination));
-    let mut pairs: Vec<(String, String, bool)> = Vec::new();
-    for source in &summary.sources {
-        let Some(src) = file_system(Path::new(source)) else {
-            continue;
-        };
-        let (same, dst) = match &destination {
-            Some((dev, mount)) => (src.0 == *dev, mount.display().to_string()),
-            None => (false, "?".into()),
-        };
-        let entry = (src.1.display().to_string(), dst, same);
-        if !pairs.contains(&entry) {
-            pairs.push(entry);
-        }
-    }
-    let mut used: Vec<(&String, &u64)> = summary.engine_bytes.iter().collect();
-    used.sort_by(|a, b| b.1.cmp(a.1));
-    let why = |same: bool| -> String {
-        let first = |name: &str| engines.iter().any(|e| e == name);
-        let mut reasons = Vec::new();
-        if same {
-            reasons.push(if first("reflink") {
-                "same file system: auto tries reflink first (sharing blocks, no bytes moved), then copy_file_range (in-kernel, server-side where the file system can)"
-            } else {
-                "same file system: copy_file_range copies in the kernel"
-            });
-        } else {
-            reasons.push("different file systems: no reflink; copy_file_range where the kernel can cross them, else io_uring, splice or read/write");
-        }
-        if !first("io_uring") {
-            reasons.push("io_uring is not usable here (copyctl status says why)");
-        }
-        reasons.join("; ")
-    };
     if json {
         let value = serde_json::json!({
-            "file_systems": pairs.iter().map(|(src, dst, same)| serde_json::json!({
-                "source": src, "destination": dst, "same_file_system": same, "why": why(*same),
-            })).collect::<Vec<_>>(),
+            "routes": summary.routes,
             "engine_bytes": summary.engine_bytes,
             "engines_available": engines,
         });
         return vec![value.to_string()];
     }
-    let mut lines = vec!["  file systems:".to_owned()];
-    for (src, dst, same) in &pairs {
-        lines.push(format!("    {src} -> {dst}: {}", why(*same)));
+    let mut lines = vec![format!("  engines available: {}", engines.join(", "))];
+    if summary.routes.is_empty() {
+        lines.push("  no bytes moved yet".into());
     }
-    if used.is_empty() {
-        lines.push("  engines used: none yet".into());
-    } else {
-        lines.push("  engines used (bytes each moved, the whole job):".into());
+    for route in &summary.routes {
+        lines.push(format!(
+            "  {} -> {}: {} file{}",
+            route.source,
+            route.destination,
+            route.files,
+            if route.files == 1 { "" } else { "s" }
+        ));
+        let mut used: Vec<(&String, &u64)> = route.engine_bytes.iter().collect();
+        used.sort_by(|a, b| b.1.cmp(a.1));
         for (engine, bytes) in used {
             lines.push(format!("    {engine:<16} {}", HumanBytes(*bytes)));
+        }
+        for why in &route.why {
+            lines.push(format!("    why: {why}"));
         }
     }
     lines

@@ -45,6 +45,19 @@ pub struct JobSummary {
     pub checksums: Vec<FileChecksum>,
     /// Transient errors tried again.
     pub retries: u64,
+    /// How the bytes went between file systems (the job's Routes).
+    pub routes: Vec<Route>,
+}
+
+/// The bytes between one pair of file systems: which engines moved them,
+/// and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Route {
+    pub source: String,
+    pub destination: String,
+    pub files: u64,
+    pub engine_bytes: HashMap<String, u64>,
+    pub why: Vec<String>,
 }
 
 /// One copy's digest, as the job's Checksums says.
@@ -116,6 +129,8 @@ struct JobProperties {
     checksums: Vec<(Vec<u8>, String, bool)>,
     #[serde(with = "zbus::as_variant")]
     retries: u64,
+    #[serde(with = "zbus::as_variant")]
+    routes: Vec<(String, String, u64, HashMap<String, u64>, Vec<String>)>,
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -164,6 +179,15 @@ pub async fn summary(connection: &Connection, path: &str) -> zbus::Result<JobSum
             })
             .collect(),
         retries: all.retries,
+        routes: (all.routes.into_iter())
+            .map(|(source, destination, files, engine_bytes, why)| Route {
+                source,
+                destination,
+                files,
+                engine_bytes,
+                why,
+            })
+            .collect(),
     })
 }
 

@@ -223,3 +223,46 @@ pub fn alert_tuples() -> Vec<(String, String, String, u64)> {
         .map(|a| (a.id, a.severity.to_owned(), a.message, a.since))
         .collect()
 }
+
+/// Where the file system of device `dev` (an st_dev) is mounted, from
+/// /proc/self/mountinfo (its first mount, if several); the device's
+/// numbers when it is not found.
+pub fn mount_point_of_device(dev: u64) -> String {
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    let wanted = format!("{major}:{minor}");
+    let found = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|table| {
+            table.lines().find_map(|line| {
+                let mut fields = line.split(' ');
+                let numbers = fields.nth(2)?;
+                let mount_point = fields.nth(1)?;
+                (numbers == wanted).then(|| unescape_mount_point(mount_point))
+            })
+        });
+    found.unwrap_or_else(|| format!("device {wanted}"))
+}
+
+/// mountinfo writes space, tab, newline and backslash in mount points as
+/// octal escapes (`\040`).
+fn unescape_mount_point(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(digits)) => {
+                out.push(digits.iter().fold(0u8, |n, d| n * 8 + (d - b'0')));
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

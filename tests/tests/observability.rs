@@ -527,31 +527,30 @@ fn copyctl_status_perf_and_alerts_in_human_and_json_form() {
     assert_eq!(health["jobs_active"], 0, "{health}");
     assert_eq!(health["alerts"], serde_json::json!([]));
 
-    // status --verbose JOB: the file systems and engines, with why.
+    // status --verbose JOB: per pair of file systems, the engines that
+    // moved the bytes and why (the daemon's own record: Routes).
     let out = env.copyctl(&["status", "--verbose", &id]);
     out.assert_success();
     let text = out.stdout_str();
     println!("$ copyctl status --verbose {id}\n{text}");
-    assert!(
-        text.contains("file systems:") && text.contains("same file system"),
-        "{text}"
-    );
-    assert!(text.contains("engines used"), "{text}");
+    assert!(text.contains(" -> ") && text.contains(": 1 file"), "{text}");
+    assert!(text.contains("    why: "), "{text}");
     let out = env.copyctl(&["--json", "status", "--verbose", &id]);
     out.assert_success();
     let verbose: serde_json::Value = out.json();
     assert_eq!(verbose["id"], id.as_str());
-    let moved: u64 = verbose["engine_choices"]["engine_bytes"]
+    let route = &verbose["engine_choices"]["routes"][0];
+    let moved: u64 = route["engine_bytes"]
         .as_object()
         .unwrap()
         .values()
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(moved, 3_000_000, "{verbose}");
-    assert_eq!(
-        verbose["engine_choices"]["file_systems"][0]["same_file_system"],
-        true
-    );
+    assert_eq!(route["files"], 1, "{verbose}");
+    // Source and copy are on one file system here.
+    assert_eq!(route["source"], route["destination"], "{verbose}");
+    assert!(!route["why"].as_array().unwrap().is_empty(), "{verbose}");
 
     // perf: the job is in it, per engine and among the recent.
     let out = env.copyctl(&["--json", "perf"]);
@@ -986,7 +985,7 @@ fn copyctl_reads_its_own_config_and_every_key_takes_effect() {
         out.json()["checkpoint_dir"],
         daemon.state_dir().display().to_string()
     );
-    // socket_path and default_verify_method: said once with -v, not without.
+    // socket_path: said once with -v, not without.
     assert!(out.stderr_str().is_empty(), "{}", out.stderr_str());
     let out = copyctl_with_config(home.path(), &["-v", "alerts"]);
     out.assert_success();
@@ -996,7 +995,30 @@ fn copyctl_reads_its_own_config_and_every_key_takes_effect() {
         "{}",
         out.stderr_str()
     );
-    assert!(out.stderr_str().contains("default_verify_method"));
+    // default_verify_method takes effect: a copy without --verify checks
+    // its copy by the method the file names.
+    let (source, copy) = (
+        home.path().join("verify-src"),
+        home.path().join("verify-copy"),
+    );
+    std::fs::write(&source, b"verified by size").unwrap();
+    let out = copyctl_with_config(
+        home.path(),
+        &[
+            "--json",
+            "copy",
+            source.to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    );
+    out.assert_success();
+    assert_eq!(
+        out.stdout_str()
+            .lines()
+            .last()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["verify"].clone()),
+        Some(serde_json::json!("size"))
+    );
     // --config names another file.
     let other = home.path().join("other.toml");
     std::fs::write(

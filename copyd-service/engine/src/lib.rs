@@ -42,7 +42,7 @@ pub use conflict::{ConflictAnswer, ConflictDecision, ConflictQuestion};
 pub use engines::{ByteObserver, CopyContext, CopyError, EngineId, EngineSet, FileCopier};
 pub use error::{EngineError, ErrorKind};
 pub use journal::{CopyIdentity, FileIdentity, Journal, NoJournal, ResumeState};
-pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RunState};
+pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RouteReport, RunState};
 pub use request::{
     plan, resolve, Conflict, Item, OnError, Operation, Options, PlanReport, Preserve,
     RealLocations, Request, Resolved,

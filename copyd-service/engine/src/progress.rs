@@ -33,6 +33,18 @@ pub struct Progress {
     /// Copy operations (a range one engine copied, a file of a batch), by
     /// engine.
     engine_operations: Mutex<BTreeMap<&'static str, u64>>,
+    /// How bytes went between each pair of file systems.
+    routes: Mutex<BTreeMap<(u64, u64), RouteReport>>,
+}
+
+/// How a job's bytes went from one file system to another (by device
+/// numbers: source, copy): the engines that moved them and why those.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteReport {
+    pub files: u64,
+    pub engine_bytes: BTreeMap<&'static str, u64>,
+    /// Why, in words: each reason that applied to at least one file.
+    pub why: std::collections::BTreeSet<&'static str>,
 }
 
 /// A consistent-enough copy of the counters at one moment.
@@ -64,6 +76,28 @@ impl Progress {
     /// Counts a transient error tried again.
     pub fn add_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one file's bytes between devices `devices` (source, copy),
+    /// by engine, and why they went that way.
+    pub fn note_route(
+        &self,
+        devices: (u64, u64),
+        engine_bytes: impl IntoIterator<Item = (&'static str, u64)>,
+        why: impl IntoIterator<Item = &'static str>,
+    ) {
+        let mut routes = self.routes.lock().unwrap();
+        let route = routes.entry(devices).or_default();
+        route.files += 1;
+        for (engine, bytes) in engine_bytes {
+            *route.engine_bytes.entry(engine).or_default() += bytes;
+        }
+        route.why.extend(why);
+    }
+
+    /// How bytes went so far, by (source device, copy device).
+    pub fn routes(&self) -> BTreeMap<(u64, u64), RouteReport> {
+        self.routes.lock().unwrap().clone()
     }
 
     /// Counts one copy operation by `engine`: a range it copied.

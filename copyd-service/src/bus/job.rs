@@ -372,6 +372,18 @@ impl JobObject {
         checksums(&self.job.status().checksums)
     }
 
+    #[zbus(property, name = "Routes")]
+    async fn routes(
+        &self,
+        #[zbus(header)] header: Option<Header<'_>>,
+        #[zbus(connection)] connection: &Connection,
+    ) -> Vec<(String, String, u64, HashMap<String, u64>, Vec<String>)> {
+        if !self.may_see_paths(connection, header.as_ref()).await {
+            return Vec::new();
+        }
+        routes(&self.job)
+    }
+
     #[zbus(property(emits_changed_signal = "const"), name = "Verify")]
     fn verify(&self) -> String {
         self.job.verify().name().to_owned()
@@ -607,6 +619,26 @@ fn failed_files(failures: &[crate::jobs::FailedFile]) -> Vec<(Vec<u8>, String)> 
     failures
         .iter()
         .map(|failed| (paths::encode(&failed.source), failed.message.clone()))
+        .collect()
+}
+
+/// How the job's bytes went between file systems (mount points), by
+/// engine, and why: what `copyctl status --verbose JOB` shows.
+fn routes(job: &Job) -> Vec<(String, String, u64, HashMap<String, u64>, Vec<String>)> {
+    job.progress
+        .routes()
+        .into_iter()
+        .map(|((source, copy), route)| {
+            (
+                crate::health::mount_point_of_device(source),
+                crate::health::mount_point_of_device(copy),
+                route.files,
+                (route.engine_bytes.into_iter())
+                    .map(|(engine, bytes)| (engine.to_owned(), bytes))
+                    .collect(),
+                route.why.into_iter().map(str::to_owned).collect(),
+            )
+        })
         .collect()
 }
 

@@ -38,19 +38,49 @@ impl Transfer<'_> {
         offsets: &OffsetCommits<'_>,
         file: FileFacts,
     ) -> Result<bool> {
+        let route = RouteNote::default();
+        let cloned = self.route_data(src, dst, start, len, ctx, offsets, file, &route)?;
+        let (engine_bytes, why) = route.into_parts();
+        self.progress
+            .note_route((file.device, file.copy_device), engine_bytes, why);
+        Ok(cloned)
+    }
+
+    /// [`Self::copy_data`], telling `route` which engines moved the bytes
+    /// and why.
+    #[allow(clippy::too_many_arguments)]
+    fn route_data(
+        &self,
+        src: &File,
+        dst: &File,
+        start: u64,
+        len: u64,
+        ctx: &CopyContext<'_>,
+        offsets: &OffsetCommits<'_>,
+        file: FileFacts,
+        route: &RouteNote,
+    ) -> Result<bool> {
         let known = &self.known;
         let (cloners, movers) = (&self.cloners, &self.movers);
         let skip = known.get(file.device);
         // Sharing extents is all or nothing: only for a copy from the start.
         // (Known not to work here, it is not tried, unless nothing else is.)
         let try_clone = !skip.no_clone || movers.is_empty();
+        if !cloners.is_empty() && !try_clone {
+            route.why(route::NO_CLONE);
+        }
         if try_clone && start == 0 && !cloners.is_empty() {
             match try_chain(cloners, src, dst, 0, len, ctx)? {
-                Ok(_) => return Ok(true),
+                Ok(used) => {
+                    route.moved(cloners[used].name(), len);
+                    route.why(route::CLONED);
+                    return Ok(true);
+                }
                 Err(unsupported) if movers.is_empty() => {
                     return Err(unsupported.into_error(ctx.source))
                 }
                 Err(unsupported) => {
+                    route.why(route::NO_CLONE);
                     if is_unsupported_by_file_system(&unsupported.error) {
                         known.no_clone(file.device);
                     }
@@ -80,6 +110,7 @@ impl Transfer<'_> {
                     .all(|e| e.id().capabilities().setup_per_call);
                 if faster_for_small {
                     chain = &chain[at..];
+                    route.why(route::SMALL);
                 }
                 faster_for_small
             }
@@ -114,6 +145,12 @@ impl Transfer<'_> {
         // mostly idle (see `residency`). A cached one gets one stream.
         // An observer sees the bytes in file order: one stream.
         let several = pieces.len() >= 2 && ctx.observer.is_none();
+        if skip.movers > 0 {
+            route.why(route::SKIPPED);
+        }
+        if self.verify.digests() {
+            route.why(route::VERIFY);
+        }
         let streams = match several && residency::mostly_uncached(src, &pieces) {
             true => parallel::worker_count(self.workers, pieces.len()).min(MAX_STREAMS),
             false => 1,
@@ -125,7 +162,13 @@ impl Transfer<'_> {
             let skipped = failed_engines.load(Ordering::Relaxed);
             let length = piece.end - piece.start;
             match try_chain(&chain[skipped..], src, dst, piece.start, length, ctx)? {
-                Ok(used) => failed_engines.fetch_max(skipped + used, Ordering::Relaxed),
+                Ok(used) => {
+                    route.moved(chain[skipped + used].name(), length);
+                    if used > 0 {
+                        route.why(route::FELL_THROUGH);
+                    }
+                    failed_engines.fetch_max(skipped + used, Ordering::Relaxed)
+                }
                 Err(unsupported) => return Err(unsupported.into_error(ctx.source)),
             };
             written_back(piece);
@@ -133,6 +176,8 @@ impl Transfer<'_> {
         };
         let read_ahead = streams == 1 && self.reads_ahead(chain, dst, copied - start);
         if read_ahead {
+            route.why(route::READ_AHEAD);
+            route.moved(EngineId::Standard.name(), copied - start);
             // Told of every MiB written (it writes a MiB at a time), so the
             // offset can advance on time at any rate; writeback still goes
             // by segment.
@@ -162,6 +207,7 @@ impl Transfer<'_> {
                 }
             }
         } else {
+            route.why(route::STREAMS);
             tracing::debug!(
                 streams,
                 pieces = pieces.len(),
@@ -334,4 +380,56 @@ mod tests {
         assert_eq!(finished.advance(2, 35), 35, "piece 2 partly copied");
         assert_eq!(finished.advance(2, 40), 45);
     }
+}
+
+/// What one file's route was, gathered while its pieces are copied (by
+/// several streams, maybe), then reported to `Progress::note_route`.
+#[derive(Default)]
+pub(super) struct RouteNote {
+    engine_bytes: Mutex<Vec<(&'static str, u64)>>,
+    why: Mutex<Vec<&'static str>>,
+}
+
+impl RouteNote {
+    fn moved(&self, engine: &'static str, bytes: u64) {
+        let mut moved = self.engine_bytes.lock().unwrap();
+        match moved.iter_mut().find(|(name, _)| *name == engine) {
+            Some((_, total)) => *total += bytes,
+            None => moved.push((engine, bytes)),
+        }
+    }
+
+    fn why(&self, reason: &'static str) {
+        let mut why = self.why.lock().unwrap();
+        if !why.contains(&reason) {
+            why.push(reason);
+        }
+    }
+
+    fn into_parts(self) -> (Vec<(&'static str, u64)>, Vec<&'static str>) {
+        (
+            self.engine_bytes.into_inner().unwrap(),
+            self.why.into_inner().unwrap(),
+        )
+    }
+}
+
+/// The reasons a route report gives, in words.
+pub(super) mod route {
+    pub const CLONED: &str = "reflink: the copy shares the source's extents, no bytes moved";
+    pub const NO_CLONE: &str =
+        "no reflink: these file systems cannot share extents between these files";
+    pub const SMALL: &str =
+        "files of 64 KiB or less: one read and one write, cheaper than a pipe (splice) or a ring (io_uring)";
+    pub const SKIPPED: &str =
+        "engines found unsupported between these file systems were not tried again";
+    pub const FELL_THROUGH: &str =
+        "an engine answered \"not supported here\" (EXDEV, EOPNOTSUPP, EINVAL): the next one copied";
+    pub const VERIFY: &str =
+        "verify: only engines that have the bytes in user space (io_uring, read/write)";
+    pub const READ_AHEAD: &str = "8 to 256 MiB of data: read and write on two threads (read-ahead)";
+    pub const STREAMS: &str = "large and not cached: read by several streams at once";
+    pub const UNTRUSTED_SIZE: &str =
+        "sizes that say nothing (procfs, sysfs, some FUSE): read to the end by read/write";
+    pub const BATCH: &str = "small files of one directory in io_uring batches";
 }

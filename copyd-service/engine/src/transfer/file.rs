@@ -124,6 +124,11 @@ impl Transfer<'_> {
         if size_untrusted {
             let copied = engines::standard::copy_to_end(&src, &dst, 0, &ctx)?;
             copied_len = copied;
+            self.progress.note_route(
+                (entry.metadata.dev(), device_of(&dst)),
+                [(EngineId::Standard.name(), copied)],
+                [route::UNTRUSTED_SIZE],
+            );
             // The walk counted `len` bytes for it: the totals grow by what
             // it had beyond, and what it did not have counts as done.
             match copied.checked_sub(len) {
@@ -135,6 +140,7 @@ impl Transfer<'_> {
                 let file = FileFacts {
                     synced: sync || self.journal.is_kept(),
                     device: entry.metadata.dev(),
+                    copy_device: device_of(&dst),
                     // Fewer blocks than bytes: maybe holes (or inline data),
                     // so look for them; else the whole file is data (as cp
                     // judges).
@@ -247,6 +253,8 @@ pub(super) struct FileFacts {
     pub(super) synced: bool,
     /// The source's device (from the walk).
     pub(super) device: u64,
+    /// The copy's device.
+    pub(super) copy_device: u64,
     /// Whether the source may have holes worth looking for.
     pub(super) maybe_sparse: bool,
 }
@@ -406,4 +414,9 @@ pub(super) struct FileChecksum {
     pub(super) relative: PathBuf,
     pub(super) digest: String,
     pub(super) shared_extents: bool,
+}
+
+/// The device a file is on (0 if fstat fails: only for reports).
+pub(super) fn device_of(file: &File) -> u64 {
+    rustix::fs::fstat(file).map_or(0, |stat| stat.st_dev)
 }

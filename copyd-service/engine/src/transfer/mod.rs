@@ -38,6 +38,7 @@ mod merge;
 mod placement;
 mod tree;
 
+use data::route;
 use file::*;
 use placement::*;
 use tree::*;

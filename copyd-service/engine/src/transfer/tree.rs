@@ -367,6 +367,11 @@ impl Transfer<'_> {
                     )?;
                     self.progress.add_bytes(EngineId::IoUring.name(), entry.metadata.len());
                     self.progress.add_engine_operation(EngineId::IoUring.name());
+                    self.progress.note_route(
+                        (entry.metadata.dev(), dirs.copy_device),
+                        [(EngineId::IoUring.name(), entry.metadata.len())],
+                        [route::BATCH],
+                    );
                     self.control.throttle(entry.metadata.len())?;
                     finished(entry)
                 }
@@ -399,6 +404,8 @@ pub(super) struct RunDirs {
     pub(super) preserve: Preserve,
     /// Copies may be created with their final mode (see `created_mode`).
     pub(super) exact_modes: bool,
+    /// The device the copies go to (for route reports).
+    pub(super) copy_device: u64,
 }
 
 impl RunDirs {
@@ -430,7 +437,9 @@ impl RunDirs {
             && !preserve.ownership
             && !preserve.xattr
             && !metadata::has_default_acl(copy.as_fd());
+        let copy_device = device_of(&copy);
         Some(RunDirs {
+            copy_device,
             source,
             copy,
             source_path,
