@@ -49,6 +49,9 @@ pub struct JobSummary {
     pub routes: Vec<Route>,
 }
 
+/// One entry of a job's Routes, as the bus sends it.
+type RouteEntry = (String, String, u64, HashMap<String, u64>, Vec<String>);
+
 /// The bytes between one pair of file systems: which engines moved them,
 /// and why.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -130,7 +133,7 @@ struct JobProperties {
     #[serde(with = "zbus::as_variant")]
     retries: u64,
     #[serde(with = "zbus::as_variant")]
-    routes: Vec<(String, String, u64, HashMap<String, u64>, Vec<String>)>,
+    routes: Vec<RouteEntry>,
 }
 
 fn lossy(bytes: &[u8]) -> String {

@@ -377,7 +377,7 @@ impl JobObject {
         &self,
         #[zbus(header)] header: Option<Header<'_>>,
         #[zbus(connection)] connection: &Connection,
-    ) -> Vec<(String, String, u64, HashMap<String, u64>, Vec<String>)> {
+    ) -> Vec<RouteEntry> {
         if !self.may_see_paths(connection, header.as_ref()).await {
             return Vec::new();
         }
@@ -622,9 +622,13 @@ fn failed_files(failures: &[crate::jobs::FailedFile]) -> Vec<(Vec<u8>, String)> 
         .collect()
 }
 
+/// One entry of Routes: (source mount point, copy's mount point, files,
+/// bytes by engine, why).
+type RouteEntry = (String, String, u64, HashMap<String, u64>, Vec<String>);
+
 /// How the job's bytes went between file systems (mount points), by
 /// engine, and why: what `copyctl status --verbose JOB` shows.
-fn routes(job: &Job) -> Vec<(String, String, u64, HashMap<String, u64>, Vec<String>)> {
+fn routes(job: &Job) -> Vec<RouteEntry> {
     job.progress
         .routes()
         .into_iter()
