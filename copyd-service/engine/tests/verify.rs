@@ -1,0 +1,292 @@
+//! Verification (the `verify` option) on real file systems, with real
+//! tools as the judges: every digest the engine records must be what
+//! `sha256sum`, `md5sum` or Python's `zlib.crc32` say of the source and of
+//! the copy, whichever engine moved the bytes, and whatever the file's
+//! shape (empty, one byte, odd-sized, sparse, 2 GiB, resumed half-way).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use common::{copy_with, physical_extents, write_file, Copied, ScratchMount};
+use copyd_engine::{EngineSet, Options, Outcome, Verify};
+
+/// The methods that take a digest.
+const DIGESTS: [Verify; 3] = [Verify::Crc32, Verify::Md5, Verify::Sha256];
+
+/// Empty, one byte, and just past a MiB (a large file, copied whole, whose
+/// last chunk is one byte).
+const SIZES: [usize; 3] = [0, 1, (1 << 20) + 1];
+
+/// The engines that never have the bytes in user space.
+const OFFLOADERS: [&str; 2] = ["splice", "copy_file_range"];
+
+/// Python's zlib.crc32 of each file named, as `%08x name` lines (the same
+/// CRC-32 as `cksum -a crc32b`, which Debian 12's coreutils lacks).
+const CRC32: &str = "import sys, zlib
+for name in sys.argv[1:]:
+    crc = 0
+    with open(name, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 22), b''):
+            crc = zlib.crc32(block, crc)
+    print('%08x' % crc, name)";
+
+fn options(engine: &str, verify: Verify) -> Options {
+    Options {
+        recursive: true,
+        engine: engine.into(),
+        verify,
+        ..Options::default()
+    }
+}
+
+/// The real tool of `method`, started on `paths` (one process for all).
+fn start_tool(method: Verify, paths: &[&Path]) -> Child {
+    let mut command = match method {
+        Verify::Sha256 => Command::new("sha256sum"),
+        Verify::Md5 => Command::new("md5sum"),
+        Verify::Crc32 => {
+            let mut python = Command::new("python3");
+            python.args(["-c", CRC32]);
+            python
+        }
+        other => panic!("{other:?} takes no digest"),
+    };
+    command
+        .args(paths)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the digest tools (sha256sum, md5sum, python3)")
+}
+
+/// What a started tool printed: one digest per path, in order.
+fn tool_output(child: Child, count: usize) -> Vec<String> {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "a digest tool failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let digests: Vec<String> = text
+        .lines()
+        .map(|line| line.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    assert_eq!(digests.len(), count, "{text}");
+    digests
+}
+
+/// What the real tool of `method` says of each of `paths`.
+fn tool_digests(method: Verify, paths: &[&Path]) -> Vec<String> {
+    tool_output(start_tool(method, paths), paths.len())
+}
+
+/// Lower-case hex of the method's length: crc32 eight digits.
+fn assert_digest_form(method: Verify, digest: &str) {
+    let digits = match method {
+        Verify::Crc32 => 8,
+        Verify::Md5 => 32,
+        _ => 64,
+    };
+    assert!(
+        digest.len() == digits
+            && digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{} digest {digest:?} is not {digits} lower-case hex digits",
+        method.name()
+    );
+}
+
+/// The one checksum of a one-file copy, for `target`.
+fn only_checksum<'a>(
+    outcome: &'a Outcome,
+    target: &Path,
+    what: &str,
+) -> &'a copyd_engine::Checksum {
+    assert!(
+        outcome.failures.is_empty(),
+        "{what}: {:?}",
+        outcome.failures
+    );
+    let [checksum] = &outcome.checksums[..] else {
+        panic!("{what}: one checksum expected: {:?}", outcome.checksums);
+    };
+    assert_eq!(checksum.target, target, "{what}");
+    checksum
+}
+
+/// Which engines moved the bytes: never one that does not show them to the
+/// digest; with a clone the reflink alone; a forced engine alone; under
+/// auto one engine that has the bytes in user space.
+fn assert_engines(copied: &Copied, engine: &str, len: u64, cloned: bool, what: &str) {
+    let used: Vec<(&str, u64)> = copied
+        .engine_bytes
+        .iter()
+        .filter(|(_, &bytes)| bytes > 0)
+        .map(|(&name, &bytes)| (name, bytes))
+        .collect();
+    for offloader in OFFLOADERS {
+        assert!(
+            !used.iter().any(|(name, _)| *name == offloader),
+            "{what}: {offloader} moved bytes though a digest was asked for: {used:?}"
+        );
+    }
+    if len == 0 {
+        assert!(used.is_empty(), "{what}: {used:?}");
+        return;
+    }
+    let names: Vec<&str> = used.iter().map(|(name, _)| *name).collect();
+    match (engine, cloned) {
+        (_, true) => assert_eq!(names, ["reflink"], "{what}"),
+        ("auto", false) => assert!(
+            matches!(names[..], ["io_uring"] | ["standard"]),
+            "{what}: {used:?}"
+        ),
+        (forced, false) => assert_eq!(names, [forced], "{what}"),
+    }
+    assert_eq!(used.iter().map(|(_, b)| b).sum::<u64>(), len, "{what}");
+}
+
+/// A copy of every size, by every method, with every engine of `engines`,
+/// in `dir` (on the file system `fs`), plus the directory of all sizes
+/// copied as a tree by auto; `reflinks` if the file system shares extents.
+/// Each method's tool runs once, on the sources and all their copies.
+fn every_method_and_engine_in(dir: &Path, fs: &str, engines: &[&str], reflinks: bool) {
+    let set = EngineSet::probe();
+    let began = Instant::now();
+    let tree = dir.join("sources");
+    fs::create_dir(&tree).unwrap();
+    let sources: Vec<(PathBuf, Vec<u8>)> = SIZES
+        .iter()
+        .enumerate()
+        .map(|(seed, &len)| {
+            let path = tree.join(format!("file-{len}"));
+            let data = write_file(&path, len, seed as u64 + 1);
+            (path, data)
+        })
+        .collect();
+    // A clone of no bytes is no clone: an empty file is created, not shared.
+    let clones =
+        |engine: &str, len: usize| reflinks && matches!(engine, "reflink" | "auto") && len > 0;
+    for method in DIGESTS {
+        // (which source, the copy, its recorded digest, what it was)
+        let mut copies: Vec<(usize, PathBuf, String, String)> = Vec::new();
+        for engine in engines {
+            for (which, (source, data)) in sources.iter().enumerate() {
+                let target = dir.join(format!("copy-{}-{engine}-{}", method.name(), data.len()));
+                let what = format!("{fs}: {} by {engine}, {} B", method.name(), data.len());
+                let copied = copy_with(source, &target, options(engine, method), &set)
+                    .unwrap_or_else(|err| panic!("{what}: {err}"));
+                assert!(
+                    fs::read(&target).unwrap() == *data,
+                    "{what}: the copy differs"
+                );
+                let checksum = only_checksum(&copied.outcome, &target, &what);
+                let cloned = clones(engine, data.len());
+                assert_eq!(checksum.shared_extents, cloned, "{what}: shared_extents");
+                assert_engines(&copied, engine, data.len() as u64, cloned, &what);
+                assert_digest_form(method, &checksum.digest);
+                if cloned && data.len() > 1 {
+                    // Shared for real: the same physical extents. (A byte
+                    // is inline in the metadata: it has no extent to share.)
+                    assert_eq!(
+                        physical_extents(source),
+                        physical_extents(&target),
+                        "{what}"
+                    );
+                }
+                copies.push((which, target, checksum.digest.clone(), what));
+            }
+        }
+        // The same files inside a tree: copied by the tree's workers, each
+        // checksum named by its path in the copy.
+        let tree_copy = dir.join(format!("tree-{}", method.name()));
+        let what = format!("{fs}: {} of a tree by auto", method.name());
+        let copied = copy_with(&tree, &tree_copy, options("auto", method), &set)
+            .unwrap_or_else(|err| panic!("{what}: {err}"));
+        assert!(copied.outcome.failures.is_empty(), "{what}");
+        assert_eq!(copied.outcome.checksums.len(), sources.len(), "{what}");
+        for (which, (source, data)) in sources.iter().enumerate() {
+            let target = tree_copy.join(source.file_name().unwrap());
+            let checksum = copied
+                .outcome
+                .checksums
+                .iter()
+                .find(|c| c.target == target)
+                .unwrap_or_else(|| panic!("{what}: no checksum of {}", target.display()));
+            assert!(
+                fs::read(&target).unwrap() == *data,
+                "{what}: the copy differs"
+            );
+            assert_eq!(
+                checksum.shared_extents,
+                clones("auto", data.len()),
+                "{what}"
+            );
+            copies.push((
+                which,
+                target,
+                checksum.digest.clone(),
+                format!("{what}, {} B", data.len()),
+            ));
+        }
+
+        let mut paths: Vec<&Path> = sources.iter().map(|(path, _)| path.as_path()).collect();
+        paths.extend(copies.iter().map(|(_, target, ..)| target.as_path()));
+        let tool = tool_digests(method, &paths);
+        let (of_sources, of_copies) = tool.split_at(sources.len());
+        for ((which, _, digest, what), of_copy) in copies.iter().zip(of_copies) {
+            assert_eq!(
+                digest, &of_sources[*which],
+                "{what}: against the tool's digest of the source"
+            );
+            assert_eq!(
+                digest, of_copy,
+                "{what}: against the tool's digest of the copy"
+            );
+        }
+        for (_, target, ..) in &copies {
+            fs::remove_file(target).unwrap();
+        }
+        fs::remove_dir_all(&tree_copy).unwrap();
+    }
+    eprintln!(
+        "{fs}: every size, method and engine {engines:?} in {:.1?}",
+        began.elapsed()
+    );
+}
+
+/// The engines that can verify, as this machine has them (io_uring depends
+/// on the kernel: said when it is missing).
+fn verifying_engines() -> Vec<&'static str> {
+    let mut engines = vec!["auto", "standard"];
+    match EngineSet::probe().names().contains(&"io_uring") {
+        true => engines.insert(1, "io_uring"),
+        false => eprintln!("SKIP: io_uring unavailable here"),
+    }
+    engines
+}
+
+#[test]
+fn every_size_method_and_engine_on_ext4() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    every_method_and_engine_in(dir.path(), "ext4", &verifying_engines(), false);
+}
+
+#[test]
+fn every_size_method_and_engine_on_tmpfs() {
+    let Some(mount) = ScratchMount::small_tmpfs(16 << 10) else {
+        return;
+    };
+    every_method_and_engine_in(&mount.path, "tmpfs", &verifying_engines(), false);
+}
+
+#[test]
+fn every_size_method_and_engine_on_btrfs_with_reflink() {
+    let Some(mount) = ScratchMount::loop_fs("btrfs", 256) else {
+        return;
+    };
+    let mut engines = verifying_engines();
+    engines.push("reflink");
+    every_method_and_engine_in(&mount.path, "btrfs", &engines, true);
+}
