@@ -6,13 +6,21 @@
 
 mod common;
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use common::{copy_with, physical_extents, write_file, Copied, ScratchMount};
-use copyd_engine::{EngineSet, Options, Outcome, Verify};
+use common::{copy_with, physical_extents, write_file, Copied, Recorder, ScratchMount};
+use copyd_engine::fsutil::temp_path;
+use copyd_engine::{
+    resolve, run, run_resumable, Control, EngineSet, ErrorKind, FileIdentity, Operation, Options,
+    Outcome, Progress, Request, ResumeState, Verify,
+};
+
+const MIB: u64 = 1 << 20;
 
 /// The methods that take a digest.
 const DIGESTS: [Verify; 3] = [Verify::Crc32, Verify::Md5, Verify::Sha256];
@@ -289,4 +297,259 @@ fn every_size_method_and_engine_on_btrfs_with_reflink() {
     let mut engines = verifying_engines();
     engines.push("reflink");
     every_method_and_engine_in(&mount.path, "btrfs", &engines, true);
+}
+
+/// The names in `dir`.
+fn names_in(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A digest with splice or copy_file_range cannot be taken (the bytes never
+/// pass through user space): refused as an invalid argument by resolve, and
+/// by run for a request changed after resolving, before anything is written.
+/// Verify::Size and no verify need no bytes: those engines stay allowed.
+#[test]
+fn a_digest_with_an_engine_that_never_sees_the_bytes_is_refused() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let source = dir.path().join("source");
+    write_file(&source, (1 << 20) + 1, 4);
+    let target = dir.path().join("copy");
+    let request = |engine: &str, verify| Request {
+        operation: Operation::Copy,
+        sources: vec![source.clone()],
+        destination: target.clone(),
+        options: options(engine, verify),
+    };
+    let set = EngineSet::probe();
+    for engine in OFFLOADERS {
+        for method in DIGESTS {
+            let what = format!("{} by {engine}", method.name());
+            let options = options(engine, method);
+            assert_eq!(
+                options.check_verify().unwrap_err().kind,
+                ErrorKind::InvalidArgument,
+                "{what}"
+            );
+            let err = resolve(request(engine, method)).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidArgument, "{what}: {err}");
+            // Resolved without a digest, then asked for one: run refuses.
+            let mut resolved = resolve(request(engine, Verify::None)).unwrap();
+            resolved.request.options.verify = method;
+            let progress = Progress::new();
+            let err = run(&resolved, &set, "9", &progress, &Control::default()).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidArgument, "{what}: {err}");
+            assert!(progress.engine_bytes().is_empty(), "{what}");
+            assert_eq!(
+                names_in(dir.path()),
+                ["source"],
+                "{what}: something was written"
+            );
+        }
+        for method in [Verify::None, Verify::Size] {
+            options(engine, method).check_verify().unwrap();
+        }
+    }
+    for engine in ["auto", "reflink", "io_uring", "standard"] {
+        for method in DIGESTS {
+            options(engine, method).check_verify().unwrap();
+        }
+    }
+}
+
+/// Verify::Size passes a normal copy and records no digest; it needs no
+/// bytes, so splice and copy_file_range still move them.
+#[test]
+fn verify_by_size_passes_a_normal_copy_and_records_no_checksum() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let set = EngineSet::probe();
+    for (seed, len) in [0usize, 1, (1 << 20) + 1, (9 << 20) + 7]
+        .into_iter()
+        .enumerate()
+    {
+        let source = dir.path().join(format!("source-{len}"));
+        let data = write_file(&source, len, seed as u64 + 10);
+        for engine in ["auto", "splice", "copy_file_range", "io_uring", "standard"] {
+            if !set.names().contains(&engine) && engine != "auto" {
+                continue;
+            }
+            let what = format!("size by {engine}, {len} B");
+            let target = dir.path().join(format!("copy-{engine}-{len}"));
+            let copied = copy_with(&source, &target, options(engine, Verify::Size), &set)
+                .unwrap_or_else(|err| panic!("{what}: {err}"));
+            assert!(copied.outcome.failures.is_empty(), "{what}");
+            assert!(
+                copied.outcome.checksums.is_empty(),
+                "{what}: {:?}",
+                copied.outcome.checksums
+            );
+            assert!(
+                fs::read(&target).unwrap() == data,
+                "{what}: the copy differs"
+            );
+            if OFFLOADERS.contains(&engine) && len > 1 {
+                // (A byte goes by read and write, the cheapest way.)
+                assert_eq!(
+                    copied.engine_bytes.get(engine),
+                    Some(&(len as u64)),
+                    "{what}: {:?}",
+                    copied.engine_bytes
+                );
+            }
+            fs::remove_file(&target).unwrap();
+        }
+    }
+}
+
+/// Logical blocks of `path` that hold data, by filefrag.
+fn data_blocks(path: &Path) -> Vec<(u64, u64)> {
+    physical_extents(path)
+        .into_iter()
+        .map(|(logical, _, length)| (logical, length))
+        .collect()
+}
+
+/// A sparse file (data at 1 MiB and 40 MiB, a trailing hole): its holes
+/// are not read but count as zeros in the digest, which is sha256sum's; the
+/// copy keeps its holes where the source has them.
+#[test]
+fn a_sparse_file_is_hashed_with_its_holes_and_keeps_them() {
+    let ext4 = tempfile::tempdir_in("/tmp").unwrap();
+    let Some(tmpfs) = ScratchMount::small_tmpfs(4 << 10) else {
+        return;
+    };
+    let set = EngineSet::probe();
+    for (fs, dir) in [("ext4", ext4.path()), ("tmpfs", &tmpfs.path)] {
+        let source = dir.join("sparse");
+        let file = fs::File::create(&source).unwrap();
+        file.write_all_at(&common::pattern(100_000, 1), MIB)
+            .unwrap();
+        file.write_all_at(&common::pattern(300_001, 2), 40 * MIB)
+            .unwrap();
+        file.set_len(64 * MIB).unwrap();
+        file.sync_all().unwrap();
+        let source_du = common::du_kib(&source);
+        assert!(
+            source_du < 1024,
+            "{fs}: the source should be sparse, uses {source_du} KiB"
+        );
+        for engine in verifying_engines() {
+            let what = format!("{fs}: sparse by {engine}");
+            let target = dir.join(format!("copy-{engine}"));
+            let copied = copy_with(&source, &target, options(engine, Verify::Sha256), &set)
+                .unwrap_or_else(|err| panic!("{what}: {err}"));
+            let checksum = only_checksum(&copied.outcome, &target, &what);
+            let tool = tool_digests(Verify::Sha256, &[&source, &target]);
+            assert_eq!(
+                checksum.digest, tool[0],
+                "{what}: against sha256sum of the source"
+            );
+            assert_eq!(
+                checksum.digest, tool[1],
+                "{what}: against sha256sum of the copy"
+            );
+            assert!(!checksum.shared_extents, "{what}");
+            // Only the data was read and written: the holes went to the
+            // digest as zeros, unread.
+            let moved: u64 = copied.engine_bytes.values().sum();
+            assert!(moved < MIB, "{what}: {moved} bytes moved");
+            assert_engines(&copied, engine, moved, false, &what);
+            assert_eq!(
+                fs::metadata(&target).unwrap().len(),
+                64 * MIB,
+                "{what}: trailing hole lost"
+            );
+            let target_du = common::du_kib(&target);
+            assert!(
+                target_du <= source_du + 64,
+                "{what}: the copy uses {target_du} KiB, the source {source_du} KiB"
+            );
+            if fs == "ext4" {
+                // tmpfs has no FIEMAP for filefrag.
+                assert_eq!(
+                    data_blocks(&target),
+                    data_blocks(&source),
+                    "{what}: data blocks"
+                );
+            }
+            common::output("cmp", &[source.as_os_str(), target.as_os_str()]);
+            fs::remove_file(&target).unwrap();
+        }
+    }
+}
+
+/// A copy carried on from a durable offset hashes the source's prefix it
+/// does not copy again: the digest is sha256sum's of the whole source (a
+/// digest of the rest alone would not match the copy read back, and the
+/// file would fail as a mismatch).
+#[test]
+fn a_resumed_copy_hashes_its_durable_prefix() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let source = dir.path().join("source");
+    let len = (5 << 20) + 123;
+    let data = write_file(&source, len, 21);
+    let durable = 2 * MIB;
+    let sha256sum = &tool_digests(Verify::Sha256, &[&source])[0];
+    let set = EngineSet::probe();
+    for (n, engine) in verifying_engines().into_iter().enumerate() {
+        let what = format!("resumed by {engine}");
+        let target = dir.path().join(format!("copy-{engine}"));
+        let resolved = resolve(Request {
+            operation: Operation::Copy,
+            sources: vec![source.clone()],
+            destination: target.clone(),
+            options: options(engine, Verify::Sha256),
+        })
+        .unwrap();
+        // What the interrupted run left: its first 2 MiB durable, as the
+        // journal says, then bytes nobody vouched for.
+        let tag = format!("{}", 40 + n);
+        let temp = temp_path(&target, &tag, 0);
+        let partial = fs::File::create_new(&temp).unwrap();
+        partial.write_all_at(&data[..durable as usize], 0).unwrap();
+        partial
+            .write_all_at(&vec![0xEE; MIB as usize], durable)
+            .unwrap();
+        partial.sync_all().unwrap();
+        let identity = FileIdentity::of(&fs::metadata(&source).unwrap());
+        let resume = ResumeState {
+            resuming: true,
+            started: HashSet::from([0]),
+            offsets: HashMap::from([((0, PathBuf::new()), (identity, durable))]),
+            ..ResumeState::default()
+        };
+        let progress = Progress::new();
+        let outcome = run_resumable(
+            &resolved,
+            &set,
+            &tag,
+            &progress,
+            &Control::default(),
+            &resume,
+            &Recorder::default(),
+        )
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+        let checksum = only_checksum(&outcome, &target, &what);
+        assert_eq!(
+            &checksum.digest, sha256sum,
+            "{what}: against sha256sum of the source"
+        );
+        assert!(
+            fs::read(&target).unwrap() == data,
+            "{what}: the copy differs"
+        );
+        assert!(!temp.exists(), "{what}: the temporary copy stayed");
+        // It did carry on: the prefix was read for the digest, not copied.
+        let copied = Copied {
+            outcome: outcome.clone(),
+            engine_bytes: progress.engine_bytes(),
+            progress,
+        };
+        assert_engines(&copied, engine, len as u64 - durable, false, &what);
+        fs::remove_file(&target).unwrap();
+    }
 }
