@@ -196,7 +196,8 @@ fn every_method_and_engine_in(dir: &Path, fs: &str, engines: &[&str], reflinks: 
                 assert_digest_form(method, &checksum.digest);
                 if cloned && data.len() > 1 {
                     // Shared for real: the same physical extents. (A byte
-                    // is inline in the metadata: it has no extent to share.)
+                    // is inline in btrfs's metadata, where a clone copies
+                    // it: there is no extent to share.)
                     assert_eq!(
                         physical_extents(source),
                         physical_extents(&target),
@@ -391,8 +392,7 @@ fn verify_by_size_passes_a_normal_copy_and_records_no_checksum() {
                 fs::read(&target).unwrap() == data,
                 "{what}: the copy differs"
             );
-            if OFFLOADERS.contains(&engine) && len > 1 {
-                // (A byte goes by read and write, the cheapest way.)
+            if OFFLOADERS.contains(&engine) && len > 0 {
                 assert_eq!(
                     copied.engine_bytes.get(engine),
                     Some(&(len as u64)),
@@ -457,6 +457,7 @@ fn a_sparse_file_is_hashed_with_its_holes_and_keeps_them() {
             // digest as zeros, unread.
             let moved: u64 = copied.engine_bytes.values().sum();
             assert!(moved < MIB, "{what}: {moved} bytes moved");
+            // (By which engines: `moved` makes its sum check hold.)
             assert_engines(&copied, engine, moved, false, &what);
             assert_eq!(
                 fs::metadata(&target).unwrap().len(),
@@ -552,4 +553,192 @@ fn a_resumed_copy_hashes_its_durable_prefix() {
         assert_engines(&copied, engine, len as u64 - durable, false, &what);
         fs::remove_file(&target).unwrap();
     }
+}
+
+/// The large files' size: 2 GiB, and a MiB and 7 bytes more, so that
+/// offsets pass 2^31 and the last chunk is short.
+const LARGE: u64 = (2 << 30) + (1 << 20) + 7;
+
+/// Writes the large files' bytes to `path`, synced if `sync`: a MiB of
+/// pattern, each of its 4 KiB pages stamped with its own number in the
+/// file, so that a page landing in the wrong place, or twice, changes every
+/// digest. (Generating 2 GiB of pattern in a debug build would take longer
+/// than copying it.) They are the same bytes on every file system.
+fn write_large(path: &Path, sync: bool) {
+    use std::io::Write;
+    let began = Instant::now();
+    let mut block = common::pattern(MIB as usize, 99);
+    let mut file = fs::File::create(path).unwrap();
+    for mib in 0..LARGE.div_ceil(MIB) {
+        for (page, stamp) in block.chunks_mut(4096).enumerate() {
+            stamp[..8].copy_from_slice(&(mib * 256 + page as u64).to_le_bytes());
+        }
+        let len = (LARGE - mib * MIB).min(MIB) as usize;
+        file.write_all(&block[..len]).unwrap();
+    }
+    if sync {
+        file.sync_all().unwrap();
+    }
+    eprintln!("{}: written in {:.1?}", path.display(), began.elapsed());
+}
+
+/// The tools' digests of the large files' bytes, by method: each tool runs
+/// once, on the first large source that asks (the bytes are the same on
+/// every file system), while the others wait for it. sha256sum of 2 GiB
+/// takes several seconds of CPU on a machine of two shared cores.
+fn large_digest(method: Verify, source: &Path) -> String {
+    static KNOWN: [std::sync::OnceLock<String>; 3] = [const { std::sync::OnceLock::new() }; 3];
+    let cell = &KNOWN[DIGESTS.iter().position(|m| *m == method).unwrap()];
+    cell.get_or_init(|| {
+        let began = Instant::now();
+        let digest = tool_digests(method, &[source]).remove(0);
+        eprintln!(
+            "the tool's {} of 2 GiB: {:.1?}",
+            method.name(),
+            began.elapsed()
+        );
+        digest
+    })
+    .clone()
+}
+
+/// Copies the large `source` to `target` by `engine`, verified by `method`,
+/// while the method's tool reads the source: the digest must be the tool's,
+/// the copy the same bytes (cmp), moved by the right engine. The copy is
+/// deleted after.
+fn large_copy(
+    source: &Path,
+    target: &Path,
+    (fs, engine, method): (&str, &str, Verify),
+    cloned: bool,
+) {
+    let what = format!("{fs}: 2 GiB by {engine}, {}", method.name());
+    let set = EngineSet::probe();
+    std::thread::scope(|scope| {
+        let tool = scope.spawn(|| large_digest(method, source));
+        let began = Instant::now();
+        let copied = copy_with(source, target, options(engine, method), &set)
+            .unwrap_or_else(|err| panic!("{what}: {err}"));
+        let took = began.elapsed();
+        let checksum = only_checksum(&copied.outcome, target, &what);
+        assert_eq!(checksum.shared_extents, cloned, "{what}");
+        assert_engines(&copied, engine, LARGE, cloned, &what);
+        let tool_began = Instant::now();
+        let expected = tool.join().unwrap();
+        let tool_waited = tool_began.elapsed();
+        assert_eq!(
+            checksum.digest, expected,
+            "{what}: against the tool's digest of the source"
+        );
+        let cmp_began = Instant::now();
+        common::output("cmp", &[source.as_os_str(), target.as_os_str()]);
+        let cmp_took = cmp_began.elapsed();
+        if cloned {
+            let (original, clone) = (physical_extents(source), physical_extents(target));
+            assert!(!original.is_empty(), "{what}: filefrag shows no extents");
+            assert_eq!(original, clone, "{what}: the clone shares no extents");
+        }
+        fs::remove_file(target).unwrap();
+        eprintln!(
+            "{what}: copied and verified in {took:.1?} ({:.0} MiB/s, by {:?}); then waited {tool_waited:.1?} for the tool; cmp {cmp_took:.1?}",
+            LARGE as f64 / MIB as f64 / took.as_secs_f64(),
+            copied.engine_bytes.keys().collect::<Vec<_>>(),
+        );
+    });
+}
+
+/// 2 GiB on ext4 by io_uring (sha256) and auto (crc32).
+#[test]
+fn two_gib_on_ext4_by_io_uring_and_auto() {
+    let began = Instant::now();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let source = dir.path().join("large");
+    // Not synced: the copies are read from the page cache either way, and
+    // the disk is the verification's (each copy is written out, dropped
+    // from the cache and read back).
+    write_large(&source, false);
+    match EngineSet::probe().names().contains(&"io_uring") {
+        true => large_copy(
+            &source,
+            &dir.path().join("copy"),
+            ("ext4", "io_uring", Verify::Sha256),
+            false,
+        ),
+        false => eprintln!("SKIP: io_uring unavailable here"),
+    }
+    large_copy(
+        &source,
+        &dir.path().join("copy"),
+        ("ext4", "auto", Verify::Crc32),
+        false,
+    );
+    fs::remove_file(&source).unwrap();
+    eprintln!(
+        "ext4: 2 GiB by io_uring and auto in {:.1?}",
+        began.elapsed()
+    );
+}
+
+/// 2 GiB on ext4 by standard, md5. A test of its own, named to sort first
+/// of the large ones (libtest starts tests in name order), because it takes
+/// longest: md-5's compression function is `#[inline]`, so it is compiled
+/// into copyd-engine at the test build's opt-level 0 whatever the profile
+/// says for md-5 (about 60 MiB/s, against sha2's 1.4 GiB/s, whose SHA-NI
+/// code is not inlined and keeps opt-level 3), and a copy hashes its bytes
+/// twice (the source, the copy read back).
+#[test]
+fn two_gib_md5_on_ext4_by_standard() {
+    let began = Instant::now();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let source = dir.path().join("large");
+    write_large(&source, false);
+    large_copy(
+        &source,
+        &dir.path().join("copy"),
+        ("ext4", "standard", Verify::Md5),
+        false,
+    );
+    fs::remove_file(&source).unwrap();
+    eprintln!("ext4: 2 GiB by standard in {:.1?}", began.elapsed());
+}
+
+/// 2 GiB on a tmpfs of 4.5 GiB by auto, sha256.
+#[test]
+fn two_gib_on_tmpfs() {
+    let began = Instant::now();
+    let Some(mount) = ScratchMount::small_tmpfs(4608 << 10) else {
+        return;
+    };
+    let source = mount.path.join("large");
+    write_large(&source, false);
+    large_copy(
+        &source,
+        &mount.path.join("copy"),
+        ("tmpfs", "auto", Verify::Sha256),
+        false,
+    );
+    fs::remove_file(&source).unwrap();
+    eprintln!("tmpfs: 2 GiB in {:.1?}", began.elapsed());
+}
+
+/// 2 GiB on btrfs (a sparse 5 GiB loop image) by reflink, sha256: the
+/// source is read once, and its digest stands for the clone.
+#[test]
+fn two_gib_on_btrfs_by_reflink() {
+    let began = Instant::now();
+    let Some(mount) = ScratchMount::loop_fs("btrfs", 5 << 10) else {
+        return;
+    };
+    let source = mount.path.join("large");
+    // Synced, so that the clone's time is the clone's, not the source's
+    // writeback (a clone writes its source's dirty range out first).
+    write_large(&source, true);
+    large_copy(
+        &source,
+        &mount.path.join("copy"),
+        ("btrfs", "reflink", Verify::Sha256),
+        true,
+    );
+    fs::remove_file(&source).unwrap();
+    eprintln!("btrfs: 2 GiB in {:.1?}", began.elapsed());
 }
