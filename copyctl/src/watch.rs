@@ -89,7 +89,9 @@ impl JobSummary {
 
 /// The Job properties a summary shows, read straight off GetAll's reply.
 /// Read as a map of variants instead, every byte of every path became a
-/// value of its own: copyctl took 6 ms to take a job of 500 sources apart.
+/// value of its own, and a job of many sources was slow to take apart (see
+/// docs/PERFORMANCE.md, "Session 5 (2026-12-02)", "copyctl reads a job's
+/// properties into a typed struct").
 #[derive(Debug, Default, serde::Deserialize, zbus::Type)]
 #[zbus(signature = "a{sv}")]
 #[serde(default, rename_all = "PascalCase")]

@@ -188,9 +188,8 @@ pub const GROUP_COMMIT_GATHER: Duration = Duration::from_millis(100);
 /// beside the workers ([`GroupCommit::commit_until_stopped`]): one syncfs
 /// per group, then one report of the group. The workers only note files
 /// and never wait for the disk; and since the disk writes while they copy,
-/// the syncfs that ends the tree finds little left to write (40,000 small
-/// files: that last syncfs took 530 ms of a 1.36 s copy when the workers
-/// synced only once a second themselves).
+/// the syncfs that ends the tree finds little left to write (see
+/// docs/PERFORMANCE.md, "Group commits beside the workers").
 pub struct GroupCommit<'a> {
     index: usize,
     journal: &'a dyn Journal,

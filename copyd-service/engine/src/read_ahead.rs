@@ -3,18 +3,13 @@
 //! two copies of read-and-write (page cache to buffer, buffer to page
 //! cache) run side by side instead of one after the other.
 //!
-//! Where it pays (measured with an experiment on the 2-core VM of
-//! `docs/PERFORMANCE.md`, session 5, medians of alternating rounds): the
-//! 8 GiB sparse file's 64 MiB of data, ext4 to ext4, 17.3 ms against 25.4
-//! ms by copy_file_range and 24.0 ms by read and write on one thread
-//! (copy_file_range without offload moves the data through a pipe in the
-//! kernel, a page at a time); into tmpfs 27.5 ms against 33.1 ms by read
-//! and write on one thread (in a slower moment, 38.1 ms against splice's
-//! 40.7 ms); a 256 MiB file, ext4, 72 ms against 90 ms. Where it does
-//! not: a 1 GiB file came out level and a 2 GiB file slower (4.6 s against
-//! 2.0 s by copy_file_range, six rounds), when writing fresh page cache is
-//! most of the time and the second CPU only competes for it. Hence the
-//! bounds on its use in `transfer`.
+//! Where it pays: cached data of tens to a few hundred MiB, which it copies
+//! faster than copy_file_range (without offload that moves the data through
+//! a pipe in the kernel, a page at a time), splice, or read and write on one
+//! thread. Where it does not: files of a GiB or more, when writing fresh
+//! page cache is most of the time and the second CPU only competes for it.
+//! Hence the bounds on its use in `transfer`. The measurements:
+//! docs/PERFORMANCE.md, "Session 5 (2026-12-02)", "Reading ahead".
 
 use std::fs::File;
 use std::ops::Range;

@@ -3,11 +3,11 @@
 //! once (see `transfer::copy_data`), one that is cached by one.
 //!
 //! Why it matters: a single sequential reader leaves a virtio or NVMe
-//! device mostly idle (one readahead window in flight). Measured here
-//! (2 GiB, cold cache, `/` on virtio, medians of 3): one `copy_file_range`
-//! stream 3.0–3.3 s, `cp` 1.9–2.5 s, two streams on the two halves' pieces
-//! 1.0–1.3 s. Warm, two streams only contend for the copy's inode lock
-//! (every buffered write takes it), so cached files keep one.
+//! device mostly idle (one readahead window in flight), so two streams on
+//! a cold file's halves finish far sooner (see docs/PERFORMANCE.md,
+//! "Streams for uncached large files"). Warm, two streams only contend for
+//! the copy's inode lock (every buffered write takes it), so cached files
+//! keep one.
 
 use std::fs::File;
 use std::io::IoSliceMut;

@@ -124,11 +124,10 @@ fn list_all(root: &Path, control: &Control) -> Result<HashMap<PathBuf, Listing>>
         root,
         control,
         // Up to four listers per CPU (at most 16): warm, listing is CPU
-        // work and more threads cost nothing (40,000 files in 200
-        // directories: 50-80 ms with 2 or 8 listers); cold, each directory
-        // and inode read waits for the device, and more of them in flight
-        // shorten it (the same tree 0.225 -> 0.185 s; a source tree of
-        // 1,525 directories 0.12 -> 0.07 s).
+        // work and more threads cost nothing; cold, each directory and
+        // inode read waits for the device, and more of them in flight
+        // shorten it. See docs/PERFORMANCE.md, "Session 6 (2026-12-02)",
+        // "The walk lists on four threads per CPU".
         max: (crate::parallel::cpus() * 4).min(16),
         queue: Mutex::new(Queue {
             pending: vec![PathBuf::new()],
@@ -149,8 +148,9 @@ fn list_all(root: &Path, control: &Control) -> Result<HashMap<PathBuf, Listing>>
 
 /// The walk's listing threads and what they share. A lister is started
 /// only when directories wait that no idle one will take: a small tree is
-/// listed by the calling thread alone (starting 7 threads that find
-/// nothing to do cost about 0.2 ms a walk here).
+/// listed by the calling thread alone, as threads that find nothing to do
+/// still cost their start (see docs/PERFORMANCE.md, "Listers started on
+/// demand").
 struct Listers<'r> {
     root: &'r Path,
     control: &'r Control,

@@ -97,19 +97,10 @@ impl EngineSet {
     }
 }
 
-/// The byte-moving engines in the order `auto` tries them, fastest first, as
-/// measured with `cargo run --release -p copyd-engine --example engine_bench`
-/// (1 GiB file, warm cache, 2-core VM, kernel 6.18, best of 5, page cache
-/// time; two rounds, other builds running, so ±20%):
-///
-/// | engine   | ext4 → ext4      | ext4 → tmpfs     |
-/// |----------|------------------|------------------|
-/// | splice   | 3766, 3589 MB/s  | 2850, 2601 MB/s  |
-/// | io_uring | 2971, 2813 MB/s  | 2504, 1936 MB/s  |
-/// | standard | 2695, 2849 MB/s  | 2122, 2616 MB/s  |
-///
-/// (copy_file_range, tried before these, did 3018, 3565 MB/s ext4 → ext4 and
-/// is EXDEV across file systems.) splice wins because the source pages go to
+/// The byte-moving engines in the order `auto` tries them, fastest first as
+/// measured with the `engine_bench` example (see docs/PERFORMANCE.md,
+/// "Engine order for auto"). (copy_file_range, tried before these, is EXDEV
+/// across file systems.) splice wins because the source pages go to
 /// the pipe by reference: one memory copy instead of read+write's two.
 /// io_uring does the same two copies as read/write with buffered files; its
 /// deep queue pays off with cold caches and fast devices, not here.

@@ -24,9 +24,10 @@ impl Transfer<'_> {
 
     /// Copies small lone files as a group, built on the workers, and with
     /// sync sharing the flushes each would make alone (its Started line,
-    /// its fdatasync, its directory's fsync: 500 files of up to 64 KiB took
-    /// 337 ms against cp+sync's 57 ms). Their Started lines go in one
-    /// flush; the copies are built under their temporary names, then made
+    /// its fdatasync, its directory's fsync), which made each file cost
+    /// several times what cp+sync takes (see docs/PERFORMANCE.md, "Grouped
+    /// small lone files"). Their Started lines go in one flush; the copies
+    /// are built under their temporary names, then made
     /// durable by one syncfs per file system, renamed, and their
     /// directories fsynced once each (for moves, the sources deleted after,
     /// one fsync per source directory). What is built is placed at least

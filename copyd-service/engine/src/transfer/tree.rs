@@ -261,11 +261,9 @@ impl Transfer<'_> {
     /// below COLD_SAMPLES, names the files looked at (see
     /// `residency::most_files_uncached`). Each such file is one short read
     /// that waits for the device, and two readers leave a virtio or NVMe
-    /// queue nearly empty: 40,000 files of 1–16 KiB, cold, `tree_bench` (2
-    /// CPUs), their copying took 3.08 s with 2 workers, 1.95–2.20 s with 4,
-    /// 1.47–2.08 s with 8, 1.35–2.19 s with 16; warm, 8 workers did as well
-    /// as 2 (ext4 in memory 683–746 ms against 713–753 ms; tmpfs 436–462 ms
-    /// against 422–442 ms).
+    /// queue nearly empty; warm, more workers gain nothing. See
+    /// docs/PERFORMANCE.md, "Session 6 (2026-12-02)", "Cold small files get
+    /// more workers".
     pub(super) fn workers_for_small_files(
         &self,
         workers: usize,
@@ -285,11 +283,9 @@ impl Transfer<'_> {
 
     /// The rings to copy a run's small files with: only when the io_uring
     /// engine is asked for by name. `auto` never batches, because batches
-    /// lose here. Measured with `tree_bench` on 40,000 files of 1-16 KiB (no
-    /// journal, 2 workers, 2-core VM, kernel 6.18), alternating: ext4 →
-    /// tmpfs, median of 5: one file at a time 0.593 s, batches 0.670 s,
-    /// batches with io-wq held to one worker per ring 0.887 s; ext4 → ext4,
-    /// 3 rounds: 2.34/1.31/2.01 s against 3.74/1.90/2.54 s. Every create is
+    /// lose here, to ext4 and to tmpfs alike (see docs/PERFORMANCE.md,
+    /// "Session 2 (2026-11-30)", "io_uring batches for a tree's small
+    /// files"). Every create is
     /// handed to an io-wq thread (the kernel never creates inline), so a
     /// batch of one directory's files becomes up to 32 threads queueing on
     /// that directory's lock, on 2 CPUs; the calls saved do not pay for it.
