@@ -456,3 +456,63 @@ fn copyctl_retry_copies_exactly_the_failed_files_with_the_same_options() {
         missing.stderr_str()
     );
 }
+
+#[test]
+fn a_read_that_stalls_raises_the_stall_alert_which_clears_when_it_goes_on() {
+    use copyd_tests::busctl::Busctl;
+    use copyd_tests::{Daemon, Policy, TestBus};
+    use std::time::{Duration, Instant};
+
+    let Some(faulty) = Faulty::mount() else {
+        return;
+    };
+    let bus = TestBus::start(Policy::Permissive);
+    let state = tempfile::tempdir_in("/tmp").unwrap();
+    let config = format!(
+        "state_dir = \"{}\"\njob_retention_seconds = 600\n[monitoring]\nstall_seconds = 2\n",
+        state.path().display()
+    );
+    let _daemon = Daemon::start_with_config(&bus, Some(&config));
+    let b = Busctl::new(bus.address());
+    let alerts = || -> Vec<String> {
+        let out = copyd_tests::cmd::copyctl(bus.address(), &["--json", "alerts"]);
+        out.assert_success();
+        out.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|alert| alert["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let wait_until = |limit: Duration, what: &str, done: &dyn Fn() -> bool| {
+        let began = Instant::now();
+        while !done() {
+            assert!(began.elapsed() < limit, "no {what} within {limit:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let source = faulty.path("slow.bin");
+    fs::write(&source, pattern(1 << 20, 8)).unwrap();
+    // Every read of the file waits 6 s: the job makes no progress for
+    // longer than stall_seconds, then goes on.
+    faulty
+        .fs
+        .set_rules(&[Rule::stall("slow.bin", 6.0).times(Times::Once)]);
+    let copy = tempfile::tempdir_in("/tmp").unwrap();
+    let job = b.copy(&[&source], &copy.path().join("slow.bin"), &[]);
+    let id = b.job_prop(&job, "Id").as_str().unwrap().to_owned();
+    let stalled = format!("job-stalled:{id}");
+    wait_until(Duration::from_secs(6), "stall alert", &|| {
+        alerts().contains(&stalled)
+    });
+    assert_eq!(b.job_state(&job), "running");
+    assert!(faulty.fs.log().iter().any(|fault| fault.fault == "stall"));
+    wait_until(Duration::from_secs(20), "cleared alert", &|| {
+        !alerts().contains(&stalled)
+    });
+    assert_eq!(b.wait_job_end(&job, Duration::from_secs(30)), "completed");
+    assert_eq!(
+        fs::read(copy.path().join("slow.bin")).unwrap(),
+        pattern(1 << 20, 8)
+    );
+}
