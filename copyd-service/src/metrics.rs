@@ -209,14 +209,14 @@ fn describe_and_zero(jobs: &JobManager) {
     }
     describe_counter!(
         "copyd_retries_total",
-        "Interrupted jobs carried on (Resume, or auto_resume at start)"
+        "Transient I/O errors tried again ([engine] retry_attempts, retry_backoff)"
     );
     metrics::counter!("copyd_retries_total").absolute(0);
     describe_counter!(
-        "copyd_io_retries_total",
-        "Transient I/O errors tried again ([engine] retry_attempts, retry_backoff)"
+        "copyd_resumes_total",
+        "Interrupted jobs carried on (Resume, or auto_resume at start)"
     );
-    metrics::counter!("copyd_io_retries_total").absolute(0);
+    metrics::counter!("copyd_resumes_total").absolute(0);
     describe_histogram!(
         "copyd_job_duration_seconds",
         Unit::Seconds,

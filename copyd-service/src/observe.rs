@@ -147,7 +147,7 @@ impl Observer {
         }
         let retries = job.progress.retries();
         if retries > entry.retries {
-            metrics::counter!("copyd_io_retries_total").increment(retries - entry.retries);
+            metrics::counter!("copyd_retries_total").increment(retries - entry.retries);
             entry.retries = retries;
         }
         let status = job.status();

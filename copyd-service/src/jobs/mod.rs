@@ -779,7 +779,7 @@ impl JobManager {
         self.persist(job);
         if start {
             // An interrupted job carried on: the closest copyd has to a retry.
-            metrics::counter!("copyd_retries_total").increment(1);
+            metrics::counter!("copyd_resumes_total").increment(1);
             self.start(job.clone());
         }
         Ok(())
