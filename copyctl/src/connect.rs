@@ -41,6 +41,12 @@ async fn try_bus(builder: zbus::connection::Builder<'_>) -> Option<Connection> {
 }
 
 pub async fn find(address: Option<&str>) -> Result<Service, String> {
+    find_saying(address, true).await
+}
+
+/// [`find`], saying or not that a private copyd was started (cp and mv
+/// fronts stay silent, as cp is).
+pub async fn find_saying(address: Option<&str>, announce: bool) -> Result<Service, String> {
     if let Some(address) = address {
         let connection = zbus::connection::Builder::address(address)
             .build()
@@ -63,12 +69,12 @@ pub async fn find(address: Option<&str>) -> Result<Service, String> {
             private: None,
         });
     }
-    start_private().await
+    start_private(announce).await
 }
 
 /// Runs this very executable as a private copyd, handing it one end of a
 /// socket pair as its standard input.
-async fn start_private() -> Result<Service, String> {
+async fn start_private(announce: bool) -> Result<Service, String> {
     let (ours, theirs) =
         UnixStream::pair().map_err(|err| format!("cannot make a socket pair: {err}"))?;
     let exe =
@@ -79,10 +85,12 @@ async fn start_private() -> Result<Service, String> {
         .stdout(Stdio::null())
         .spawn()
         .map_err(|err| format!("cannot start a private copyd: {err}"))?;
-    eprintln!(
-        "copyctl: no copyd on the system or session bus; using a private copyd (pid {})",
-        child.id()
-    );
+    if announce {
+        eprintln!(
+            "copyctl: no copyd on the system or session bus; using a private copyd (pid {})",
+            child.id()
+        );
+    }
     let connection = zbus::connection::Builder::unix_stream(ours)
         .p2p()
         .build()

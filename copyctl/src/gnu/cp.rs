@@ -1,0 +1,533 @@
+//! cp: the operands worked out into targets and checked as GNU cp checks
+//! them, then copied by copyd (submit.rs), or linked here (-l, -s).
+//!
+//! cp's defaults, which copyd's own `copy` does not share: an existing file
+//! is overwritten (copyd replaces it atomically, by rename), an existing
+//! directory is merged into, timestamps are not kept unless asked, and
+//! nothing waits for the disk unless --sync.
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use zbus::Variant;
+
+use super::args::{Backup, Deref, GnuArgs, Update, When};
+use super::local::{self, absolute, has_trailing_slash, without_trailing_slashes};
+use super::submit::{self, Item};
+use super::{quote, why, Front};
+
+/// Where the operands go: into a directory, or onto one target.
+pub enum Destination {
+    Into(PathBuf),
+    Onto(PathBuf),
+}
+
+/// Splits the operands into sources and where they go, with cp's and mv's
+/// messages for what does not add up.
+pub fn destination(front: &mut Front, args: &GnuArgs) -> Option<(Vec<PathBuf>, Destination)> {
+    let mut operands: Vec<PathBuf> = args.operands.iter().map(PathBuf::from).collect();
+    let program = front.program.clone();
+    let usage = |front: &mut Front, message: String| {
+        front.error(message);
+        eprintln!("Try '{program} --help' for more information.");
+    };
+    if let Some(dir) = &args.target_directory {
+        if args.no_target_directory {
+            usage(
+                front,
+                "cannot combine --target-directory (-t) and --no-target-directory (-T)".into(),
+            );
+            return None;
+        }
+        if operands.is_empty() {
+            usage(front, "missing file operand".into());
+            return None;
+        }
+        let dir = PathBuf::from(dir);
+        if !dir.is_dir() {
+            let why = match fs::metadata(&dir) {
+                Err(err) => why(&err),
+                Ok(_) => "Not a directory".into(),
+            };
+            front.error(format!("target directory {}: {why}", quote(&dir)));
+            return None;
+        }
+        return Some((operands, Destination::Into(dir)));
+    }
+    match operands.len() {
+        0 => {
+            usage(front, "missing file operand".into());
+            return None;
+        }
+        1 => {
+            usage(
+                front,
+                format!(
+                    "missing destination file operand after {}",
+                    quote(&operands[0])
+                ),
+            );
+            return None;
+        }
+        _ => {}
+    }
+    let last = operands.pop().expect("two operands or more");
+    if args.no_target_directory {
+        if operands.len() > 1 {
+            usage(front, format!("extra operand {}", quote(&operands[1])));
+            return None;
+        }
+        return Some((operands, Destination::Onto(last)));
+    }
+    if last.is_dir() {
+        return Some((operands, Destination::Into(last)));
+    }
+    if operands.len() > 1 || (args.parents && args.tool == super::Tool::Cp) {
+        if args.parents {
+            usage(
+                front,
+                "with --parents, the destination must be a directory".into(),
+            );
+        } else {
+            front.error(format!("target {} is not a directory", quote(&last)));
+        }
+        return None;
+    }
+    Some((operands, Destination::Onto(last)))
+}
+
+/// The options every job of this cp run takes.
+fn options(args: &GnuArgs) -> HashMap<&'static str, Variant<'static>> {
+    let mut options = HashMap::new();
+    options.insert("recursive", Variant::Bool(args.recursive));
+    let keep = args.keep;
+    let preserve: Vec<String> = [
+        (keep.mode, "mode"),
+        (keep.ownership, "ownership"),
+        (keep.timestamps, "timestamps"),
+        (keep.links, "links"),
+        (keep.xattr, "xattr"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| (*name).to_owned())
+    .collect();
+    options.insert("preserve", Variant::from(preserve));
+    // cp does not wait for the disk; every file is still placed whole.
+    options.insert("sync", Variant::Bool(args.sync));
+    if args.sparse == When::Never {
+        options.insert("sparse", Variant::Bool(false));
+    }
+    let engine = match (&args.engine, args.reflink) {
+        (Some(engine), _) => Some(engine.clone()),
+        (None, When::Always) => Some("reflink".to_owned()),
+        // No engine of the chain but reflink shares extents.
+        (None, When::Never) => Some("standard".to_owned()),
+        (None, When::Auto) => None,
+    };
+    if let Some(engine) = engine {
+        options.insert("engine", Variant::from(engine));
+    }
+    if let Some(rate) = args.rate_limit {
+        options.insert("rate-limit", Variant::U64(rate));
+    }
+    options
+}
+
+/// The conflict policy for what copyd meets inside a merged directory.
+pub fn tree_policy(args: &GnuArgs) -> String {
+    if let Some(policy) = &args.on_conflict {
+        return policy.clone();
+    }
+    match (args.update, args.interactive, args.backup) {
+        (Update::None, _, _) => "skip",
+        (_, true, _) => "ask",
+        (Update::Older, _, _) => "update",
+        (_, _, Backup::None) => "overwrite",
+        _ => "backup",
+    }
+    .to_owned()
+}
+
+pub async fn run(front: &mut Front, args: &GnuArgs) {
+    let Some((sources, destination)) = destination(front, args) else {
+        return;
+    };
+    let mut items = Vec::new();
+    for source in sources {
+        let source = match args.strip_trailing_slashes {
+            true => without_trailing_slashes(&source),
+            false => source,
+        };
+        let shown_target = match &destination {
+            Destination::Onto(target) => target.clone(),
+            Destination::Into(dir) => {
+                let name = match args.parents {
+                    true => without_trailing_slashes(&source),
+                    false => match without_trailing_slashes(&source).file_name() {
+                        Some(name) => PathBuf::from(name),
+                        // "." or "..": the directory's own name.
+                        None => match absolute(&source)
+                            .ok()
+                            .and_then(|a| a.file_name().map(PathBuf::from))
+                        {
+                            Some(name) => name,
+                            None => {
+                                front.error(format!(
+                                    "cannot copy {}: it has no name",
+                                    quote(&source)
+                                ));
+                                continue;
+                            }
+                        },
+                    },
+                };
+                let name = name.strip_prefix("/").unwrap_or(&name).to_path_buf();
+                dir.join(name)
+            }
+        };
+        if let Some(item) = check(front, args, &source, &shown_target, &destination) {
+            items.push(item);
+        }
+        items.append(&mut front.pending);
+    }
+    let request = submit::Request {
+        operation: "copy",
+        options: options(args),
+        address: args.address.clone(),
+        show_progress: args.progress,
+        verbose: args.verbose,
+        verbose_prefix: "",
+    };
+    submit::run(front, &request, items).await;
+}
+
+/// Whether `meta` says directory, following a symlink when `follow`.
+fn stat(path: &Path, follow: bool) -> std::io::Result<Metadata> {
+    match follow {
+        true => fs::metadata(path),
+        false => fs::symlink_metadata(path),
+    }
+}
+
+fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// Checks one source against its target as cp does, makes what cp makes
+/// before copying (parent directories for --parents, a backup, a link),
+/// and returns the item for copyd, with its conflict policy.
+fn check(
+    front: &mut Front,
+    args: &GnuArgs,
+    source: &Path,
+    target: &Path,
+    destination: &Destination,
+) -> Option<(Item, String)> {
+    // cp follows a symlink named on the command line unless copying
+    // recursively (-r implies -P), or told -H/-L/-P/-d.
+    let follow = match args.deref {
+        Deref::Default => !args.recursive,
+        Deref::Never => false,
+        Deref::CommandLine | Deref::Always => true,
+    };
+    let follow = follow && !args.symbolic_link;
+    let source_meta = match stat(source, follow) {
+        Ok(meta) => meta,
+        Err(err) => {
+            front.error(format!("cannot stat {}: {}", quote(source), why(&err)));
+            return None;
+        }
+    };
+    let is_dir = source_meta.is_dir();
+    if is_dir && !args.recursive && !args.symbolic_link {
+        front.error(format!(
+            "-r not specified; omitting directory {}",
+            quote(source)
+        ));
+        return None;
+    }
+    if args.parents {
+        if let Destination::Into(dir) = destination {
+            make_parents(front, dir, source)?;
+        }
+    }
+    let target_lmeta = fs::symlink_metadata(target).ok();
+    let target_meta = fs::metadata(target).ok();
+    if let Some(existing) = &target_meta {
+        if same_file(&source_meta, existing)
+            && !(args.backup != Backup::None && target_lmeta.as_ref().is_some_and(|m| !m.is_dir()))
+            && !args.symbolic_link
+        {
+            front.error(format!(
+                "{} and {} are the same file",
+                quote(source),
+                quote(target)
+            ));
+            return None;
+        }
+        if is_dir && !existing.is_dir() {
+            front.error(format!(
+                "cannot overwrite non-directory {} with directory {}",
+                quote(target),
+                quote(source)
+            ));
+            return None;
+        }
+        if !is_dir && existing.is_dir() && !args.symbolic_link {
+            front.error(format!(
+                "cannot overwrite directory {} with non-directory",
+                quote(target)
+            ));
+            return None;
+        }
+    }
+    if is_dir {
+        let (real_source, real_target) = (absolute(source).ok()?, real_parent_join(target));
+        let real_source = real_source.canonicalize().unwrap_or(real_source);
+        if real_target.starts_with(&real_source) {
+            front.error(format!(
+                "cannot copy a directory, {}, into itself, {}",
+                quote(source),
+                quote(target)
+            ));
+            return None;
+        }
+    }
+    if !is_dir && target_lmeta.is_none() && has_trailing_slash(target) {
+        front.error(format!(
+            "cannot create regular file {}: Not a directory",
+            quote(target)
+        ));
+        return None;
+    }
+    let mut policy = tree_policy(args);
+    let mut note = String::new();
+    let exists_as_file = target_lmeta.as_ref().is_some_and(|m| !m.is_dir()) && !is_dir;
+    if exists_as_file && !args.symbolic_link && !args.hard_link {
+        let existing = target_meta.as_ref().or(target_lmeta.as_ref())?;
+        match args.update {
+            Update::None => return None,
+            Update::Older
+                if (existing.mtime(), existing.mtime_nsec())
+                    >= (source_meta.mtime(), source_meta.mtime_nsec()) =>
+            {
+                return None
+            }
+            _ => {}
+        }
+        if args.interactive && !local::ask_overwrite(&front.program, target) {
+            return None;
+        }
+        // Answered here, not asked again by the job.
+        if policy == "ask" || policy == "update" || policy == "skip" {
+            policy = "overwrite".into();
+        }
+        if let Some(backup) = local::backup_name(target, args.backup, &args.suffix) {
+            if fs::metadata(&backup).is_ok_and(|b| same_file(&b, &source_meta)) {
+                front.error(format!(
+                    "backing up {} might destroy source;  {} not copied",
+                    quote(target),
+                    quote(source)
+                ));
+                return None;
+            }
+            if let Err(err) = fs::rename(target, &backup) {
+                front.error(format!("cannot backup {}: {}", quote(target), why(&err)));
+                return None;
+            }
+            note = format!(" (backup: {})", quote(&backup));
+        } else if args.remove_destination {
+            if let Err(err) = fs::remove_file(target) {
+                front.error(format!("cannot remove {}: {}", quote(target), why(&err)));
+                return None;
+            }
+        } else if target_lmeta
+            .as_ref()
+            .is_some_and(|m| m.file_type().is_symlink())
+        {
+            // cp writes through a symlink at the target; a dangling one it
+            // refuses.
+            if target_meta.is_none() {
+                front.error(format!(
+                    "not writing through dangling symlink {}",
+                    quote(target)
+                ));
+                return None;
+            }
+        }
+    }
+    if args.symbolic_link || args.hard_link {
+        // link(2) does not follow a symlink: where cp would, its target.
+        let linked = match follow && args.hard_link {
+            true => fs::canonicalize(source).unwrap_or(source.to_path_buf()),
+            false => source.to_path_buf(),
+        };
+        link_here(front, args, &linked, target, target_lmeta.is_some(), &note);
+        return None;
+    }
+    let absolute_source = match absolute(source) {
+        Ok(path) if follow && source_meta.is_file() => path.canonicalize().unwrap_or(path),
+        Ok(path) => without_trailing_slashes(&path),
+        Err(err) => {
+            front.error(format!("cannot stat {}: {}", quote(source), why(&err)));
+            return None;
+        }
+    };
+    let mut absolute_target = match absolute(&without_trailing_slashes(target)) {
+        Ok(path) => path,
+        Err(err) => {
+            front.error(format!(
+                "cannot create regular file {}: {}",
+                quote(target),
+                why(&err)
+            ));
+            return None;
+        }
+    };
+    // Through a symlink at the target to the file it names.
+    if !is_dir && note.is_empty() && !args.remove_destination {
+        if let Some(true) = target_lmeta.as_ref().map(|m| m.file_type().is_symlink()) {
+            if let Ok(real) = absolute_target.canonicalize() {
+                absolute_target = real;
+            }
+        }
+    }
+    let joins_directory = absolute_target.file_name() == absolute_source.file_name()
+        && absolute_target.parent().is_some_and(Path::is_dir)
+        && absolute_target != absolute_source;
+    // A directory onto one of another name: copyd would copy it into the
+    // target, cp merges it into the target: each entry goes in instead.
+    if is_dir && !joins_directory && target_meta.as_ref().is_some_and(Metadata::is_dir) {
+        return merge_entries(
+            front,
+            args,
+            source,
+            target,
+            &absolute_source,
+            &absolute_target,
+            policy,
+        );
+    }
+    Some((
+        Item {
+            source: absolute_source,
+            target: absolute_target,
+            shown_source: source.to_path_buf(),
+            shown_target: target.to_path_buf(),
+            joins_directory,
+            note,
+        },
+        policy,
+    ))
+}
+
+/// The directory entries of `source` as items into `target` (a directory
+/// copied onto an existing one of another name: `cp -rT a b`, `cp -r a/. b`).
+/// They go to `front.pending`, one item per entry.
+fn merge_entries(
+    front: &mut Front,
+    _args: &GnuArgs,
+    source: &Path,
+    target: &Path,
+    absolute_source: &Path,
+    absolute_target: &Path,
+    policy: String,
+) -> Option<(Item, String)> {
+    let entries = match fs::read_dir(absolute_source) {
+        Ok(entries) => entries,
+        Err(err) => {
+            front.error(format!("cannot access {}: {}", quote(source), why(&err)));
+            return None;
+        }
+    };
+    let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+    names.sort();
+    front.pending.extend(names.into_iter().map(|name| {
+        (
+            Item {
+                source: absolute_source.join(&name),
+                target: absolute_target.join(&name),
+                shown_source: source.join(&name),
+                shown_target: target.join(&name),
+                joins_directory: true,
+                note: String::new(),
+            },
+            policy.clone(),
+        )
+    }));
+    None
+}
+
+/// `target` with its parent directory's real path (the name not followed).
+fn real_parent_join(target: &Path) -> PathBuf {
+    let target = without_trailing_slashes(target);
+    let absolute = absolute(&target).unwrap_or(target);
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => parent
+            .canonicalize()
+            .unwrap_or(parent.to_path_buf())
+            .join(name),
+        _ => absolute,
+    }
+}
+
+/// --parents: makes DIR/a/b for the source a/b/c, as cp does (mode of
+/// each source directory).
+fn make_parents(front: &mut Front, dir: &Path, source: &Path) -> Option<()> {
+    let relative = without_trailing_slashes(source);
+    let parent = relative.parent()?;
+    let mut made = dir.to_path_buf();
+    for component in parent.components() {
+        if let std::path::Component::Normal(name) = component {
+            made.push(name);
+            if made.is_dir() {
+                continue;
+            }
+            if let Err(err) = fs::create_dir(&made) {
+                front.error(format!(
+                    "cannot make directory {}: {}",
+                    quote(&made),
+                    why(&err)
+                ));
+                return None;
+            }
+        }
+    }
+    Some(())
+}
+
+/// cp -l and cp -s: the link made here, as the user.
+fn link_here(
+    front: &mut Front,
+    args: &GnuArgs,
+    source: &Path,
+    target: &Path,
+    exists: bool,
+    note: &str,
+) {
+    if exists && (args.force || args.remove_destination) && !target.is_dir() {
+        let _ = fs::remove_file(target);
+    }
+    if args.symbolic_link {
+        if let Err(err) = std::os::unix::fs::symlink(source, target) {
+            return front.error(format!(
+                "cannot create symbolic link {} to {}: {}",
+                quote(target),
+                quote(source),
+                why(&err)
+            ));
+        }
+    } else {
+        let mut errors = Vec::new();
+        local::hard_link_tree(source, target, &mut |e| errors.push(e));
+        for error in errors {
+            front.error(error);
+        }
+    }
+    if args.verbose {
+        println!("{} -> {}{note}", quote(source), quote(target));
+    }
+}

@@ -1,0 +1,148 @@
+//! What the fronts do in copyctl's own process, as the user: absolute
+//! paths for copyd, backups of targets (-b, -S, --backup=CONTROL), the -i
+//! question, hard links (-l) and symbolic links (-s). These are one system
+//! call each; a job would cost more than the work.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+
+use super::args::Backup;
+
+/// `path` as an absolute path without `.` or `..` components, as copyd
+/// takes it (it does not share our working directory). The last component
+/// is not followed, so a symlink stays a symlink; a `.` or `..` in the
+/// path has its directory resolved.
+pub fn absolute(path: &Path) -> io::Result<PathBuf> {
+    let absolute = std::path::absolute(path)?;
+    let untidy = |p: &Path| {
+        p.components()
+            .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+    };
+    // std::path::absolute keeps a trailing "." and "..".
+    let bytes = path.as_os_str().as_bytes();
+    let ends_in_dots =
+        bytes.ends_with(b"/.") || bytes.ends_with(b"/..") || bytes == b"." || bytes == b"..";
+    if !untidy(&absolute) && !ends_in_dots {
+        return Ok(absolute);
+    }
+    if ends_in_dots {
+        return absolute.canonicalize();
+    }
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => Ok(parent.canonicalize()?.join(name)),
+        _ => absolute.canonicalize(),
+    }
+}
+
+/// `path` without trailing slashes ("/" stays).
+pub fn without_trailing_slashes(path: &Path) -> PathBuf {
+    let mut bytes = path.as_os_str().as_bytes();
+    while bytes.len() > 1 && bytes.ends_with(b"/") {
+        bytes = &bytes[..bytes.len() - 1];
+    }
+    PathBuf::from(OsString::from_vec(bytes.to_vec()))
+}
+
+/// Whether `path` is written with a trailing slash.
+pub fn has_trailing_slash(path: &Path) -> bool {
+    path.as_os_str().as_bytes().ends_with(b"/")
+}
+
+/// The name a backup of `target` gets under `control`, or None for none.
+pub fn backup_name(target: &Path, control: Backup, suffix: &OsString) -> Option<PathBuf> {
+    let simple = || {
+        let mut name = target.as_os_str().to_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let highest = || -> Option<u64> {
+        let dir = target.parent().filter(|p| !p.as_os_str().is_empty());
+        let base = target.file_name()?.as_bytes().to_vec();
+        let entries = std::fs::read_dir(dir.unwrap_or(Path::new("."))).ok()?;
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let rest = name.as_bytes().strip_prefix(base.as_slice())?;
+                let number = rest.strip_prefix(b".~")?.strip_suffix(b"~")?;
+                std::str::from_utf8(number).ok()?.parse::<u64>().ok()
+            })
+            .max()
+    };
+    let numbered = |n: u64| {
+        let mut name = target.as_os_str().to_os_string();
+        name.push(format!(".~{n}~"));
+        PathBuf::from(name)
+    };
+    match control {
+        Backup::None => None,
+        Backup::Simple => Some(simple()),
+        Backup::Numbered => Some(numbered(highest().unwrap_or(0) + 1)),
+        Backup::Existing => Some(match highest() {
+            Some(n) => numbered(n + 1),
+            None => simple(),
+        }),
+    }
+}
+
+/// Asks `PROGRAM: overwrite 'TARGET'? ` on stderr and reads the answer
+/// from stdin, as cp -i: yes only for a line that starts with y or Y.
+pub fn ask_overwrite(program: &str, target: &Path) -> bool {
+    eprint!("{program}: overwrite {}? ", super::quote(target));
+    let mut line = String::new();
+    match io::stdin().read_line(&mut line) {
+        Ok(_) => line.trim_start().starts_with(['y', 'Y']),
+        Err(_) => false,
+    }
+}
+
+/// cp -l on a tree: its directories made anew, every other entry hard
+/// linked. Calls `failed` for each entry that could not be made.
+pub fn hard_link_tree(source: &Path, target: &Path, failed: &mut dyn FnMut(String)) {
+    let meta = match std::fs::symlink_metadata(source) {
+        Ok(meta) => meta,
+        Err(err) => {
+            return failed(format!(
+                "cannot stat {}: {}",
+                super::quote(source),
+                super::why(&err)
+            ))
+        }
+    };
+    if !meta.is_dir() {
+        if let Err(err) = std::fs::hard_link(source, target) {
+            failed(format!(
+                "cannot create hard link {} to {}: {}",
+                super::quote(target),
+                super::quote(source),
+                super::why(&err)
+            ));
+        }
+        return;
+    }
+    if let Err(err) = std::fs::create_dir(target) {
+        if err.kind() != io::ErrorKind::AlreadyExists || !target.is_dir() {
+            return failed(format!(
+                "cannot create directory {}: {}",
+                super::quote(target),
+                super::why(&err)
+            ));
+        }
+    }
+    let entries = match std::fs::read_dir(source) {
+        Ok(entries) => entries,
+        Err(err) => {
+            return failed(format!(
+                "cannot access {}: {}",
+                super::quote(source),
+                super::why(&err)
+            ))
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        hard_link_tree(&source.join(&name), &target.join(&name), failed);
+    }
+}
