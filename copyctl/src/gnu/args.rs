@@ -280,6 +280,9 @@ pub fn parse(tool: Tool, args: Vec<OsString>) -> Result<GnuArgs, String> {
         }
         parsed.operands.push(arg);
     }
+    if parsed.backup != Backup::None && parsed.update == Update::None {
+        return Err("options --backup and --no-clobber are mutually exclusive".into());
+    }
     for name in no_preserve {
         for item in name.split(',') {
             let keep = &mut parsed.keep;
@@ -325,16 +328,20 @@ fn apply_short(parsed: &mut GnuArgs, c: u8, value: Option<OsString>) -> Result<(
             parsed.deref = Deref::Never;
             parsed.keep.links = true;
         }
+        // -f, -i and -n: for mv the last one wins; cp's -f only says to
+        // replace a target it cannot write, and leaves -i and -n be.
         b'f' => {
             parsed.force = true;
-            parsed.interactive = false;
             if !cp {
-                parsed.update = Update::All;
+                parsed.interactive = false;
+                if parsed.update == Update::None {
+                    parsed.update = Update::All;
+                }
             }
         }
         b'i' => {
             parsed.interactive = true;
-            if !cp && parsed.update == Update::None {
+            if parsed.update == Update::None {
                 parsed.update = Update::All;
             }
         }

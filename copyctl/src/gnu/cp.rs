@@ -91,7 +91,11 @@ pub fn destination(front: &mut Front, args: &GnuArgs) -> Option<(Vec<PathBuf>, D
                 "with --parents, the destination must be a directory".into(),
             );
         } else {
-            front.error(format!("target {} is not a directory", quote(&last)));
+            let why = match fs::metadata(&last) {
+                Err(err) => why(&err),
+                Ok(_) => "Not a directory".into(),
+            };
+            front.error(format!("target {}: {why}", quote(&last)));
         }
         return None;
     }
@@ -163,6 +167,8 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         };
         let shown_target = match &destination {
             Destination::Onto(target) => target.clone(),
+            // SRC/. names SRC's entries: they go into DIR itself.
+            Destination::Into(dir) if ends_in_dot(&source) && !args.parents => dir.clone(),
             Destination::Into(dir) => {
                 let name = match args.parents {
                     true => without_trailing_slashes(&source),
@@ -204,7 +210,14 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
     submit::run(front, &request, items).await;
 }
 
-/// Whether `meta` says directory, following a symlink when `follow`.
+/// Whether `path` is written `.` or `DIR/.`.
+fn ends_in_dot(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    bytes == b"." || bytes.ends_with(b"/.")
+}
+
+/// `path`'s metadata, following a symlink when `follow`.
 fn stat(path: &Path, follow: bool) -> std::io::Result<Metadata> {
     match follow {
         true => fs::metadata(path),
@@ -233,7 +246,8 @@ fn check(
         Deref::Never => false,
         Deref::CommandLine | Deref::Always => true,
     };
-    let follow = follow && !args.symbolic_link;
+    // "link/" names what the link points to, whatever -P says.
+    let follow = (follow || has_trailing_slash(source)) && !args.symbolic_link;
     let source_meta = match stat(source, follow) {
         Ok(meta) => meta,
         Err(err) => {
@@ -304,6 +318,9 @@ fn check(
         return None;
     }
     let mut policy = tree_policy(args);
+    // Where the data really comes from and goes, when not source and target.
+    let mut copy_from: Option<PathBuf> = None;
+    let mut through: Option<PathBuf> = None;
     let mut note = String::new();
     let exists_as_file = target_lmeta.as_ref().is_some_and(|m| !m.is_dir()) && !is_dir;
     if exists_as_file && !args.symbolic_link && !args.hard_link {
@@ -334,6 +351,13 @@ fn check(
                 ));
                 return None;
             }
+            // cp --backup F F: the backup is what gets copied back.
+            if target_meta
+                .as_ref()
+                .is_some_and(|t| same_file(t, &source_meta))
+            {
+                copy_from = Some(backup.clone());
+            }
             if let Err(err) = fs::rename(target, &backup) {
                 front.error(format!("cannot backup {}: {}", quote(target), why(&err)));
                 return None;
@@ -349,13 +373,22 @@ fn check(
             .is_some_and(|m| m.file_type().is_symlink())
         {
             // cp writes through a symlink at the target; a dangling one it
-            // refuses.
-            if target_meta.is_none() {
-                front.error(format!(
-                    "not writing through dangling symlink {}",
-                    quote(target)
-                ));
-                return None;
+            // refuses (POSIXLY_CORRECT: makes the file it names); a loop it
+            // replaces.
+            let looping = fs::metadata(target)
+                .is_err_and(|e| e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()));
+            if target_meta.is_none() && !looping {
+                if std::env::var_os("POSIXLY_CORRECT").is_none() {
+                    front.error(format!(
+                        "not writing through dangling symlink {}",
+                        quote(target)
+                    ));
+                    return None;
+                }
+                if let Ok(named) = fs::read_link(target) {
+                    let dir = target.parent().unwrap_or(Path::new(""));
+                    through = Some(dir.join(named));
+                }
             }
         }
     }
@@ -368,15 +401,23 @@ fn check(
         link_here(front, args, &linked, target, target_lmeta.is_some(), &note);
         return None;
     }
-    let absolute_source = match absolute(source) {
-        Ok(path) if follow && source_meta.is_file() => path.canonicalize().unwrap_or(path),
+    let absolute_source = match absolute(copy_from.as_deref().unwrap_or(source)) {
+        Ok(path)
+            if follow
+                && fs::symlink_metadata(without_trailing_slashes(&path))
+                    .is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            path.canonicalize().unwrap_or(path)
+        }
         Ok(path) => without_trailing_slashes(&path),
         Err(err) => {
             front.error(format!("cannot stat {}: {}", quote(source), why(&err)));
             return None;
         }
     };
-    let mut absolute_target = match absolute(&without_trailing_slashes(target)) {
+    let mut absolute_target = match absolute(&without_trailing_slashes(
+        through.as_deref().unwrap_or(target),
+    )) {
         Ok(path) => path,
         Err(err) => {
             front.error(format!(

@@ -117,7 +117,25 @@ fn check(
     }
     let mut note = String::new();
     if let Ok(existing) = fs::symlink_metadata(target) {
-        if existing.dev() == source_meta.dev() && existing.ino() == source_meta.ino() {
+        // Asked first, as mv does: a "no" is no failure, whatever stands
+        // there.
+        match args.update {
+            Update::None => return None,
+            Update::Older
+                if (existing.mtime(), existing.mtime_nsec())
+                    >= (source_meta.mtime(), source_meta.mtime_nsec()) =>
+            {
+                return None
+            }
+            _ => {}
+        }
+        if args.interactive && !local::ask_overwrite(&front.program, target) {
+            return None;
+        }
+        let same = existing.dev() == source_meta.dev() && existing.ino() == source_meta.ino();
+        // With a backup, a hard link onto its twin is moved like any file.
+        if same && (args.backup == super::args::Backup::None || absolute_source == absolute_target)
+        {
             front.error(format!(
                 "{} and {} are the same file",
                 quote(source),
@@ -143,21 +161,9 @@ fn check(
             }
             _ => {}
         }
-        match args.update {
-            Update::None => return None,
-            Update::Older
-                if (existing.mtime(), existing.mtime_nsec())
-                    >= (source_meta.mtime(), source_meta.mtime_nsec()) =>
-            {
-                return None
-            }
-            _ => {}
-        }
-        if args.interactive && !local::ask_overwrite(&front.program, target) {
-            return None;
-        }
-        if let Some(backup) = local::backup_name(target, args.backup, &args.suffix) {
-            if let Err(err) = fs::rename(target, &backup) {
+        let target = without_trailing_slashes(target);
+        if let Some(backup) = local::backup_name(&target, args.backup, &args.suffix) {
+            if let Err(err) = fs::rename(&target, &backup) {
                 front.error(format!("cannot backup {}: {}", quote(target), why(&err)));
                 return None;
             }
@@ -165,7 +171,7 @@ fn check(
         } else if is_dir {
             // rename(2) replaces an empty directory and refuses a full one;
             // copyd would merge into either.
-            if let Err(err) = fs::remove_dir(target) {
+            if let Err(err) = fs::remove_dir(&target) {
                 front.error(format!(
                     "cannot move {} to {}: {}",
                     quote(source),
