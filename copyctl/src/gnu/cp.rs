@@ -460,6 +460,7 @@ fn check(
             shown_target: target.to_path_buf(),
             joins_directory,
             note,
+            list_entries: is_dir,
         },
         policy,
     ))
@@ -495,6 +496,7 @@ fn merge_entries(
                 shown_target: target.join(&name),
                 joins_directory: true,
                 note: String::new(),
+                list_entries: true,
             },
             policy.clone(),
         )

@@ -117,8 +117,26 @@ fn check(
     }
     let mut note = String::new();
     if let Ok(existing) = fs::symlink_metadata(target) {
-        // Asked first, as mv does: a "no" is no failure, whatever stands
-        // there.
+        // A symlink onto the file it names: moving it would leave it
+        // dangling (mv says "the same file" for that too).
+        let names_target = source_meta.file_type().is_symlink()
+            && !existing.file_type().is_symlink()
+            && fs::metadata(source)
+                .is_ok_and(|m| m.dev() == existing.dev() && m.ino() == existing.ino());
+        let same = names_target
+            || existing.dev() == source_meta.dev() && existing.ino() == source_meta.ino();
+        // With a backup, a hard link onto its twin is moved like any file.
+        if same && (args.backup == super::args::Backup::None || absolute_source == absolute_target)
+        {
+            front.error(format!(
+                "{} and {} are the same file",
+                quote(source),
+                quote(target)
+            ));
+            return None;
+        }
+        // Asked before the type checks, as mv does: a "no" is no failure,
+        // whatever stands there.
         match args.update {
             Update::None => return None,
             Update::Older
@@ -130,17 +148,6 @@ fn check(
             _ => {}
         }
         if args.interactive && !local::ask_overwrite(&front.program, target) {
-            return None;
-        }
-        let same = existing.dev() == source_meta.dev() && existing.ino() == source_meta.ino();
-        // With a backup, a hard link onto its twin is moved like any file.
-        if same && (args.backup == super::args::Backup::None || absolute_source == absolute_target)
-        {
-            front.error(format!(
-                "{} and {} are the same file",
-                quote(source),
-                quote(target)
-            ));
             return None;
         }
         match (is_dir, existing.is_dir()) {
@@ -163,6 +170,16 @@ fn check(
         }
         let target = without_trailing_slashes(target);
         if let Some(backup) = local::backup_name(&target, args.backup, &args.suffix) {
+            if fs::symlink_metadata(&backup)
+                .is_ok_and(|b| b.dev() == source_meta.dev() && b.ino() == source_meta.ino())
+            {
+                front.error(format!(
+                    "backing up {} might destroy source;  {} not moved",
+                    quote(&target),
+                    quote(source)
+                ));
+                return None;
+            }
             if let Err(err) = fs::rename(&target, &backup) {
                 front.error(format!("cannot backup {}: {}", quote(target), why(&err)));
                 return None;
@@ -193,6 +210,12 @@ fn check(
             return None;
         }
     }
+    // Across file systems mv copies, and -v lists every entry it copied.
+    let list_entries = is_dir
+        && absolute_target
+            .parent()
+            .and_then(|p| fs::metadata(p).ok())
+            .is_some_and(|p| p.dev() != source_meta.dev());
     let joins_directory = absolute_target.file_name() == absolute_source.file_name()
         && absolute_target.parent().is_some_and(Path::is_dir);
     let policy = args
@@ -207,6 +230,7 @@ fn check(
             shown_target: PathBuf::from(target),
             joins_directory,
             note,
+            list_entries,
         },
         policy,
     ))

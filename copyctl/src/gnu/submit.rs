@@ -28,6 +28,8 @@ pub struct Item {
     pub joins_directory: bool,
     /// What -v adds after the line (" (backup: 'x~')").
     pub note: String,
+    /// -v lists the entries under the target too (a copied tree).
+    pub list_entries: bool,
 }
 
 /// One Copy or Move request.
@@ -220,8 +222,7 @@ fn verbose_lines(request: &Request, item: &Item) {
         );
     };
     line(&item.shown_source, &item.shown_target, &item.note);
-    // A moved tree is gone from its source; mv prints the top only.
-    if request.operation == "move" || !item.target.is_dir() {
+    if !item.list_entries || !item.target.is_dir() {
         return;
     }
     walk_lines(&item.target, &PathBuf::new(), &mut |child| {
