@@ -160,6 +160,7 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         return;
     };
     let mut items = Vec::new();
+    let mut made: HashMap<PathBuf, bool> = HashMap::new();
     for source in sources {
         let source = match args.strip_trailing_slashes {
             true => without_trailing_slashes(&source),
@@ -194,6 +195,27 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
                 dir.join(name)
             }
         };
+        // Two sources onto one name (`cp a/x b/x dir`): the first is
+        // copied, the second refused, as cp does.
+        let key = real_parent_join(&shown_target);
+        if let Some(was_link) = made.get(&key) {
+            front.error(match was_link {
+                true => format!(
+                    "will not copy {} through just-created symlink {}",
+                    quote(&source),
+                    quote(&shown_target)
+                ),
+                false => format!(
+                    "will not overwrite just-created {} with {}",
+                    quote(&shown_target),
+                    quote(&source)
+                ),
+            });
+            continue;
+        }
+        let is_link = !follows(args, &source)
+            && fs::symlink_metadata(&source).is_ok_and(|m| m.file_type().is_symlink());
+        made.insert(key, is_link);
         if let Some(item) = check(front, args, &source, &shown_target, &destination) {
             items.push(item);
         }
@@ -208,6 +230,18 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         verbose_prefix: "",
     };
     submit::run(front, &request, items).await;
+}
+
+/// Whether cp follows `source` if it is a symlink: one named on the
+/// command line unless copying recursively (-r implies -P), or told
+/// -H/-L/-P/-d; "link/" names what the link points to, whatever -P says.
+fn follows(args: &GnuArgs, source: &Path) -> bool {
+    let follow = match args.deref {
+        Deref::Default => !args.recursive,
+        Deref::Never => false,
+        Deref::CommandLine | Deref::Always => true,
+    };
+    (follow || has_trailing_slash(source)) && !args.symbolic_link
 }
 
 /// Whether `path` is written `.` or `DIR/.`.
@@ -239,15 +273,7 @@ fn check(
     target: &Path,
     destination: &Destination,
 ) -> Option<(Item, String)> {
-    // cp follows a symlink named on the command line unless copying
-    // recursively (-r implies -P), or told -H/-L/-P/-d.
-    let follow = match args.deref {
-        Deref::Default => !args.recursive,
-        Deref::Never => false,
-        Deref::CommandLine | Deref::Always => true,
-    };
-    // "link/" names what the link points to, whatever -P says.
-    let follow = (follow || has_trailing_slash(source)) && !args.symbolic_link;
+    let follow = follows(args, source);
     let source_meta = match stat(source, follow) {
         Ok(meta) => meta,
         Err(err) => {
@@ -265,7 +291,7 @@ fn check(
     }
     if args.parents {
         if let Destination::Into(dir) = destination {
-            make_parents(front, dir, source)?;
+            make_parents(front, args, dir, source)?;
         }
     }
     let target_lmeta = fs::symlink_metadata(target).ok();
@@ -368,9 +394,10 @@ fn check(
                 front.error(format!("cannot remove {}: {}", quote(target), why(&err)));
                 return None;
             }
-        } else if target_lmeta
-            .as_ref()
-            .is_some_and(|m| m.file_type().is_symlink())
+        } else if source_meta.is_file()
+            && target_lmeta
+                .as_ref()
+                .is_some_and(|m| m.file_type().is_symlink())
         {
             // cp writes through a symlink at the target; a dangling one it
             // refuses (POSIXLY_CORRECT: makes the file it names); a loop it
@@ -391,6 +418,24 @@ fn check(
                 }
             }
         }
+    }
+    // A fifo or a device at the target (/dev/null, a pipe) is written
+    // to, as cp opens it, never replaced.
+    if !is_dir
+        && !args.remove_destination
+        && !args.symbolic_link
+        && !args.hard_link
+        && target_meta.as_ref().is_some_and(|m| {
+            let t = m.file_type();
+            !t.is_file() && !t.is_dir()
+        })
+    {
+        local::write_into(front, source, target, args.verbose);
+        return None;
+    }
+    if args.attributes_only && !is_dir {
+        local::attributes_only(front, args, source, target, follow, target_lmeta.is_some());
+        return None;
     }
     if args.symbolic_link || args.hard_link {
         // link(2) does not follow a symlink: where cp would, its target.
@@ -429,7 +474,8 @@ fn check(
         }
     };
     // Through a symlink at the target to the file it names.
-    if !is_dir && note.is_empty() && !args.remove_destination {
+    // (A symlink copied as one replaces the link instead.)
+    if source_meta.is_file() && note.is_empty() && !args.remove_destination {
         if let Some(true) = target_lmeta.as_ref().map(|m| m.file_type().is_symlink()) {
             if let Ok(real) = absolute_target.canonicalize() {
                 absolute_target = real;
@@ -517,25 +563,44 @@ fn real_parent_join(target: &Path) -> PathBuf {
     }
 }
 
-/// --parents: makes DIR/a/b for the source a/b/c, as cp does (mode of
-/// each source directory).
-fn make_parents(front: &mut Front, dir: &Path, source: &Path) -> Option<()> {
+/// --parents: makes DIR/a/b for the source a/b/c, as cp does: each with
+/// its source directory's mode (and owner) when those are kept, else the
+/// default mode.
+fn make_parents(front: &mut Front, args: &GnuArgs, dir: &Path, source: &Path) -> Option<()> {
+    use std::os::unix::fs::PermissionsExt;
     let relative = without_trailing_slashes(source);
     let parent = relative.parent()?;
-    let mut made = dir.to_path_buf();
+    let (mut made, mut from) = (dir.to_path_buf(), PathBuf::new());
     for component in parent.components() {
+        from.push(component);
         if let std::path::Component::Normal(name) = component {
             made.push(name);
-            if made.is_dir() {
-                continue;
+            // One already there gets the source's mode too (cp -p does).
+            if !made.is_dir() {
+                if let Err(err) = fs::create_dir(&made) {
+                    front.error(format!(
+                        "cannot make directory {}: {}",
+                        quote(&made),
+                        why(&err)
+                    ));
+                    return None;
+                }
             }
-            if let Err(err) = fs::create_dir(&made) {
-                front.error(format!(
-                    "cannot make directory {}: {}",
-                    quote(&made),
-                    why(&err)
-                ));
-                return None;
+            let Ok(meta) = fs::metadata(&from) else {
+                continue;
+            };
+            if args.keep.ownership {
+                let _ = std::os::unix::fs::chown(&made, Some(meta.uid()), Some(meta.gid()));
+            }
+            if args.keep.mode {
+                let mode = fs::Permissions::from_mode(meta.mode() & 0o7777);
+                if let Err(err) = fs::set_permissions(&made, mode) {
+                    front.error(format!(
+                        "failed to preserve permissions for {}: {}",
+                        quote(&made),
+                        why(&err)
+                    ));
+                }
             }
         }
     }

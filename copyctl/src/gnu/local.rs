@@ -146,3 +146,118 @@ pub fn hard_link_tree(source: &Path, target: &Path, failed: &mut dyn FnMut(Strin
         hard_link_tree(&source.join(&name), &target.join(&name), failed);
     }
 }
+
+/// cp onto a fifo or a device: the source's bytes written into it (as cp
+/// opens an existing target and writes), not a new file put in its place.
+pub fn write_into(front: &mut super::Front, source: &Path, target: &Path, verbose: bool) {
+    let copied = std::fs::File::open(source)
+        .map_err(|e| {
+            format!(
+                "cannot open {} for reading: {}",
+                super::quote(source),
+                super::why(&e)
+            )
+        })
+        .and_then(|mut from| {
+            let mut to = std::fs::OpenOptions::new()
+                .write(true)
+                .open(target)
+                .map_err(|e| {
+                    format!(
+                        "cannot create regular file {}: {}",
+                        super::quote(target),
+                        super::why(&e)
+                    )
+                })?;
+            io::copy(&mut from, &mut to)
+                .map_err(|e| format!("error writing {}: {}", super::quote(target), super::why(&e)))
+        });
+    match copied {
+        Ok(_) if verbose => println!("{} -> {}", super::quote(source), super::quote(target)),
+        Ok(_) => {}
+        Err(message) => front.error(message),
+    }
+}
+
+/// cp --attributes-only: the target made empty if missing (its data left
+/// alone if not), then given the source's mode, times and owner as kept.
+/// A symlink source not followed becomes a symlink, where nothing stands.
+pub fn attributes_only(
+    front: &mut super::Front,
+    args: &super::args::GnuArgs,
+    source: &Path,
+    target: &Path,
+    follow: bool,
+    exists: bool,
+) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = match if follow {
+        std::fs::metadata(source)
+    } else {
+        std::fs::symlink_metadata(source)
+    } {
+        Ok(meta) => meta,
+        Err(e) => {
+            return front.error(format!(
+                "cannot stat {}: {}",
+                super::quote(source),
+                super::why(&e)
+            ))
+        }
+    };
+    if exists && args.remove_destination {
+        let _ = std::fs::remove_file(target);
+    }
+    if meta.file_type().is_symlink() {
+        let made = std::fs::read_link(source).and_then(|to| std::os::unix::fs::symlink(to, target));
+        if let Err(e) = made {
+            front.error(format!(
+                "cannot create symbolic link {}: {}",
+                super::quote(target),
+                super::why(&e)
+            ));
+        }
+        return;
+    }
+    let file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(target)
+    {
+        Ok(file) => file,
+        Err(e) => {
+            return front.error(format!(
+                "cannot create regular file {}: {}",
+                super::quote(target),
+                super::why(&e)
+            ))
+        }
+    };
+    let keep = args.keep;
+    let mut result = Ok(());
+    if keep.ownership {
+        result = result.and(std::os::unix::fs::fchown(
+            &file,
+            Some(meta.uid()),
+            Some(meta.gid()),
+        ));
+    }
+    if keep.mode {
+        let mode = meta.mode() & if keep.ownership { 0o7777 } else { 0o777 };
+        result = result.and(file.set_permissions(std::fs::Permissions::from_mode(mode)));
+    }
+    if keep.timestamps {
+        let times = std::fs::FileTimes::new()
+            .set_accessed(meta.accessed().unwrap_or(std::time::SystemTime::now()))
+            .set_modified(meta.modified().unwrap_or(std::time::SystemTime::now()));
+        result = result.and(file.set_times(times));
+    }
+    if let Err(e) = result {
+        front.error(format!(
+            "preserving attributes of {}: {}",
+            super::quote(target),
+            super::why(&e)
+        ));
+    }
+}
