@@ -231,7 +231,6 @@ fn long_option(tool: Tool, name: &str) -> Result<(&'static str, Takes), String> 
 pub fn parse(tool: Tool, args: Vec<OsString>) -> Result<GnuArgs, String> {
     let mut parsed = GnuArgs::new(tool);
     let mut args = args.into_iter();
-    let mut no_preserve: Vec<String> = Vec::new();
     while let Some(arg) = args.next() {
         let bytes = arg.as_bytes();
         if bytes == b"--" {
@@ -255,7 +254,7 @@ pub fn parse(tool: Tool, args: Vec<OsString>) -> Result<GnuArgs, String> {
                 ),
                 (_, value) => value,
             };
-            apply_long(&mut parsed, full, value, &mut no_preserve)?;
+            apply_long(&mut parsed, full, value)?;
             continue;
         }
         if bytes.len() > 1 && bytes[0] == b'-' {
@@ -282,21 +281,6 @@ pub fn parse(tool: Tool, args: Vec<OsString>) -> Result<GnuArgs, String> {
     }
     if parsed.backup != Backup::None && parsed.update == Update::None {
         return Err("options --backup and --no-clobber are mutually exclusive".into());
-    }
-    for name in no_preserve {
-        for item in name.split(',') {
-            let keep = &mut parsed.keep;
-            match item {
-                "mode" => keep.mode = false,
-                "ownership" => keep.ownership = false,
-                "timestamps" => keep.timestamps = false,
-                "links" => keep.links = false,
-                "xattr" => keep.xattr = false,
-                "context" => {}
-                "all" => *keep = Keep::default(),
-                other => return Err(format!("invalid argument '{other}' for '--no-preserve'")),
-            }
-        }
     }
     Ok(parsed)
 }
@@ -423,12 +407,7 @@ fn when(value: &str, option: &str) -> Result<When, String> {
     }
 }
 
-fn apply_long(
-    parsed: &mut GnuArgs,
-    name: &str,
-    value: Option<OsString>,
-    no_preserve: &mut Vec<String>,
-) -> Result<(), String> {
+fn apply_long(parsed: &mut GnuArgs, name: &str, value: Option<OsString>) -> Result<(), String> {
     let text = value.as_ref().map(lossy);
     match name {
         "archive" => apply_short(parsed, b'a', None)?,
@@ -443,7 +422,22 @@ fn apply_long(
         "no-clobber" => apply_short(parsed, b'n', None)?,
         "no-copy" => parsed.no_copy = true,
         "no-dereference" => parsed.deref = Deref::Never,
-        "no-preserve" => no_preserve.push(text.unwrap_or_default()),
+        // In order: `--no-preserve=mode --preserve=all` keeps the mode.
+        "no-preserve" => {
+            for item in text.unwrap_or_default().split(',') {
+                let keep = &mut parsed.keep;
+                match item {
+                    "mode" => keep.mode = false,
+                    "ownership" => keep.ownership = false,
+                    "timestamps" => keep.timestamps = false,
+                    "links" => keep.links = false,
+                    "xattr" => keep.xattr = false,
+                    "context" => {}
+                    "all" => *keep = Keep::default(),
+                    other => return Err(format!("invalid argument '{other}' for '--no-preserve'")),
+                }
+            }
+        }
         "no-target-directory" => parsed.no_target_directory = true,
         "one-file-system" => parsed.one_file_system = true,
         "parents" => parsed.parents = true,
@@ -518,12 +512,16 @@ mod tests {
 
     #[test]
     fn bundles_attached_values_abbreviations_and_operands_anywhere() {
-        let args = cp(&["-rfv", "a", "-S.bak", "--no-cl", "b", "--", "-c"]).unwrap();
+        let args = cp(&["-rfv", "a", "-S.bak", "--no-t", "b", "--", "-c"]).unwrap();
         assert!(args.recursive && args.force && args.verbose);
         assert_eq!(args.suffix, ".bak");
         assert_eq!(args.backup, Backup::Existing);
-        assert_eq!(args.update, Update::None);
+        assert!(args.no_target_directory);
         assert_eq!(args.operands, ["a", "b", "-c"]);
+        assert_eq!(
+            cp(&["-b", "-n", "a", "b"]).unwrap_err(),
+            "options --backup and --no-clobber are mutually exclusive"
+        );
         let args = cp(&["-t", "dir", "x", "--backup=numbered", "--reflink"]).unwrap();
         assert_eq!(args.target_directory.as_deref(), Some("dir".as_ref()));
         assert_eq!(args.backup, Backup::Numbered);

@@ -507,6 +507,7 @@ fn check(
             joins_directory,
             note,
             list_entries: is_dir,
+            default_modes: !args.keep.mode && target_lmeta.is_none(),
         },
         policy,
     ))
@@ -543,6 +544,7 @@ fn merge_entries(
                 joins_directory: true,
                 note: String::new(),
                 list_entries: true,
+                default_modes: false,
             },
             policy.clone(),
         )

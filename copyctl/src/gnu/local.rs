@@ -261,3 +261,35 @@ pub fn attributes_only(
         ));
     }
 }
+
+/// This process's umask, read from /proc (setting it is the only other way
+/// to learn it). Unknown, 0o022.
+pub fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+            u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+        })
+        .unwrap_or(0o022)
+}
+
+/// Gives `path` and everything under it cp's default modes: 0666 for files,
+/// 0777 for directories, less `umask`; symlinks are left alone.
+pub fn apply_default_modes(path: &Path, umask: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    let base = match meta.file_type() {
+        t if t.is_symlink() => return,
+        t if t.is_dir() => 0o777,
+        _ => 0o666,
+    };
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(base & !umask));
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            apply_default_modes(&entry.path(), umask);
+        }
+    }
+}

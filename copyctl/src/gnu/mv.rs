@@ -231,6 +231,7 @@ fn check(
             joins_directory,
             note,
             list_entries,
+            default_modes: false,
         },
         policy,
     ))

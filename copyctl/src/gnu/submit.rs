@@ -30,6 +30,10 @@ pub struct Item {
     pub note: String,
     /// -v lists the entries under the target too (a copied tree).
     pub list_entries: bool,
+    /// --no-preserve=mode onto a new target: afterwards it gets cp's
+    /// default modes (0666, directories 0777, less the umask); copyd,
+    /// which does not know our umask, leaves them private.
+    pub default_modes: bool,
 }
 
 /// One Copy or Move request.
@@ -202,6 +206,10 @@ async fn run_batch(front: &mut Front, service: &Service, request: &Request, batc
             &in_users_terms(&summary.error_message, &batch.items),
             &summary.error_name,
         );
+    }
+    let umask = super::local::umask();
+    for item in batch.items.iter().filter(|i| i.default_modes) {
+        super::local::apply_default_modes(&item.target, umask);
     }
     if request.verbose && !front.json {
         for item in &batch.items {
