@@ -67,6 +67,9 @@ pub struct GnuArgs {
     pub recursive: bool,
     pub deref: Deref,
     pub keep: Keep,
+    /// The mode was asked for (-p, -a, --preserve), not only cp's default
+    /// of the source's mode less the umask.
+    pub mode_kept: bool,
     pub update: Update,
     pub force: bool,
     pub interactive: bool,
@@ -111,6 +114,7 @@ impl GnuArgs {
                 mode: true,
                 ..Keep::default()
             },
+            mode_kept: false,
             update: Update::All,
             force: false,
             interactive: false,
@@ -302,6 +306,7 @@ fn apply_short(parsed: &mut GnuArgs, c: u8, value: Option<OsString>) -> Result<(
             parsed.recursive = true;
             parsed.deref = Deref::Never;
             parsed.keep = keep_all();
+            parsed.mode_kept = true;
         }
         b'b' => {
             if parsed.backup == Backup::None {
@@ -341,6 +346,7 @@ fn apply_short(parsed: &mut GnuArgs, c: u8, value: Option<OsString>) -> Result<(
         b'v' => parsed.verbose = true,
         b'r' | b'R' if cp => parsed.recursive = true,
         b'p' if cp => {
+            parsed.mode_kept = true;
             parsed.keep.mode = true;
             parsed.keep.ownership = true;
             parsed.keep.timestamps = true;
@@ -443,6 +449,7 @@ fn apply_long(parsed: &mut GnuArgs, name: &str, value: Option<OsString>) -> Resu
         "parents" => parsed.parents = true,
         "preserve" => match text.as_deref() {
             None => {
+                parsed.mode_kept = true;
                 parsed.keep.mode = true;
                 parsed.keep.ownership = true;
                 parsed.keep.timestamps = true;
@@ -451,13 +458,19 @@ fn apply_long(parsed: &mut GnuArgs, name: &str, value: Option<OsString>) -> Resu
                 for item in list.split(',') {
                     let keep = &mut parsed.keep;
                     match item {
-                        "mode" => keep.mode = true,
+                        "mode" => {
+                            keep.mode = true;
+                            parsed.mode_kept = true;
+                        }
                         "ownership" => keep.ownership = true,
                         "timestamps" => keep.timestamps = true,
                         "links" => keep.links = true,
                         "xattr" => keep.xattr = true,
                         "context" => {}
-                        "all" => *keep = keep_all(),
+                        "all" => {
+                            *keep = keep_all();
+                            parsed.mode_kept = true;
+                        }
                         other => {
                             return Err(format!("invalid argument '{other}' for '--preserve'"))
                         }

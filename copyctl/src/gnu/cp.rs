@@ -15,7 +15,7 @@ use zbus::Variant;
 
 use super::args::{Backup, Deref, GnuArgs, Update, When};
 use super::local::{self, absolute, has_trailing_slash, without_trailing_slashes};
-use super::submit::{self, Item};
+use super::submit::{self, Item, Modes};
 use super::{quote, why, Front};
 
 /// Where the operands go: into a directory, or onto one target.
@@ -507,7 +507,12 @@ fn check(
             joins_directory,
             note,
             list_entries: is_dir,
-            default_modes: !args.keep.mode && target_lmeta.is_none(),
+            modes: match (target_lmeta.is_some(), args.keep.mode, args.mode_kept) {
+                // What stood there is merged into or replaced: left as is.
+                (true, _, _) | (false, true, true) => Modes::AsCopied,
+                (false, true, false) => Modes::LessUmask,
+                (false, false, _) => Modes::Default,
+            },
         },
         policy,
     ))
@@ -544,7 +549,7 @@ fn merge_entries(
                 joins_directory: true,
                 note: String::new(),
                 list_entries: true,
-                default_modes: false,
+                modes: Modes::AsCopied,
             },
             policy.clone(),
         )

@@ -274,22 +274,26 @@ pub fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
-/// Gives `path` and everything under it cp's default modes: 0666 for files,
-/// 0777 for directories, less `umask`; symlinks are left alone.
-pub fn apply_default_modes(path: &Path, umask: u32) {
+/// Gives `path` and everything under it cp's modes for a new copy: its
+/// own less `umask`, or with `default` 0666 for files and 0777 for
+/// directories less `umask`; symlinks are left alone.
+pub fn apply_modes(path: &Path, default: bool, umask: u32) {
     use std::os::unix::fs::PermissionsExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return;
     };
     let base = match meta.file_type() {
         t if t.is_symlink() => return,
+        _ if !default => meta.permissions().mode() & 0o7777,
         t if t.is_dir() => 0o777,
         _ => 0o666,
     };
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(base & !umask));
+    if base & umask != 0 || default {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(base & !umask));
+    }
     if meta.is_dir() {
         for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-            apply_default_modes(&entry.path(), umask);
+            apply_modes(&entry.path(), default, umask);
         }
     }
 }

@@ -231,7 +231,7 @@ fn check(
             joins_directory,
             note,
             list_entries,
-            default_modes: false,
+            modes: submit::Modes::AsCopied,
         },
         policy,
     ))

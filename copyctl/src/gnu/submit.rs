@@ -30,10 +30,20 @@ pub struct Item {
     pub note: String,
     /// -v lists the entries under the target too (a copied tree).
     pub list_entries: bool,
-    /// --no-preserve=mode onto a new target: afterwards it gets cp's
-    /// default modes (0666, directories 0777, less the umask); copyd,
-    /// which does not know our umask, leaves them private.
-    pub default_modes: bool,
+    /// What a new target's modes need after the job: copyd does not know
+    /// our umask.
+    pub modes: Modes,
+}
+
+/// Modes a new target gets after its job, as cp gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modes {
+    /// As copyd set them (kept: -p, -a, --preserve=mode; or mv).
+    AsCopied,
+    /// cp's plain copy: the source's modes less the umask.
+    LessUmask,
+    /// --no-preserve=mode: 0666, directories 0777, less the umask.
+    Default,
 }
 
 /// One Copy or Move request.
@@ -208,8 +218,12 @@ async fn run_batch(front: &mut Front, service: &Service, request: &Request, batc
         );
     }
     let umask = super::local::umask();
-    for item in batch.items.iter().filter(|i| i.default_modes) {
-        super::local::apply_default_modes(&item.target, umask);
+    for item in &batch.items {
+        match item.modes {
+            Modes::AsCopied => {}
+            Modes::LessUmask if umask == 0 => {}
+            modes => super::local::apply_modes(&item.target, modes == Modes::Default, umask),
+        }
     }
     if request.verbose && !front.json {
         for item in &batch.items {
