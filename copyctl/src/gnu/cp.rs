@@ -237,7 +237,8 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
 /// -H/-L/-P/-d; "link/" names what the link points to, whatever -P says.
 fn follows(args: &GnuArgs, source: &Path) -> bool {
     let follow = match args.deref {
-        Deref::Default => !args.recursive,
+        // cp --link dereferences its operands even with -R.
+        Deref::Default => !args.recursive || args.hard_link,
         Deref::Never => false,
         Deref::CommandLine | Deref::Always => true,
     };
@@ -420,8 +421,9 @@ fn check(
         }
     }
     // A fifo or a device at the target (/dev/null, a pipe) is written
-    // to, as cp opens it, never replaced.
-    if !is_dir
+    // to, as cp opens it, never replaced: by a file's data (a fifo copied
+    // as a fifo, by -R, replaces it).
+    if source_meta.is_file()
         && !args.remove_destination
         && !args.symbolic_link
         && !args.hard_link
