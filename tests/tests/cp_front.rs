@@ -183,6 +183,19 @@ fn cp_flags() {
         .env("COPYD_ADDRESS", env.address()));
     assert_eq!(out.stderr_str(), "cp: overwrite 'b'? ", "{out}");
 
+    // Inside a merged tree, a file meeting a directory: -n and an -i "n"
+    // leave it out, exit 0 (copyd's skip and ask policies).
+    write(env.path("m/x"), "file");
+    fs::create_dir_all(env.path("into/m/x")).unwrap();
+    cp(&env, &["-rn", "m", "into"]).assert_success();
+    let out = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo n | {} -ri m into", link.display()))
+        .current_dir(env.work.path())
+        .env("COPYD_ADDRESS", env.address()));
+    out.assert_success();
+    assert!(env.path("into/m/x").is_dir());
+
     // -t, -T, --parents, -v for a tree.
     fs::create_dir(env.path("t")).unwrap();
     cp(&env, &["-t", "t", "a", "b"]).assert_success();
