@@ -298,10 +298,21 @@ fn check(
     let target_lmeta = fs::symlink_metadata(target).ok();
     let target_meta = fs::metadata(target).ok();
     if let Some(existing) = &target_meta {
-        if same_file(&source_meta, existing)
-            && !(args.backup != Backup::None && target_lmeta.as_ref().is_some_and(|m| !m.is_dir()))
-            && !args.symbolic_link
-        {
+        let one_name = real_parent_join(source) == real_parent_join(target);
+        let same = same_file(&source_meta, existing);
+        // Already one file: a hard link to it is there (cp -l).
+        if same && args.hard_link {
+            return None;
+        }
+        // Otherwise refused, before anything is removed or backed up (cp -sf
+        // foo foo must not leave foo a link to itself), unless a backup
+        // keeps the old name's file, or --remove-destination removes
+        // another name (a link) for it.
+        let allowed = !args.symbolic_link
+            && ((args.backup != Backup::None
+                && target_lmeta.as_ref().is_some_and(|m| !m.is_dir()))
+                || (args.remove_destination && !one_name));
+        if same && !allowed {
             front.error(format!(
                 "{} and {} are the same file",
                 quote(source),
