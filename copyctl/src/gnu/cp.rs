@@ -299,7 +299,15 @@ fn check(
     let target_meta = fs::metadata(target).ok();
     if let Some(existing) = &target_meta {
         let one_name = real_parent_join(source) == real_parent_join(target);
-        let same = same_file(&source_meta, existing);
+        // cp -s replaces a symlink to its source (by another link): only
+        // the very same entry is the same file to it.
+        let same = match args.symbolic_link {
+            true => match (fs::symlink_metadata(source), &target_lmeta) {
+                (Ok(source), Some(target)) => same_file(&source, target),
+                _ => false,
+            },
+            false => same_file(&source_meta, existing),
+        };
         // Already one file: a hard link to it is there (cp -l).
         if same && args.hard_link {
             return None;
