@@ -156,6 +156,37 @@ fn cp_messages_are_cps_and_the_exit_status_is_one() {
 }
 
 #[test]
+fn cp_never_loses_the_file_its_source_names() {
+    let env = TestEnv::start();
+    write(env.path("data"), "keep me");
+    std::os::unix::fs::symlink("data", env.path("link")).unwrap();
+    // Each would remove or replace `data`, the file `link` names: refused,
+    // as cp refuses them.
+    for args in [
+        &["--remove-destination", "link", "data"][..],
+        &["-d", "link", "data"],
+        &["-b", "link", "data"],
+        &["-sf", "data", "data"],
+        &["-b", "data", "data"],
+        &["data", "link"],
+    ] {
+        let out = cp(&env, args);
+        assert_eq!(out.code, Some(1), "{out}");
+        assert!(out.stderr_str().ends_with("are the same file\n"), "{out}");
+        assert_eq!(read(env.path("data")), "keep me", "{out}");
+        assert!(fs::symlink_metadata(env.path("data")).unwrap().is_file());
+    }
+    // What cp allows: a backup of F copied back onto F; another name of
+    // the file replaced by a copy.
+    cp(&env, &["-fb", "data", "data"]).assert_success();
+    assert_eq!(read(env.path("data~")), "keep me");
+    assert_eq!(read(env.path("data")), "keep me");
+    cp(&env, &["--remove-destination", "data", "link"]).assert_success();
+    assert!(fs::symlink_metadata(env.path("link")).unwrap().is_file());
+    assert_eq!(read(env.path("data")), "keep me");
+}
+
+#[test]
 fn cp_flags() {
     let env = TestEnv::start();
     write(env.path("a"), "new");

@@ -298,7 +298,15 @@ fn check(
     let target_lmeta = fs::symlink_metadata(target).ok();
     let target_meta = fs::metadata(target).ok();
     if let Some(existing) = &target_meta {
-        let one_name = real_parent_join(source) == real_parent_join(target);
+        let target_entry = real_parent_join(target);
+        let one_name = real_parent_join(source) == target_entry;
+        // The target entry is the very file the source's data is in (the
+        // source itself, or a symlink to the target): removing, backing up
+        // or replacing it would lose the data, or leave a link to itself.
+        let holds_the_data = !is_dir
+            && fs::canonicalize(without_trailing_slashes(source))
+                .is_ok_and(|real| real == target_entry);
+        let target_is_file = target_lmeta.as_ref().is_some_and(|m| !m.is_dir());
         // cp -s replaces a symlink to its source (by another link): only
         // the very same entry is the same file to it.
         let same = match args.symbolic_link {
@@ -306,20 +314,29 @@ fn check(
                 (Ok(source), Some(target)) => same_file(&source, target),
                 _ => false,
             },
-            false => same_file(&source_meta, existing),
+            false => same_file(&source_meta, existing) || holds_the_data,
         };
         // Already one file: a hard link to it is there (cp -l).
         if same && args.hard_link {
             return None;
         }
         // Otherwise refused, before anything is removed or backed up (cp -sf
-        // foo foo must not leave foo a link to itself), unless a backup
-        // keeps the old name's file, or --remove-destination removes
-        // another name (a link) for it.
+        // foo foo must not leave foo a link to itself). Allowed: cp -fb F F
+        // (the backup is copied back); onto another name of the source's
+        // file (a symlink to it, a hard link) with a backup or
+        // --remove-destination.
         let allowed = !args.symbolic_link
-            && ((args.backup != Backup::None
-                && target_lmeta.as_ref().is_some_and(|m| !m.is_dir()))
-                || (args.remove_destination && !one_name));
+            && target_is_file
+            && match holds_the_data {
+                // A link copied as a link onto its own target (-bd): the
+                // backup keeps the data, as cp lets it.
+                true => {
+                    args.backup != Backup::None
+                        && (one_name && args.force
+                            || !follow && source_meta.file_type().is_symlink())
+                }
+                false => args.backup != Backup::None || args.remove_destination,
+            };
         if same && !allowed {
             front.error(format!(
                 "{} and {} are the same file",
@@ -398,10 +415,7 @@ fn check(
                 return None;
             }
             // cp --backup F F: the backup is what gets copied back.
-            if target_meta
-                .as_ref()
-                .is_some_and(|t| same_file(t, &source_meta))
-            {
+            if real_parent_join(source) == real_parent_join(target) {
                 copy_from = Some(backup.clone());
             }
             if let Err(err) = fs::rename(target, &backup) {
