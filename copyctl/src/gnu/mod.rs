@@ -64,7 +64,7 @@ pub fn dispatch() -> Option<ExitCode> {
 }
 
 fn run(tool: Tool, program: String, argv: Vec<OsString>) -> u8 {
-    let args = match args::parse(tool, argv) {
+    let mut args = match args::parse(tool, argv) {
         Ok(args) => args,
         Err(message) => {
             eprintln!("{program}: {message}");
@@ -92,6 +92,22 @@ fn run(tool: Tool, program: String, argv: Vec<OsString>) -> u8 {
             tool.name()
         );
         return 0;
+    }
+    // copyctl's own configuration: the address to use, and whether to draw
+    // a progress bar (only on a terminal: cp's output stays cp's in scripts).
+    match crate::settings::load(None) {
+        Ok(settings) => {
+            if args.address.is_none() {
+                args.address = settings.address.clone();
+            }
+            if settings.show_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                args.progress = true;
+            }
+        }
+        Err(message) => {
+            front.error(message);
+            return 1;
+        }
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
