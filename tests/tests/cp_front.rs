@@ -268,6 +268,23 @@ fn cp_flags() {
     cp(&env, &["-rH", "soft", "h"]).assert_success();
     assert!(fs::symlink_metadata(env.path("h")).unwrap().is_file());
 
+    // -L in a tree: what each symlink names is copied under its name
+    // (copyd's walk follows none: copyctl splits the tree for it).
+    write(env.path("l/a"), "a");
+    write(env.path("outside/b"), "b");
+    std::os::unix::fs::symlink("../outside/b", env.path("l/lb")).unwrap();
+    std::os::unix::fs::symlink("../outside", env.path("l/ldir")).unwrap();
+    cp(&env, &["-rL", "l", "deref"]).assert_success();
+    assert_eq!(read(env.path("deref/lb")), "b");
+    assert_eq!(read(env.path("deref/ldir/b")), "b");
+    assert!(fs::symlink_metadata(env.path("deref/ldir"))
+        .unwrap()
+        .is_dir());
+    cp(&env, &["-r", "l", "nodref"]).assert_success();
+    assert!(fs::symlink_metadata(env.path("nodref/lb"))
+        .unwrap()
+        .is_symlink());
+
     // Unknown options: getopt's message, exit 1.
     let out = cp(&env, &["--bogus", "a", "b"]);
     assert_eq!(out.code, Some(1));

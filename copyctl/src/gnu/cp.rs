@@ -160,7 +160,9 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         return;
     };
     let mut items = Vec::new();
-    let mut made: HashMap<PathBuf, bool> = HashMap::new();
+    // Targets of this run: whether each came from a symlink copied as one,
+    // and from which source.
+    let mut made: HashMap<PathBuf, (bool, PathBuf)> = HashMap::new();
     for source in sources {
         let source = match args.strip_trailing_slashes {
             true => without_trailing_slashes(&source),
@@ -198,7 +200,17 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         // Two sources onto one name (`cp a/x b/x dir`): the first is
         // copied, the second refused, as cp does.
         let key = real_parent_join(&shown_target);
-        if let Some(was_link) = made.get(&key) {
+        let real_source = real_parent_join(&source);
+        if let Some((was_link, earlier)) = made.get(&key) {
+            // The same source twice (`cp a a dir`): said, not a failure.
+            if *earlier == real_source {
+                eprintln!(
+                    "{}: warning: source file {} specified more than once",
+                    front.program,
+                    quote(&source)
+                );
+                continue;
+            }
             front.error(match was_link {
                 true => format!(
                     "will not copy {} through just-created symlink {}",
@@ -215,7 +227,7 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         }
         let is_link = !follows(args, &source)
             && fs::symlink_metadata(&source).is_ok_and(|m| m.file_type().is_symlink());
-        made.insert(key, is_link);
+        made.insert(key, (is_link, real_source));
         if let Some(item) = check(front, args, &source, &shown_target, &destination) {
             items.push(item);
         }
@@ -229,7 +241,61 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         verbose: args.verbose,
         verbose_prefix: "",
     };
+    let (items, twins) = match args.keep.links {
+        true => hard_link_twins(items),
+        false => (items, Vec::new()),
+    };
     submit::run(front, &request, items).await;
+    for (first, twin) in twins {
+        link_twin(front, args, &first, &twin);
+    }
+    let made = std::mem::take(&mut front.made);
+    super::deref::finish(&made, args.keep, args.mode_kept, local::umask());
+}
+
+/// --preserve=links between items: copyd keeps a tree's hard links, but
+/// two operands (or two files of a tree split for -L) that are one file
+/// are two items to it. The second and later of each such file are taken
+/// out, to be linked to the first's copy after the jobs.
+fn hard_link_twins(items: Vec<(Item, String)>) -> (Vec<(Item, String)>, Vec<(Item, Item)>) {
+    let mut first: HashMap<(u64, u64), Item> = HashMap::new();
+    let (mut kept, mut twins) = (Vec::new(), Vec::new());
+    for (item, policy) in items {
+        let meta = fs::metadata(&item.source).ok().filter(|m| m.is_file());
+        let Some(meta) = meta else {
+            kept.push((item, policy));
+            continue;
+        };
+        match first.get(&(meta.dev(), meta.ino())) {
+            Some(earlier) => twins.push((earlier.clone(), item)),
+            None => {
+                first.insert((meta.dev(), meta.ino()), item.clone());
+                kept.push((item, policy));
+            }
+        }
+    }
+    (kept, twins)
+}
+
+/// Makes `twin`'s target a hard link to `first`'s copy.
+fn link_twin(front: &mut Front, args: &GnuArgs, first: &Item, twin: &Item) {
+    if fs::symlink_metadata(&twin.target).is_ok_and(|m| !m.is_dir()) {
+        let _ = fs::remove_file(&twin.target);
+    }
+    match fs::hard_link(&first.target, &twin.target) {
+        Ok(()) if args.verbose => println!(
+            "{} -> {}",
+            quote(&twin.shown_source),
+            quote(&twin.shown_target)
+        ),
+        Ok(()) => {}
+        Err(err) => front.error(format!(
+            "cannot create hard link {} to {}: {}",
+            quote(&twin.shown_target),
+            quote(&first.shown_target),
+            why(&err)
+        )),
+    }
 }
 
 /// Whether cp follows `source` if it is a symlink: one named on the
@@ -520,6 +586,22 @@ fn check(
     let joins_directory = absolute_target.file_name() == absolute_source.file_name()
         && absolute_target.parent().is_some_and(Path::is_dir)
         && absolute_target != absolute_source;
+    // -L: a tree with symlinks in it is split so that copyd meets none.
+    if is_dir && args.deref == Deref::Always {
+        let split = super::deref::split(
+            front,
+            &absolute_source
+                .canonicalize()
+                .unwrap_or(absolute_source.clone()),
+            &absolute_target,
+            source,
+            target,
+            &policy,
+        );
+        front.pending.extend(split.items);
+        front.made.extend(split.made);
+        return None;
+    }
     // A directory onto one of another name: copyd would copy it into the
     // target, cp merges it into the target: each entry goes in instead.
     if is_dir && !joins_directory && target_meta.as_ref().is_some_and(Metadata::is_dir) {

@@ -12,6 +12,7 @@
 
 mod args;
 mod cp;
+mod deref;
 mod local;
 mod mv;
 mod submit;
@@ -79,6 +80,7 @@ fn run(tool: Tool, program: String, argv: Vec<OsString>) -> u8 {
         failed: false,
         interrupted: false,
         pending: Vec::new(),
+        made: Vec::new(),
     };
     if args.help {
         print!("{}", usage(tool, &front.program));
@@ -149,6 +151,9 @@ pub struct Front {
     /// Items a check added besides the one it returned (the entries of a
     /// directory merged into one of another name).
     pub pending: Vec<(submit::Item, String)>,
+    /// Directories copyctl made itself (cp -L splitting a tree), given
+    /// their metadata after the jobs.
+    pub made: Vec<deref::MadeDirectory>,
 }
 
 impl Front {
