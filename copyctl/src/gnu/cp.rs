@@ -253,11 +253,14 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
     super::deref::finish(&made, args.keep, args.mode_kept, local::umask());
 }
 
+/// An item and its conflict policy.
+type Planned = (Item, String);
+
 /// --preserve=links between items: copyd keeps a tree's hard links, but
 /// two operands (or two files of a tree split for -L) that are one file
 /// are two items to it. The second and later of each such file are taken
 /// out, to be linked to the first's copy after the jobs.
-fn hard_link_twins(items: Vec<(Item, String)>) -> (Vec<(Item, String)>, Vec<(Item, Item)>) {
+fn hard_link_twins(items: Vec<Planned>) -> (Vec<Planned>, Vec<(Item, Item)>) {
     let mut first: HashMap<(u64, u64), Item> = HashMap::new();
     let (mut kept, mut twins) = (Vec::new(), Vec::new());
     for (item, policy) in items {
