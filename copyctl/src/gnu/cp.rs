@@ -379,16 +379,31 @@ fn check(
         // cp -s replaces a symlink to its source (by another link): only
         // the very same entry is the same file to it.
         let same = match args.symbolic_link {
-            true => match (fs::symlink_metadata(source), &target_lmeta) {
-                (Ok(source), Some(target)) => same_file(&source, target),
-                _ => false,
-            },
+            // (A hard link to the file is the file; to a symlink, not.)
+            true => {
+                one_name
+                    || holds_the_data
+                    || target_lmeta
+                        .as_ref()
+                        .is_some_and(|t| same_file(t, &source_meta) && !t.file_type().is_symlink())
+            }
             false => same_file(&source_meta, existing) || holds_the_data,
         };
-        // Already one file: a hard link to it is there (cp -l).
-        if same && args.hard_link {
+        // cp -l: the target entry is a hard link to the file already:
+        // nothing to do. Another name for it (a symlink to it) is an
+        // existing target like any other (-f, -b replace it).
+        let linked_already = target_lmeta
+            .as_ref()
+            .is_some_and(|t| same_file(t, &source_meta));
+        // So is a symlink linked as itself (-d) onto the file it names.
+        let link_onto_its_file = !follow
+            && source_meta.file_type().is_symlink()
+            && fs::metadata(source).is_ok_and(|m| same_file(&m, existing));
+        let backup_back = one_name && args.force && args.backup != Backup::None;
+        if args.hard_link && (same && linked_already && !backup_back || link_onto_its_file) {
             return None;
         }
+        let same = same && !(args.hard_link && !one_name);
         // Otherwise refused, before anything is removed or backed up (cp -sf
         // foo foo must not leave foo a link to itself). Allowed: cp -fb F F
         // (the backup is copied back); onto another name of the source's
@@ -455,7 +470,8 @@ fn check(
     let mut through: Option<PathBuf> = None;
     let mut note = String::new();
     let exists_as_file = target_lmeta.as_ref().is_some_and(|m| !m.is_dir()) && !is_dir;
-    if exists_as_file && !args.symbolic_link && !args.hard_link {
+    let links = args.symbolic_link || args.hard_link;
+    if exists_as_file {
         let existing = target_meta.as_ref().or(target_lmeta.as_ref())?;
         match args.update {
             Update::None => return None,
@@ -492,6 +508,8 @@ fn check(
                 return None;
             }
             note = format!(" (backup: {})", quote(&backup));
+        } else if links {
+            // link_here replaces the target, or refuses to (without -f).
         } else if args.remove_destination {
             if let Err(err) = fs::remove_file(target) {
                 front.error(format!("cannot remove {}: {}", quote(target), why(&err)));
@@ -543,11 +561,20 @@ fn check(
     }
     if args.symbolic_link || args.hard_link {
         // link(2) does not follow a symlink: where cp would, its target.
-        let linked = match follow && args.hard_link {
-            true => fs::canonicalize(source).unwrap_or(source.to_path_buf()),
-            false => source.to_path_buf(),
+        let linked = match (&copy_from, follow && args.hard_link) {
+            (Some(backup), _) if args.hard_link => backup.clone(),
+            (_, true) => fs::canonicalize(source).unwrap_or(source.to_path_buf()),
+            _ => source.to_path_buf(),
         };
-        link_here(front, args, &linked, target, target_lmeta.is_some(), &note);
+        link_here(
+            front,
+            args,
+            &linked,
+            source,
+            target,
+            target_lmeta.is_some(),
+            &note,
+        );
         return None;
     }
     let absolute_source = match absolute(copy_from.as_deref().unwrap_or(source)) {
@@ -739,6 +766,7 @@ fn link_here(
     front: &mut Front,
     args: &GnuArgs,
     source: &Path,
+    shown_source: &Path,
     target: &Path,
     exists: bool,
     note: &str,
@@ -751,7 +779,16 @@ fn link_here(
             return front.error(format!(
                 "cannot create symbolic link {} to {}: {}",
                 quote(target),
-                quote(source),
+                quote(shown_source),
+                why(&err)
+            ));
+        }
+    } else if !source.is_dir() {
+        if let Err(err) = fs::hard_link(source, target) {
+            return front.error(format!(
+                "cannot create hard link {} to {}: {}",
+                quote(target),
+                quote(shown_source),
                 why(&err)
             ));
         }
@@ -763,6 +800,6 @@ fn link_here(
         }
     }
     if args.verbose {
-        println!("{} -> {}{note}", quote(source), quote(target));
+        println!("{} -> {}{note}", quote(shown_source), quote(target));
     }
 }
