@@ -403,7 +403,8 @@ fn check(
         if args.hard_link && (same && linked_already && !backup_back || link_onto_its_file) {
             return None;
         }
-        let same = same && !(args.hard_link && !one_name);
+        // cp -l onto another name of the file is no same-file error.
+        let same = same && (one_name || !args.hard_link);
         // Otherwise refused, before anything is removed or backed up (cp -sf
         // foo foo must not leave foo a link to itself). Allowed: cp -fb F F
         // (the backup is copied back); onto another name of the source's
