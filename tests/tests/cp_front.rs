@@ -285,6 +285,17 @@ fn cp_flags() {
         .unwrap()
         .is_symlink());
 
+    // -x: a mount point in the tree is made, left empty (needs root, as
+    // the whole suite does).
+    write(env.path("onefs/a"), "a");
+    let mounted = copyd_tests::mounts::Tmpfs::mount(&env.path("onefs/m"));
+    write(mounted.path().join("other"), "elsewhere");
+    cp(&env, &["-ax", "onefs", "onefs-copy"]).assert_success();
+    assert_eq!(read(env.path("onefs-copy/a")), "a");
+    assert!(env.path("onefs-copy/m").is_dir());
+    assert!(!env.path("onefs-copy/m/other").exists());
+    drop(mounted);
+
     // Unknown options: getopt's message, exit 1.
     let out = cp(&env, &["--bogus", "a", "b"]);
     assert_eq!(out.code, Some(1));

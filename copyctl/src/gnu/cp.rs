@@ -250,7 +250,7 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         link_twin(front, args, &first, &twin);
     }
     let made = std::mem::take(&mut front.made);
-    super::deref::finish(&made, args.keep, args.mode_kept, local::umask());
+    super::split::finish(&made, args.keep, args.mode_kept, local::umask());
 }
 
 /// An item and its conflict policy.
@@ -617,9 +617,14 @@ fn check(
     let joins_directory = absolute_target.file_name() == absolute_source.file_name()
         && absolute_target.parent().is_some_and(Path::is_dir)
         && absolute_target != absolute_source;
-    // -L: a tree with symlinks in it is split so that copyd meets none.
-    if is_dir && args.deref == Deref::Always {
-        let split = super::deref::split(
+    // -L, -x: a tree with symlinks in it, or mount points, is split so
+    // that copyd meets none (split.rs).
+    if is_dir && (args.deref == Deref::Always || args.one_file_system) {
+        let rules = super::split::Rules {
+            follow: args.deref == Deref::Always,
+            device: args.one_file_system.then(|| source_meta.dev()),
+        };
+        let split = super::split::split(
             front,
             &absolute_source
                 .canonicalize()
@@ -628,6 +633,7 @@ fn check(
             source,
             target,
             &policy,
+            rules,
         );
         front.pending.extend(split.items);
         front.made.extend(split.made);

@@ -12,9 +12,9 @@
 
 mod args;
 mod cp;
-mod deref;
 mod local;
 mod mv;
+mod split;
 mod submit;
 
 use std::ffi::OsString;
@@ -151,9 +151,9 @@ pub struct Front {
     /// Items a check added besides the one it returned (the entries of a
     /// directory merged into one of another name).
     pub pending: Vec<(submit::Item, String)>,
-    /// Directories copyctl made itself (cp -L splitting a tree), given
-    /// their metadata after the jobs.
-    pub made: Vec<deref::MadeDirectory>,
+    /// Directories copyctl made itself (cp -L or -x splitting a tree),
+    /// given their metadata after the jobs.
+    pub made: Vec<split::MadeDirectory>,
 }
 
 impl Front {

@@ -1,9 +1,12 @@
-//! cp -L (and --dereference) for a tree: copyd's walk never follows a
-//! symlink (it reads trees through O_NOFOLLOW descriptors, on purpose), so
-//! a tree with symlinks in it is split here. Its directories are made by
-//! copyctl, each symlink becomes an item of what it points to under the
-//! link's name, and every subtree without a symlink in it stays one item
-//! for copyd. A tree with no symlink at all is one item, as without -L.
+//! Trees copyd should not take whole, split here. copyd's walk never
+//! follows a symlink (it reads trees through O_NOFOLLOW descriptors, on
+//! purpose) and never stops at a mount point, so for cp -L (follow every
+//! link) and cp -x (stay on the source's file system) a tree that has such
+//! entries is split: its directories are made by copyctl, each symlink
+//! becomes an item of what it points to under the link's name (-L), each
+//! directory on another file system an empty directory (-x, as cp leaves
+//! a mount point), and every subtree without such entries stays one item
+//! for copyd. A tree with none at all is one item, as without the options.
 
 use std::collections::HashSet;
 use std::fs::{self, Metadata};
@@ -20,15 +23,33 @@ pub struct MadeDirectory {
     pub source: Metadata,
 }
 
-/// Whether anything under `dir` is a symlink.
-fn has_symlinks(dir: &Path) -> bool {
+/// How a tree is split.
+#[derive(Clone, Copy)]
+pub struct Rules {
+    /// -L: symlinks followed.
+    pub follow: bool,
+    /// -x: the device of the source's file system, where to stay.
+    pub device: Option<u64>,
+}
+
+impl Rules {
+    /// Whether `entry` (of this lstat) must be taken apart from its tree.
+    fn splits_at(&self, meta: &Metadata) -> bool {
+        (self.follow && meta.file_type().is_symlink())
+            || (meta.is_dir() && self.device.is_some_and(|d| d != meta.dev()))
+    }
+}
+
+/// Whether anything under `dir` must be taken apart under `rules`.
+fn needs_split(dir: &Path, rules: Rules) -> bool {
     let Ok(entries) = fs::read_dir(dir) else {
         return false;
     };
-    entries.flatten().any(|entry| match entry.file_type() {
-        Ok(t) if t.is_symlink() => true,
-        Ok(t) if t.is_dir() => has_symlinks(&entry.path()),
-        _ => false,
+    entries.flatten().any(|entry| {
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+            return false;
+        };
+        rules.splits_at(&meta) || meta.is_dir() && needs_split(&entry.path(), rules)
     })
 }
 
@@ -47,6 +68,7 @@ pub fn split(
     shown_source: &Path,
     shown_target: &Path,
     policy: &str,
+    rules: Rules,
 ) -> Split {
     let mut split = Split {
         items: Vec::new(),
@@ -62,6 +84,7 @@ pub fn split(
         shown_source,
         shown_target,
         policy,
+        rules,
     );
     split
 }
@@ -89,6 +112,7 @@ fn walk(
     shown_source: &Path,
     shown_target: &Path,
     policy: &str,
+    rules: Rules,
 ) {
     let meta = match fs::metadata(source) {
         Ok(meta) => meta,
@@ -101,7 +125,7 @@ fn walk(
         }
     };
     let shown = (shown_source.to_path_buf(), shown_target.to_path_buf());
-    if !has_symlinks(source) {
+    if !needs_split(source, rules) {
         let joins = target.file_name() == source.file_name();
         split.items.push((
             item(source.into(), target.into(), shown, joins),
@@ -148,7 +172,21 @@ fn walk(
         let Ok(lmeta) = fs::symlink_metadata(&from) else {
             continue;
         };
-        if lmeta.is_dir() || lmeta.file_type().is_symlink() {
+        if lmeta.is_dir() && rules.device.is_some_and(|d| d != lmeta.dev()) {
+            // A mount point under cp -x: made, left empty.
+            match fs::create_dir(&to) {
+                Ok(()) => split.made.push(MadeDirectory {
+                    target: to,
+                    source: lmeta,
+                }),
+                Err(_) if to.is_dir() => {}
+                Err(err) => front.error(format!(
+                    "cannot create directory {}: {}",
+                    quote(&shown_to),
+                    why(&err)
+                )),
+            }
+        } else if lmeta.is_dir() || rules.follow && lmeta.file_type().is_symlink() {
             // What a link names, followed; a directory, split in turn.
             let real = match fs::canonicalize(&from) {
                 Ok(real) => real,
@@ -167,6 +205,7 @@ fn walk(
                     &shown_from,
                     &shown_to,
                     policy,
+                    rules,
                 );
             } else {
                 let joins = real.file_name() == Some(name.as_os_str());
