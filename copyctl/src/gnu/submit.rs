@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use zbus::Variant;
 
@@ -130,15 +132,40 @@ pub async fn run(front: &mut Front, request: &Request, items: Vec<(Item, String)
         Ok(service) => service,
         Err(message) => return front.error(message),
     };
+    // Ctrl-C at any time of the run, also between jobs or while one is
+    // being asked for (when no wait is listening): no job starts after it,
+    // and a job made after it is cancelled at once.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let listener = {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Ordering::SeqCst);
+            }
+        })
+    };
+    // Lets the listener register before the first job is asked for.
+    tokio::task::yield_now().await;
     for batch in batches(items) {
-        run_batch(front, &service, request, &batch).await;
+        if interrupted.load(Ordering::SeqCst) {
+            front.interrupted = true;
+            break;
+        }
+        run_batch(front, &service, request, &batch, &interrupted).await;
         if front.interrupted {
-            return;
+            break;
         }
     }
+    listener.abort();
 }
 
-async fn run_batch(front: &mut Front, service: &Service, request: &Request, batch: &Batch) {
+async fn run_batch(
+    front: &mut Front,
+    service: &Service,
+    request: &Request,
+    batch: &Batch,
+    interrupted: &AtomicBool,
+) {
     let fail = |front: &mut Front, err: zbus::Error| match err {
         zbus::Error::MethodError(name, message, _) => front.daemon_error(
             &in_users_terms(&message.unwrap_or_default(), &batch.items),
@@ -170,6 +197,21 @@ async fn run_batch(front: &mut Front, service: &Service, request: &Request, batc
         Ok(path) => path,
         Err(err) => return fail(front, err),
     };
+    if interrupted.load(Ordering::SeqCst) {
+        let cancelled = async {
+            crate::proxy::JobProxy::builder(&service.connection)
+                .path(path.clone())
+                .build()
+                .await?
+                .cancel(HashMap::new())
+                .await
+        };
+        if let Err(err) = cancelled.await {
+            fail(front, err);
+        }
+        front.interrupted = true;
+        return;
+    }
     let style = WaitStyle {
         show_progress: request.show_progress && !front.json,
         ask: match batch.on_conflict.as_str() {
