@@ -242,63 +242,15 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         verbose_prefix: "",
     };
     let (items, twins) = match args.keep.links {
-        true => hard_link_twins(items),
+        true => super::links::hard_link_twins(items),
         false => (items, Vec::new()),
     };
     submit::run(front, &request, items).await;
     for (first, twin) in twins {
-        link_twin(front, args, &first, &twin);
+        super::links::link_twin(front, args, &first, &twin);
     }
     let made = std::mem::take(&mut front.made);
     super::split::finish(&made, args.keep, args.mode_kept, local::umask());
-}
-
-/// An item and its conflict policy.
-type Planned = (Item, String);
-
-/// --preserve=links between items: copyd keeps a tree's hard links, but
-/// two operands (or two files of a tree split for -L) that are one file
-/// are two items to it. The second and later of each such file are taken
-/// out, to be linked to the first's copy after the jobs.
-fn hard_link_twins(items: Vec<Planned>) -> (Vec<Planned>, Vec<(Item, Item)>) {
-    let mut first: HashMap<(u64, u64), Item> = HashMap::new();
-    let (mut kept, mut twins) = (Vec::new(), Vec::new());
-    for (item, policy) in items {
-        let meta = fs::metadata(&item.source).ok().filter(|m| m.is_file());
-        let Some(meta) = meta else {
-            kept.push((item, policy));
-            continue;
-        };
-        match first.get(&(meta.dev(), meta.ino())) {
-            Some(earlier) => twins.push((earlier.clone(), item)),
-            None => {
-                first.insert((meta.dev(), meta.ino()), item.clone());
-                kept.push((item, policy));
-            }
-        }
-    }
-    (kept, twins)
-}
-
-/// Makes `twin`'s target a hard link to `first`'s copy.
-fn link_twin(front: &mut Front, args: &GnuArgs, first: &Item, twin: &Item) {
-    if fs::symlink_metadata(&twin.target).is_ok_and(|m| !m.is_dir()) {
-        let _ = fs::remove_file(&twin.target);
-    }
-    match fs::hard_link(&first.target, &twin.target) {
-        Ok(()) if args.verbose => println!(
-            "{} -> {}",
-            quote(&twin.shown_source),
-            quote(&twin.shown_target)
-        ),
-        Ok(()) => {}
-        Err(err) => front.error(format!(
-            "cannot create hard link {} to {}: {}",
-            quote(&twin.shown_target),
-            quote(&first.shown_target),
-            why(&err)
-        )),
-    }
 }
 
 /// Whether cp follows `source` if it is a symlink: one named on the
@@ -361,7 +313,7 @@ fn check(
     }
     if args.parents {
         if let Destination::Into(dir) = destination {
-            make_parents(front, args, dir, source)?;
+            local::make_parents(front, args, dir, source)?;
         }
     }
     let target_lmeta = fs::symlink_metadata(target).ok();
@@ -567,7 +519,7 @@ fn check(
             (_, true) => fs::canonicalize(source).unwrap_or(source.to_path_buf()),
             _ => source.to_path_buf(),
         };
-        link_here(
+        super::links::link_here(
             front,
             args,
             &linked,
@@ -721,92 +673,5 @@ fn real_parent_join(target: &Path) -> PathBuf {
             .unwrap_or(parent.to_path_buf())
             .join(name),
         _ => absolute,
-    }
-}
-
-/// --parents: makes DIR/a/b for the source a/b/c, as cp does: each with
-/// its source directory's mode (and owner) when those are kept, else the
-/// default mode.
-fn make_parents(front: &mut Front, args: &GnuArgs, dir: &Path, source: &Path) -> Option<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let relative = without_trailing_slashes(source);
-    let parent = relative.parent()?;
-    let (mut made, mut from) = (dir.to_path_buf(), PathBuf::new());
-    for component in parent.components() {
-        from.push(component);
-        if let std::path::Component::Normal(name) = component {
-            made.push(name);
-            // One already there gets the source's mode too (cp -p does).
-            if !made.is_dir() {
-                if let Err(err) = fs::create_dir(&made) {
-                    front.error(format!(
-                        "cannot make directory {}: {}",
-                        quote(&made),
-                        why(&err)
-                    ));
-                    return None;
-                }
-            }
-            let Ok(meta) = fs::metadata(&from) else {
-                continue;
-            };
-            if args.keep.ownership {
-                let _ = std::os::unix::fs::chown(&made, Some(meta.uid()), Some(meta.gid()));
-            }
-            if args.keep.mode {
-                let mode = fs::Permissions::from_mode(meta.mode() & 0o7777);
-                if let Err(err) = fs::set_permissions(&made, mode) {
-                    front.error(format!(
-                        "failed to preserve permissions for {}: {}",
-                        quote(&made),
-                        why(&err)
-                    ));
-                }
-            }
-        }
-    }
-    Some(())
-}
-
-/// cp -l and cp -s: the link made here, as the user.
-fn link_here(
-    front: &mut Front,
-    args: &GnuArgs,
-    source: &Path,
-    shown_source: &Path,
-    target: &Path,
-    exists: bool,
-    note: &str,
-) {
-    if exists && (args.force || args.remove_destination) && !target.is_dir() {
-        let _ = fs::remove_file(target);
-    }
-    if args.symbolic_link {
-        if let Err(err) = std::os::unix::fs::symlink(source, target) {
-            return front.error(format!(
-                "cannot create symbolic link {} to {}: {}",
-                quote(target),
-                quote(shown_source),
-                why(&err)
-            ));
-        }
-    } else if !source.is_dir() {
-        if let Err(err) = fs::hard_link(source, target) {
-            return front.error(format!(
-                "cannot create hard link {} to {}: {}",
-                quote(target),
-                quote(shown_source),
-                why(&err)
-            ));
-        }
-    } else {
-        let mut errors = Vec::new();
-        local::hard_link_tree(source, target, &mut |e| errors.push(e));
-        for error in errors {
-            front.error(error);
-        }
-    }
-    if args.verbose {
-        println!("{} -> {}{note}", quote(shown_source), quote(target));
     }
 }

@@ -297,3 +297,52 @@ pub fn apply_modes(path: &Path, default: bool, umask: u32) {
         }
     }
 }
+
+/// --parents: makes DIR/a/b for the source a/b/c, as cp does: each with
+/// its source directory's mode (and owner) when those are kept, else the
+/// default mode.
+pub fn make_parents(
+    front: &mut super::Front,
+    args: &super::args::GnuArgs,
+    dir: &Path,
+    source: &Path,
+) -> Option<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let relative = without_trailing_slashes(source);
+    let parent = relative.parent()?;
+    let (mut made, mut from) = (dir.to_path_buf(), std::path::PathBuf::new());
+    for component in parent.components() {
+        from.push(component);
+        if let std::path::Component::Normal(name) = component {
+            made.push(name);
+            // One already there gets the source's mode too (cp -p does).
+            if !made.is_dir() {
+                if let Err(err) = std::fs::create_dir(&made) {
+                    front.error(format!(
+                        "cannot make directory {}: {}",
+                        super::quote(&made),
+                        super::why(&err)
+                    ));
+                    return None;
+                }
+            }
+            let Ok(meta) = std::fs::metadata(&from) else {
+                continue;
+            };
+            if args.keep.ownership {
+                let _ = std::os::unix::fs::chown(&made, Some(meta.uid()), Some(meta.gid()));
+            }
+            if args.keep.mode {
+                let mode = std::fs::Permissions::from_mode(meta.mode() & 0o7777);
+                if let Err(err) = std::fs::set_permissions(&made, mode) {
+                    front.error(format!(
+                        "failed to preserve permissions for {}: {}",
+                        super::quote(&made),
+                        super::why(&err)
+                    ));
+                }
+            }
+        }
+    }
+    Some(())
+}

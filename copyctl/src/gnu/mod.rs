@@ -12,6 +12,7 @@
 
 mod args;
 mod cp;
+mod links;
 mod local;
 mod mv;
 mod split;
