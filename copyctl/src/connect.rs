@@ -41,6 +41,12 @@ async fn try_bus(builder: zbus::connection::Builder<'_>) -> Option<Connection> {
 }
 
 pub async fn find(address: Option<&str>) -> Result<Service, String> {
+    find_saying(address, true).await
+}
+
+/// [`find`], saying or not that a private copyd was started (cp and mv
+/// fronts stay silent, as cp is).
+pub async fn find_saying(address: Option<&str>, announce: bool) -> Result<Service, String> {
     if let Some(address) = address {
         let connection = zbus::connection::Builder::address(address)
             .build()
@@ -63,12 +69,12 @@ pub async fn find(address: Option<&str>) -> Result<Service, String> {
             private: None,
         });
     }
-    start_private().await
+    start_private(announce).await
 }
 
 /// Runs this very executable as a private copyd, handing it one end of a
 /// socket pair as its standard input.
-async fn start_private() -> Result<Service, String> {
+async fn start_private(announce: bool) -> Result<Service, String> {
     let (ours, theirs) =
         UnixStream::pair().map_err(|err| format!("cannot make a socket pair: {err}"))?;
     let exe =
@@ -79,10 +85,12 @@ async fn start_private() -> Result<Service, String> {
         .stdout(Stdio::null())
         .spawn()
         .map_err(|err| format!("cannot start a private copyd: {err}"))?;
-    eprintln!(
-        "copyctl: no copyd on the system or session bus; using a private copyd (pid {})",
-        child.id()
-    );
+    if announce {
+        eprintln!(
+            "copyctl: no copyd on the system or session bus; using a private copyd (pid {})",
+            child.id()
+        );
+    }
     let connection = zbus::connection::Builder::unix_stream(ours)
         .p2p()
         .build()
@@ -118,11 +126,16 @@ pub fn run_private_daemon() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let config = copyd_service::Config {
+    let mut config = copyd_service::Config {
         // One client, who reads a job's end state right after it ends.
         job_retention_seconds: 60,
         ..Default::default()
     };
+    // A private copyd has its one client's own rights and no others: the
+    // rule that keeps a system service's callers out of /proc, /sys and
+    // /dev unless privileged guards nothing here, and would refuse what the
+    // user may do anyway (`cp /proc/cpuinfo .`, a copy into /dev/shm).
+    config.security.require_privilege_for_system = false;
     match runtime.block_on(copyd_service::serve(
         copyd_service::Endpoint::Peer(socket),
         config,

@@ -5,6 +5,7 @@
 
 mod completions;
 mod connect;
+mod gnu;
 mod manifest;
 mod observe;
 mod proxy;
@@ -787,6 +788,10 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
 }
 
 fn main() -> ExitCode {
+    // `copyctl cp|mv …`, or copyctl run as `cp` or `mv`: GNU's command lines.
+    if let Some(status) = gnu::dispatch() {
+        return status;
+    }
     let mut cli = Cli::parse();
     if !matches!(cli.command, Command::PrivateCopyd) {
         let settings = match settings::load(cli.config.as_deref()) {

@@ -241,6 +241,27 @@ async fn ask_on_the_terminal(conflict: &ConflictRaisedArgs<'_>) -> (&'static str
     (action, all)
 }
 
+/// Asks as GNU cp -i and mv -i do: `cp: overwrite 'x'? `; a line that
+/// starts with y or Y overwrites, anything else keeps what exists.
+async fn ask_as_gnu(program: &str, conflict: &ConflictRaisedArgs<'_>) -> (&'static str, bool) {
+    eprint!(
+        "{program}: overwrite '{}'? ",
+        String::from_utf8_lossy(conflict.target())
+    );
+    let line = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default();
+    match line.trim_start().starts_with(['y', 'Y']) {
+        true => ("overwrite", false),
+        false => ("skip", false),
+    }
+}
+
 fn progress_bar() -> ProgressBar {
     // [display] of copyctl's config: how often it redraws, and colour.
     let settings = crate::settings::get();
@@ -316,6 +337,47 @@ pub async fn wait(
     show_progress: bool,
     interactive: bool,
 ) -> zbus::Result<JobSummary> {
+    let ask = match interactive {
+        true => Ask::Copyctl,
+        false => Ask::No,
+    };
+    let style = WaitStyle {
+        show_progress,
+        ask,
+        note_interrupt: true,
+    };
+    Ok(wait_with(connection, signals, subscribed, path, &style)
+        .await?
+        .0)
+}
+
+/// Who answers a job's conflicts (on-conflict ask).
+pub enum Ask {
+    /// Nobody: the job is not asking.
+    No,
+    /// copyctl's own question, with its choices.
+    Copyctl,
+    /// GNU cp's and mv's: `PROGRAM: overwrite 'x'? `, yes or no.
+    Gnu(String),
+}
+
+/// How [`wait_with`] follows a job.
+pub struct WaitStyle {
+    pub show_progress: bool,
+    pub ask: Ask,
+    /// Say on stderr that Ctrl-C cancels the job (cp and mv say nothing).
+    pub note_interrupt: bool,
+}
+
+/// [`wait`], in `style`; also says whether Ctrl-C cancelled the job.
+pub async fn wait_with(
+    connection: &Connection,
+    signals: JobSignals,
+    subscribed: Subscribed,
+    path: &str,
+    style: &WaitStyle,
+) -> zbus::Result<(JobSummary, bool)> {
+    let show_progress = style.show_progress;
     let job = JobProxy::builder(connection)
         .path(path.to_owned())
         .cache_properties(zbus::proxy::CacheProperties::No)
@@ -335,10 +397,16 @@ pub async fn wait(
                 if message.header().path().map(|p| p.as_str()) != Some(path) {
                     continue;
                 }
-                if let (true, Some(conflict)) = (interactive, ConflictRaised::from_message(message.clone())) {
+                if let Some(conflict) = ConflictRaised::from_message(message.clone()) {
                     if let Ok(args) = conflict.args() {
-                        let (action, all) = ask_on_the_terminal(&args).await;
-                        job.resolve_conflict(action, all).await?;
+                        let answer = match &style.ask {
+                            Ask::No => None,
+                            Ask::Copyctl => Some(ask_on_the_terminal(&args).await),
+                            Ask::Gnu(program) => Some(ask_as_gnu(program, &args).await),
+                        };
+                        if let Some((action, all)) = answer {
+                            job.resolve_conflict(action, all).await?;
+                        }
                     }
                     continue;
                 }
@@ -360,7 +428,9 @@ pub async fn wait(
             _ = look.tick() => true,
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
-                eprintln!("copyctl: interrupted: cancelling the job");
+                if style.note_interrupt {
+                    eprintln!("copyctl: interrupted: cancelling the job");
+                }
                 job.cancel(HashMap::new()).await?;
                 false
             }
@@ -376,8 +446,12 @@ pub async fn wait(
             bar.set_length(summary.bytes_total);
             bar.set_position(summary.bytes_done);
             bar.set_message(format!("{} files {}", summary.files_done, summary.state));
-            bar.finish();
+            // A bar that ended short shows where it stopped.
+            match summary.succeeded() {
+                true => bar.finish(),
+                false => bar.abandon(),
+            }
         }
-        return Ok(summary);
+        return Ok((summary, interrupted));
     }
 }

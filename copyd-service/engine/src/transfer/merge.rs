@@ -180,13 +180,35 @@ impl Transfer<'_> {
                 None => Some(None),
                 Some(existing) if self.resume.resuming && looks_placed(entry, existing) => None,
                 // Keep-both puts a file beside a directory; nothing else can.
+                // Under skip, or asked and answered skip, the file is left
+                // out, as cp -n and cp -i's "n" leave it.
                 Some(existing) if existing.is_dir() && policy != Conflict::Rename => {
-                    self.fail_entry_alone(
-                        source.clone(),
-                        under(&item.target, copy_relative),
-                        taken_by_directory(&item.target, copy_relative),
-                    );
-                    None
+                    let skip = match policy {
+                        Conflict::Skip => true,
+                        Conflict::Ask => {
+                            let answer = self.control.ask(
+                                under(&item.target, copy_relative),
+                                Side::of(existing),
+                                Side::of(&entry.metadata),
+                            )?;
+                            if answer.apply_to_all {
+                                policy = answer.action;
+                            }
+                            answer.action == Conflict::Skip
+                        }
+                        _ => false,
+                    };
+                    match skip {
+                        true => Some(Some(ConflictDecision::Skipped)),
+                        false => {
+                            self.fail_entry_alone(
+                                source.clone(),
+                                under(&item.target, copy_relative),
+                                taken_by_directory(&item.target, copy_relative),
+                            );
+                            None
+                        }
+                    }
                 }
                 Some(existing) if policy == Conflict::Ask => {
                     let answer = self.control.ask(

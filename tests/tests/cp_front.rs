@@ -1,0 +1,376 @@
+//! `copyctl cp` and `copyctl mv`, and copyctl run as `cp` and `mv`: GNU's
+//! defaults and flags, cp's messages and exit codes, real runs against a
+//! copyd on a private bus.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use copyd_tests::cmd::{run, run_timeout};
+use copyd_tests::{bins, osargs, CmdOutput, TestEnv};
+
+/// Runs copyctl under the name `name` (a symlink in the test's directory),
+/// in the test's directory, so that relative names work as with cp.
+fn as_named(env: &TestEnv, name: &str, args: &[&str]) -> CmdOutput {
+    let link = env.path(format!(".bin/{name}"));
+    if !link.exists() {
+        fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(bins::copyctl(), &link).unwrap();
+    }
+    run(Command::new(&link)
+        .args(args)
+        .current_dir(env.work.path())
+        .env("COPYD_ADDRESS", env.address()))
+}
+
+fn cp(env: &TestEnv, args: &[&str]) -> CmdOutput {
+    as_named(env, "cp", args)
+}
+
+fn write(path: PathBuf, text: &str) -> PathBuf {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, text).unwrap();
+    path
+}
+
+fn read(path: impl AsRef<Path>) -> String {
+    fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn cp_overwrites_merges_and_copies_into_an_existing_directory() {
+    let env = TestEnv::start();
+    write(env.path("a"), "new");
+    write(env.path("b"), "old");
+    cp(&env, &["a", "b"]).assert_success();
+    assert_eq!(read(env.path("b")), "new");
+
+    // -r SRC DEST: DEST made; again, DEST exists: into DEST/SRC, merged.
+    write(env.path("src/f"), "1");
+    cp(&env, &["-r", "src", "dst"]).assert_success();
+    assert_eq!(read(env.path("dst/f")), "1");
+    write(env.path("dst/src/only-here"), "kept");
+    write(env.path("src/f"), "2");
+    cp(&env, &["-r", "src", "dst"]).assert_success();
+    assert_eq!(read(env.path("dst/src/f")), "2");
+    assert_eq!(read(env.path("dst/src/only-here")), "kept");
+    // Twice into the same place merges, no error.
+    cp(&env, &["-r", "src", "dst"]).assert_success();
+
+    // SRC/. into an existing directory: SRC's entries, merged into it.
+    cp(&env, &["-r", "src/.", "dst"]).assert_success();
+    assert_eq!(read(env.path("dst/f")), "2");
+
+    // cp does not keep the source's times unless asked (-p, -a).
+    let old = filetime(env.path("src/f"), 1_000_000_000);
+    cp(&env, &["src/f", "plain"]).assert_success();
+    assert_ne!(fs::metadata(env.path("plain")).unwrap().mtime(), old);
+    cp(&env, &["-p", "src/f", "kept"]).assert_success();
+    assert_eq!(fs::metadata(env.path("kept")).unwrap().mtime(), old);
+}
+
+/// Sets `path`'s modification time to `seconds`; returns it.
+fn filetime(path: PathBuf, seconds: i64) -> i64 {
+    let status = Command::new("touch")
+        .arg("-d")
+        .arg(format!("@{seconds}"))
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    seconds
+}
+
+#[test]
+fn cp_messages_are_cps_and_the_exit_status_is_one() {
+    let env = TestEnv::start();
+    write(env.path("f"), "x");
+    fs::create_dir(env.path("d")).unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["nope", "x"],
+            "cp: cannot stat 'nope': No such file or directory\n",
+        ),
+        (
+            &["d", "x"],
+            "cp: -r not specified; omitting directory 'd'\n",
+        ),
+        (&["f", "f"], "cp: 'f' and 'f' are the same file\n"),
+        (
+            &["-r", "d", "d/sub"],
+            "cp: cannot copy a directory, 'd', into itself, 'd/sub'\n",
+        ),
+        (
+            &["f", "none/"],
+            "cp: cannot create regular file 'none/': Not a directory\n",
+        ),
+        (&["f", "f", "f"], "cp: target 'f': Not a directory\n"),
+        (&["f", "d/"], ""),
+    ];
+    for (args, expected) in cases {
+        let out = cp(&env, args);
+        assert_eq!(out.stderr_str(), *expected, "{out}");
+        assert_eq!(out.code, Some(i32::from(!expected.is_empty())), "{out}");
+    }
+    // Failures of some sources leave the others copied.
+    let out = cp(&env, &["nope", "f", "d/"]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(env.path("d/f").exists());
+
+    // As `copyctl cp`, the program's own name; D-Bus names only with
+    // --debug, and never Rust's "(os error N)".
+    let out = env.copyctl(&osargs!["cp", env.path("nope"), env.path("x")]);
+    assert!(
+        out.stderr_str().starts_with("copyctl: cannot stat '"),
+        "{out}"
+    );
+    let out = env.copyctl(&osargs![
+        "cp",
+        "--on-conflict",
+        "fail",
+        env.path("f"),
+        env.path("d")
+    ]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(!out.stderr_str().contains("org.example"), "{out}");
+    assert!(!out.stderr_str().contains("os error"), "{out}");
+    let out = env.copyctl(&osargs![
+        "cp",
+        "--debug",
+        "--on-conflict",
+        "fail",
+        env.path("f"),
+        env.path("d")
+    ]);
+    assert!(
+        out.stderr_str().contains("[org.example.Copyd1.Error."),
+        "{out}"
+    );
+    let out = env.copyctl(&osargs!["cp", "--json", env.path("nope"), env.path("x")]);
+    assert!(
+        out.stdout_str().contains("\"error\":\"cannot stat"),
+        "{out}"
+    );
+}
+
+#[test]
+fn cp_never_loses_the_file_its_source_names() {
+    let env = TestEnv::start();
+    write(env.path("data"), "keep me");
+    std::os::unix::fs::symlink("data", env.path("link")).unwrap();
+    // Each would remove or replace `data`, the file `link` names: refused,
+    // as cp refuses them.
+    for args in [
+        &["--remove-destination", "link", "data"][..],
+        &["-d", "link", "data"],
+        &["-b", "link", "data"],
+        &["-sf", "data", "data"],
+        &["-b", "data", "data"],
+        &["data", "link"],
+    ] {
+        let out = cp(&env, args);
+        assert_eq!(out.code, Some(1), "{out}");
+        assert!(out.stderr_str().ends_with("are the same file\n"), "{out}");
+        assert_eq!(read(env.path("data")), "keep me", "{out}");
+        assert!(fs::symlink_metadata(env.path("data")).unwrap().is_file());
+    }
+    // What cp allows: a backup of F copied back onto F; another name of
+    // the file replaced by a copy.
+    cp(&env, &["-fb", "data", "data"]).assert_success();
+    assert_eq!(read(env.path("data~")), "keep me");
+    assert_eq!(read(env.path("data")), "keep me");
+    cp(&env, &["--remove-destination", "data", "link"]).assert_success();
+    assert!(fs::symlink_metadata(env.path("link")).unwrap().is_file());
+    assert_eq!(read(env.path("data")), "keep me");
+}
+
+#[test]
+fn cp_flags() {
+    let env = TestEnv::start();
+    write(env.path("a"), "new");
+    write(env.path("b"), "old");
+    // -n keeps what exists, -u keeps what is newer.
+    cp(&env, &["-n", "a", "b"]).assert_success();
+    assert_eq!(read(env.path("b")), "old");
+    filetime(env.path("a"), 1_000_000_000);
+    cp(&env, &["-u", "a", "b"]).assert_success();
+    assert_eq!(read(env.path("b")), "old");
+    // -b: the old one as b~; -S: another suffix; numbered.
+    let out = cp(&env, &["-vb", "a", "b"]);
+    assert_eq!(out.stdout_str(), "'a' -> 'b' (backup: 'b~')\n", "{out}");
+    assert_eq!(read(env.path("b~")), "old");
+    cp(&env, &["-S", ".bak", "a", "b"]).assert_success();
+    assert_eq!(read(env.path("b.bak")), "new");
+    cp(&env, &["--backup=numbered", "a", "b"]).assert_success();
+    assert!(env.path("b.~1~").exists());
+    // -i: asked on stderr, a "n" keeps the file.
+    let link = env.path(".bin/cp");
+    let out = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo n | {} -i a b", link.display()))
+        .current_dir(env.work.path())
+        .env("COPYD_ADDRESS", env.address()));
+    assert_eq!(out.stderr_str(), "cp: overwrite 'b'? ", "{out}");
+
+    // Inside a merged tree, a file meeting a directory: -n and an -i "n"
+    // leave it out, exit 0 (copyd's skip and ask policies).
+    write(env.path("m/x"), "file");
+    fs::create_dir_all(env.path("into/m/x")).unwrap();
+    cp(&env, &["-rn", "m", "into"]).assert_success();
+    let out = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo n | {} -ri m into", link.display()))
+        .current_dir(env.work.path())
+        .env("COPYD_ADDRESS", env.address()));
+    out.assert_success();
+    assert!(env.path("into/m/x").is_dir());
+
+    // -t, -T, --parents, -v for a tree.
+    fs::create_dir(env.path("t")).unwrap();
+    cp(&env, &["-t", "t", "a", "b"]).assert_success();
+    assert!(env.path("t/a").exists() && env.path("t/b").exists());
+    write(env.path("s/x/y"), "y");
+    fs::create_dir(env.path("u")).unwrap();
+    cp(&env, &["-rT", "s", "u"]).assert_success();
+    assert_eq!(read(env.path("u/x/y")), "y");
+    fs::create_dir(env.path("p")).unwrap();
+    cp(&env, &["--parents", "s/x/y", "p"]).assert_success();
+    assert_eq!(read(env.path("p/s/x/y")), "y");
+    let out = cp(&env, &["-rv", "s", "v"]);
+    assert_eq!(
+        out.stdout_str(),
+        "'s' -> 'v'\n's/x' -> 'v/x'\n's/x/y' -> 'v/x/y'\n",
+        "{out}"
+    );
+
+    // -l and -s: links, not copies.
+    cp(&env, &["-l", "a", "hard"]).assert_success();
+    let (a, hard) = (
+        fs::metadata(env.path("a")).unwrap(),
+        fs::metadata(env.path("hard")).unwrap(),
+    );
+    assert_eq!(a.ino(), hard.ino());
+    cp(&env, &["-s", "a", "soft"]).assert_success();
+    assert_eq!(fs::read_link(env.path("soft")).unwrap(), Path::new("a"));
+
+    // Without -r, a command-line symlink is followed; with -r (-P) it is
+    // copied as a symlink; -H follows it again.
+    cp(&env, &["soft", "followed"]).assert_success();
+    assert!(fs::symlink_metadata(env.path("followed"))
+        .unwrap()
+        .is_file());
+    cp(&env, &["-r", "soft", "kept-link"]).assert_success();
+    assert!(fs::symlink_metadata(env.path("kept-link"))
+        .unwrap()
+        .is_symlink());
+    cp(&env, &["-rH", "soft", "h"]).assert_success();
+    assert!(fs::symlink_metadata(env.path("h")).unwrap().is_file());
+
+    // -L in a tree: what each symlink names is copied under its name
+    // (copyd's walk follows none: copyctl splits the tree for it).
+    write(env.path("l/a"), "a");
+    write(env.path("outside/b"), "b");
+    std::os::unix::fs::symlink("../outside/b", env.path("l/lb")).unwrap();
+    std::os::unix::fs::symlink("../outside", env.path("l/ldir")).unwrap();
+    cp(&env, &["-rL", "l", "deref"]).assert_success();
+    assert_eq!(read(env.path("deref/lb")), "b");
+    assert_eq!(read(env.path("deref/ldir/b")), "b");
+    assert!(fs::symlink_metadata(env.path("deref/ldir"))
+        .unwrap()
+        .is_dir());
+    cp(&env, &["-r", "l", "nodref"]).assert_success();
+    assert!(fs::symlink_metadata(env.path("nodref/lb"))
+        .unwrap()
+        .is_symlink());
+
+    // -x: a mount point in the tree is made, left empty (needs root, as
+    // the whole suite does).
+    write(env.path("onefs/a"), "a");
+    let mounted = copyd_tests::mounts::Tmpfs::mount(&env.path("onefs/m"));
+    write(mounted.path().join("other"), "elsewhere");
+    cp(&env, &["-ax", "onefs", "onefs-copy"]).assert_success();
+    assert_eq!(read(env.path("onefs-copy/a")), "a");
+    assert!(env.path("onefs-copy/m").is_dir());
+    assert!(!env.path("onefs-copy/m/other").exists());
+    drop(mounted);
+
+    // Unknown options: getopt's message, exit 1.
+    let out = cp(&env, &["--bogus", "a", "b"]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr_str()
+            .starts_with("cp: unrecognized option '--bogus'"),
+        "{out}"
+    );
+}
+
+#[test]
+fn mv_renames_overwrites_and_refuses_as_mv() {
+    let env = TestEnv::start();
+    write(env.path("a"), "a");
+    write(env.path("b"), "b");
+    let out = as_named(&env, "mv", &["-v", "a", "b"]);
+    assert_eq!(out.stdout_str(), "renamed 'a' -> 'b'\n", "{out}");
+    assert_eq!(read(env.path("b")), "a");
+    assert!(!env.path("a").exists());
+    write(env.path("c"), "c");
+    as_named(&env, "mv", &["-n", "c", "b"]).assert_success();
+    assert_eq!(read(env.path("b")), "a");
+    as_named(&env, "mv", &["-b", "c", "b"]).assert_success();
+    assert_eq!(read(env.path("b~")), "a");
+
+    fs::create_dir_all(env.path("d/full/x")).unwrap();
+    fs::create_dir(env.path("full")).unwrap();
+    let out = as_named(&env, "mv", &["full", "d"]);
+    assert_eq!(
+        out.stderr_str(),
+        "mv: cannot move 'full' to 'd/full': Directory not empty\n",
+        "{out}"
+    );
+    let out = as_named(&env, "mv", &["d", "d/full"]);
+    assert_eq!(
+        out.stderr_str(),
+        "mv: cannot move 'd' to a subdirectory of itself, 'd/full/d'\n",
+        "{out}"
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_the_copy_exits_130_and_leaves_no_target() {
+    let env = TestEnv::start();
+    let big = env.path("big");
+    fs::write(&big, vec![1u8; 8 << 20]).unwrap();
+    let link = env.path(".bin/cp");
+    fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(bins::copyctl(), &link).unwrap();
+    let mut child = Command::new(&link)
+        .args(["--rate-limit", "1MiB/s", "big", "copy"])
+        .current_dir(env.work.path())
+        .env("COPYD_ADDRESS", env.address())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let names: Vec<_> = fs::read_dir(env.work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n != "big" && n != ".bin"),
+        "{names:?}"
+    );
+    // The same copy without a rate limit ends on its own, exit 0.
+    let out = run_timeout(
+        Command::new(&link)
+            .args(["big", "copy2"])
+            .current_dir(env.work.path())
+            .env("COPYD_ADDRESS", env.address()),
+        Duration::from_secs(60),
+    );
+    out.assert_success();
+}
