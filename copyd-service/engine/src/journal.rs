@@ -85,6 +85,12 @@ pub trait Journal: Sync {
     /// move, its source is gone as well). Of a copy with `sync` off, only
     /// "complete and under its final name": it may not be on disk yet.
     fn item_done(&self, index: usize);
+    /// Several items done, reported at once.
+    fn items_done(&self, indices: &[usize]) {
+        for &index in indices {
+            self.item_done(index);
+        }
+    }
     /// These files of item `index` (paths relative to the item, "" for a
     /// lone file) are complete and durable in its temporary copy.
     fn files_durable(&self, index: usize, relatives: &[PathBuf]);
@@ -128,6 +134,9 @@ impl Journal for ItemsOnly<'_> {
     }
     fn item_done(&self, index: usize) {
         self.0.item_done(index)
+    }
+    fn items_done(&self, indices: &[usize]) {
+        self.0.items_done(indices)
     }
     fn files_durable(&self, _: usize, _: &[PathBuf]) {}
     fn file_offset(&self, _: usize, _: &Path, _: FileIdentity, _: u64) {}

@@ -1272,8 +1272,12 @@ impl JobJournal {
     }
 
     fn append(&self, entry: LogEntry, durable: bool) {
+        self.append_all(&[entry], durable);
+    }
+
+    fn append_all(&self, entries: &[LogEntry], durable: bool) {
         if let Some(log) = &self.log {
-            if let Err(err) = log.append(&entry, durable) {
+            if let Err(err) = log.append_all(entries, durable) {
                 tracing::warn!(job = %self.job.id, %err, "could not append to the progress log");
             }
         }
@@ -1295,24 +1299,20 @@ impl Journal for JobJournal {
     fn items_started(&self, indices: &[usize]) {
         // One flush, after the last line, makes every line before it durable.
         let durable = self.job.resolved.request.options.sync;
-        for (n, &item) in indices.iter().enumerate() {
-            self.append(
-                LogEntry::Started { item },
-                durable && n + 1 == indices.len(),
-            );
-        }
+        let lines: Vec<LogEntry> = (indices.iter())
+            .map(|&item| LogEntry::Started { item })
+            .collect();
+        self.append_all(&lines, durable);
     }
 
     fn items_built(&self, built: &[(usize, copyd_engine::CopyIdentity)]) {
         // Durable before the renames into place (with sync): recovery takes
         // a target for an item's copy only if it is the inode named here.
         let durable = self.job.resolved.request.options.sync;
-        for (n, &(item, copy)) in built.iter().enumerate() {
-            self.append(
-                LogEntry::Built { item, copy },
-                durable && n + 1 == built.len(),
-            );
-        }
+        let lines: Vec<LogEntry> = (built.iter())
+            .map(|&(item, copy)| LogEntry::Built { item, copy })
+            .collect();
+        self.append_all(&lines, durable);
     }
 
     fn item_done(&self, index: usize) {
@@ -1321,6 +1321,14 @@ impl Journal for JobJournal {
         // recovery still finds the item in place (its durable Started, no
         // temporary, the target there) and skips it.
         self.append(LogEntry::Done { item: index }, false);
+    }
+
+    fn items_done(&self, indices: &[usize]) {
+        self.job.items_done.lock().unwrap().extend(indices);
+        let lines: Vec<LogEntry> = (indices.iter())
+            .map(|&item| LogEntry::Done { item })
+            .collect();
+        self.append_all(&lines, false);
     }
 
     fn files_durable(&self, index: usize, relatives: &[std::path::PathBuf]) {

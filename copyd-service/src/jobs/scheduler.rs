@@ -38,8 +38,12 @@ impl Ticket {
 /// sorted, each once. Each file system is looked up once (a job of many
 /// items has few).
 pub fn disks_of<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Vec<String> {
+    // Each path once: the items of `copy f1 ... f500 dir/` share their
+    // target's directory.
+    let mut seen = std::collections::HashSet::new();
     let mut devices: Vec<u64> = paths
         .into_iter()
+        .filter(|path| seen.insert(*path))
         .filter_map(|path| Some(std::fs::symlink_metadata(path).ok()?.dev()))
         .collect();
     devices.sort_unstable();

@@ -197,12 +197,21 @@ impl ProgressLog {
     /// (A new log's name is not fsynced in its directory: ext4, xfs and
     /// btrfs make a new file's name durable with the file's first fsync.)
     pub fn append(&self, entry: &LogEntry, durable: bool) -> io::Result<()> {
-        let body = serde_json::to_vec(entry).expect("log entries serialize");
-        let mut line = format!("{:08x} ", crc32fast::hash(&body)).into_bytes();
-        line.extend_from_slice(&body);
-        line.push(b'\n');
-        // One write per line: O_APPEND keeps lines from several threads whole.
-        (&self.0).write_all(&line)?;
+        self.append_all(std::slice::from_ref(entry), durable)
+    }
+
+    /// Appends `entries` in one write (a group of items' lines: one system
+    /// call instead of one per line).
+    pub fn append_all(&self, entries: &[LogEntry], durable: bool) -> io::Result<()> {
+        let mut lines = Vec::with_capacity(entries.len() * 48);
+        for entry in entries {
+            let body = serde_json::to_vec(entry).expect("log entries serialize");
+            lines.extend_from_slice(format!("{:08x} ", crc32fast::hash(&body)).as_bytes());
+            lines.extend_from_slice(&body);
+            lines.push(b'\n');
+        }
+        // One write: O_APPEND keeps the lines of several threads whole.
+        (&self.0).write_all(&lines)?;
         if durable {
             self.0.sync_data()?;
         }

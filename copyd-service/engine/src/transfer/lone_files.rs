@@ -206,9 +206,8 @@ impl Transfer<'_> {
             }
         }
         sync_each_directory(placed.iter().filter_map(|lone| lone.source_dir.as_deref()))?;
-        for lone in placed {
-            self.journal.item_done(lone.index);
-        }
+        let done: Vec<usize> = placed.iter().map(|lone| lone.index).collect();
+        self.journal.items_done(&done);
         failed.map_or(Ok(()), Err)
     }
 }

@@ -171,6 +171,12 @@ impl Transfer<'_> {
     /// anything else there is left alone, and the item fails (the name has
     /// a random part per job: nobody else's file gets it by chance).
     pub(super) fn clear_leftover(&self, temp: &Path, item: &Item, index: usize) -> Result<()> {
+        if !self.resume.resuming {
+            // The job's first run: nothing there can be its own, and the
+            // build creates the name exclusively (O_EXCL, mkdir), so what
+            // stands there fails the item all the same, one lookup fewer.
+            return Ok(());
+        }
         match fs::symlink_metadata(temp) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(err) => Err(EngineError::io("look at", temp, &err)),
