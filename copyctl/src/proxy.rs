@@ -83,4 +83,8 @@ pub trait Job {
 
     #[zbus(signal)]
     fn completed(&self, success: bool, error_name: String, message: String) -> zbus::Result<()>;
+
+    /// The source path being copied now (the owner's only).
+    #[zbus(property)]
+    fn current_path(&self) -> zbus::Result<Vec<u8>>;
 }

@@ -271,9 +271,9 @@ fn progress_bar() -> ProgressBar {
     let bar =
         ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr_with_hz(hz));
     let template = if settings.use_color {
-        "{bar:30.cyan/blue} {bytes:>10}/{total_bytes:<10} {msg}"
+        "{bar:30.cyan/blue} {percent:>3}% {bytes:>10}/{total_bytes:<10} {msg}"
     } else {
-        "{bar:30} {bytes:>10}/{total_bytes:<10} {msg}"
+        "{bar:30} {percent:>3}% {bytes:>10}/{total_bytes:<10} {msg}"
     };
     bar.set_style(
         ProgressStyle::with_template(template)
@@ -281,6 +281,14 @@ fn progress_bar() -> ProgressBar {
             .progress_chars("=> "),
     );
     bar
+}
+
+/// The last name of the file being copied now, for the bar ("" when the
+/// job says none or copyd cannot be asked).
+async fn current_name(job: &JobProxy<'_>) -> String {
+    let path = job.current_path().await.unwrap_or_default();
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(&path);
+    String::from_utf8_lossy(name).into_owned()
 }
 
 fn eta_text(expected_end_time_us: u64) -> String {
@@ -414,8 +422,16 @@ pub async fn wait_with(
                     if let Ok(args) = signal.args() {
                         bar.set_length(args.bytes_total);
                         bar.set_position(args.bytes_done);
+                        let all_copied = args.bytes_done >= args.bytes_total
+                            && args.files_done >= args.files_total;
+                        // Everything copied but the job not ended: a
+                        // durable job waits for the disk now.
+                        let now = match all_copied {
+                            true => "syncing to disk".to_owned(),
+                            false => current_name(&job).await,
+                        };
                         bar.set_message(format!(
-                            "{}/s {} files {}/{}",
+                            "{}/s {} files {}/{} {now}",
                             HumanBytes(args.rate),
                             eta_text(args.expected_end_time),
                             args.files_done,

@@ -483,3 +483,45 @@ fn a_closed_pipe_ends_copyctl_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The progress bar on a terminal (script(1) gives copyctl one): the
+/// percentage, bytes, rate, ETA, files, the file being copied, and the
+/// syncing phase of a durable copy before it ends.
+#[test]
+fn the_progress_bar_shows_percent_the_current_file_and_syncing() {
+    let env = TestEnv::start();
+    let source = env.path("progress-source.bin");
+    fs::write(&source, vec![7u8; 6_000_000]).unwrap();
+    let copy = env.path("progress-copy.bin");
+    let typescript = env.path("typescript");
+    let command = format!(
+        "COPYD_ADDRESS='{}' NO_COLOR=1 {} copy --progress --rate-limit 3MB/s {} {}",
+        env.address(),
+        copyd_tests::bins::copyctl().display(),
+        source.display(),
+        copy.display()
+    );
+    let out = copyd_tests::cmd::run(
+        std::process::Command::new("script")
+            .args(["-qec", &command])
+            .arg(&typescript),
+    );
+    out.assert_success();
+    let screen = String::from_utf8_lossy(&fs::read(&typescript).unwrap()).replace('\r', "\n");
+    assert!(screen.contains("%"), "{screen}");
+    assert!(
+        screen.contains("progress-source.bin"),
+        "no current file in:\n{screen}"
+    );
+    assert!(
+        screen.contains("files 0/1") || screen.contains("files 1/1"),
+        "{screen}"
+    );
+    assert!(screen.contains("ETA"), "{screen}");
+    assert!(
+        screen.contains("syncing to disk"),
+        "no syncing phase in:\n{screen}"
+    );
+    assert!(screen.contains("1 files completed"), "{screen}");
+    assert_eq!(fs::read(&copy).unwrap().len(), 6_000_000);
+}
