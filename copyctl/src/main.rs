@@ -54,6 +54,22 @@ system bus, then on the session bus; where none serves it, it starts a private c
 enum Command {
     /// Copy SOURCE... to DEST (like cp).
     Copy(CopyArgs),
+    /// GNU cp's command line, defaults and messages, through copyd (see
+    /// `copyctl cp --help`); the same when copyctl runs under the name cp.
+    #[command(disable_help_flag = true)]
+    Cp {
+        /// cp's options and operands.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// GNU mv's command line, defaults and messages, through copyd (see
+    /// `copyctl mv --help`); the same when copyctl runs under the name mv.
+    #[command(disable_help_flag = true)]
+    Mv {
+        /// mv's options and operands.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Move SOURCE... to DEST (like mv): a rename on one file system, else
     /// copy, sync, then delete.
     Move(TransferArgs),
@@ -759,6 +775,7 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
             let digests = matches!(summary.verify.as_str(), "crc32" | "md5" | "sha256");
             report_end(&summary, cli.json, digests, None)
         }
+        Command::Cp { .. } | Command::Mv { .. } => unreachable!("refused in main"),
         Command::Cancel { id } => {
             job_proxy(&service, id)
                 .await?
@@ -817,6 +834,12 @@ fn main() -> ExitCode {
                 _ => {}
             }
         }
+    }
+    if matches!(cli.command, Command::Cp { .. } | Command::Mv { .. }) {
+        // Only reached with copyctl's own options before the name (gnu::
+        // dispatch takes `copyctl cp ...`): cp and mv have their own.
+        eprintln!("copyctl: cp and mv take their options after their name: write `copyctl cp ...` or `copyctl mv ...`");
+        return ExitCode::from(2);
     }
     match &cli.command {
         Command::PrivateCopyd => return connect::run_private_daemon(),
