@@ -574,6 +574,10 @@ async fn transfer(
         path.as_str(),
         args.progress && !json,
         args.interactive,
+        match no_sync {
+            true => watch::LastPhase::Placing,
+            false => watch::LastPhase::Syncing,
+        },
     )
     .await?;
     report_end(&summary, json, digests, args.manifest.as_deref())
@@ -752,6 +756,7 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
                 &path,
                 !cli.json,
                 false,
+                watch::LastPhase::Finishing,
             )
             .await?;
             if cli.json {
@@ -770,6 +775,7 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
                 path.as_str(),
                 *progress && !cli.json,
                 false,
+                watch::LastPhase::Finishing,
             )
             .await?;
             let digests = matches!(summary.verify.as_str(), "crc32" | "md5" | "sha256");

@@ -344,6 +344,7 @@ pub async fn wait(
     path: &str,
     show_progress: bool,
     interactive: bool,
+    last_phase: LastPhase,
 ) -> zbus::Result<JobSummary> {
     let ask = match interactive {
         true => Ask::Copyctl,
@@ -353,6 +354,7 @@ pub async fn wait(
         show_progress,
         ask,
         note_interrupt: true,
+        last_phase,
     };
     Ok(wait_with(connection, signals, subscribed, path, &style)
         .await?
@@ -375,6 +377,30 @@ pub struct WaitStyle {
     pub ask: Ask,
     /// Say on stderr that Ctrl-C cancels the job (cp and mv say nothing).
     pub note_interrupt: bool,
+    /// What the bar says once every byte is copied and the job has not
+    /// ended yet.
+    pub last_phase: LastPhase,
+}
+
+/// What a job does between its last byte copied and its end.
+#[derive(Debug, Clone, Copy)]
+pub enum LastPhase {
+    /// A durable job: it waits for the disk.
+    Syncing,
+    /// sync off: the copies are put in place.
+    Placing,
+    /// Not known here (a job copyctl did not make).
+    Finishing,
+}
+
+impl LastPhase {
+    fn text(self) -> &'static str {
+        match self {
+            LastPhase::Syncing => "syncing to disk",
+            LastPhase::Placing => "placing the copies",
+            LastPhase::Finishing => "finishing",
+        }
+    }
 }
 
 /// [`wait`], in `style`; also says whether Ctrl-C cancelled the job.
@@ -427,7 +453,7 @@ pub async fn wait_with(
                         // Everything copied but the job not ended: a
                         // durable job waits for the disk now.
                         let now = match all_copied {
-                            true => "syncing to disk".to_owned(),
+                            true => style.last_phase.text().to_owned(),
                             false => current_name(&job).await,
                         };
                         bar.set_message(format!(

@@ -524,4 +524,25 @@ fn the_progress_bar_shows_percent_the_current_file_and_syncing() {
     );
     assert!(screen.contains("1 files completed"), "{screen}");
     assert_eq!(fs::read(&copy).unwrap().len(), 6_000_000);
+
+    // Without sync there is no wait for the disk to show.
+    let unsynced = env.path("progress-unsynced.bin");
+    let out = copyd_tests::cmd::run(
+        std::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!(
+                    "COPYD_ADDRESS='{}' NO_COLOR=1 {} copy --no-sync --progress --rate-limit 3MB/s {} {}",
+                    env.address(),
+                    copyd_tests::bins::copyctl().display(),
+                    source.display(),
+                    unsynced.display()
+                ),
+            ])
+            .arg(&typescript),
+    );
+    out.assert_success();
+    let screen = String::from_utf8_lossy(&fs::read(&typescript).unwrap()).replace('\r', "\n");
+    assert!(!screen.contains("syncing to disk"), "{screen}");
+    assert!(screen.contains("1 files completed"), "{screen}");
 }

@@ -219,6 +219,11 @@ async fn run_batch(
             _ => Ask::No,
         },
         note_interrupt: false,
+        // Moves always sync; a cp front's copy only with --sync.
+        last_phase: match request.options.get("sync") {
+            Some(Variant::Bool(false)) => watch::LastPhase::Placing,
+            _ => watch::LastPhase::Syncing,
+        },
     };
     let waited = watch::wait_with(
         &service.connection,
