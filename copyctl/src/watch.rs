@@ -463,6 +463,11 @@ pub async fn wait_with(
                             args.files_done,
                             args.files_total
                         ));
+                        if all_copied {
+                            // Drawn now, not at the next redraw the rate
+                            // allows: a short wait would never be seen.
+                            bar.force_draw();
+                        }
                     }
                 }
                 Completed::from_message(message).is_some()
