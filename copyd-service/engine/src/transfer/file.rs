@@ -125,7 +125,7 @@ impl Transfer<'_> {
             let copied = engines::standard::copy_to_end(&src, &dst, 0, &ctx)?;
             copied_len = copied;
             self.progress.note_route(
-                (entry.metadata.dev(), device_of(&dst)),
+                (entry.metadata.dev(), at.copy_device),
                 [(EngineId::Standard.name(), copied)],
                 [route::UNTRUSTED_SIZE],
             );
@@ -140,7 +140,7 @@ impl Transfer<'_> {
                 let file = FileFacts {
                     synced: sync || self.journal.is_kept(),
                     device: entry.metadata.dev(),
-                    copy_device: device_of(&dst),
+                    copy_device: at.copy_device,
                     // Fewer blocks than bytes: maybe holes (or inline data),
                     // so look for them; else the whole file is data (as cp
                     // judges).
@@ -414,9 +414,4 @@ pub(super) struct FileChecksum {
     pub(super) relative: PathBuf,
     pub(super) digest: String,
     pub(super) shared_extents: bool,
-}
-
-/// The device a file is on (0 if fstat fails: only for reports).
-pub(super) fn device_of(file: &File) -> u64 {
-    rustix::fs::fstat(file).map_or(0, |stat| stat.st_dev)
 }

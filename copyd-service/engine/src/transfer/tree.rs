@@ -24,6 +24,9 @@ impl Transfer<'_> {
         let entries = &tree.entries;
         let group = GroupCommit::new(index, self.journal);
         let temp_parent = temp.parent().unwrap_or(Path::new("/"));
+        // Every copy of the item lands on its temporary's file system:
+        // looked up once for the route reports, not once per file.
+        let copy_device = fs::metadata(temp_parent).map_or(0, |m| m.dev());
         // On carrying on, whatever stands at a copy's path is from the
         // interrupted run: replaced unless the journal vouches for it.
         let clear = |copy: &Path| {
@@ -132,6 +135,7 @@ impl Transfer<'_> {
                 source: &source,
                 copy: &copy,
                 dirs,
+                copy_device,
             };
             match self.copy_file(at, entry, sync, index, carry_on) {
                 Err(err) if err.per_file && !single_file && self.on_error == OnError::Continue => {
@@ -160,7 +164,7 @@ impl Transfer<'_> {
                 // batch does not copy goes the ordinary way.
                 let rest = match (&dirs, self.small_file_batches()) {
                     (Some(dirs), Some(rings)) => {
-                        self.copy_in_batches(rings, run, dirs, &finished)?
+                        self.copy_in_batches(rings, run, dirs, copy_device, &finished)?
                     }
                     _ => run.to_vec(),
                 };
@@ -311,6 +315,7 @@ impl Transfer<'_> {
         rings: &BatchRings,
         run: &[&'e Entry],
         dirs: &RunDirs,
+        copy_device: u64,
         finished: &dyn Fn(&Entry) -> Result<()>,
     ) -> Result<Vec<&'e Entry>> {
         // A batch copies each file's size in bytes: files whose size may
@@ -364,7 +369,7 @@ impl Transfer<'_> {
                     self.progress.add_bytes(EngineId::IoUring.name(), entry.metadata.len());
                     self.progress.add_engine_operation(EngineId::IoUring.name());
                     self.progress.note_route(
-                        (entry.metadata.dev(), dirs.copy_device),
+                        (entry.metadata.dev(), copy_device),
                         [(EngineId::IoUring.name(), entry.metadata.len())],
                         [route::BATCH],
                     );
@@ -400,8 +405,6 @@ pub(super) struct RunDirs {
     pub(super) preserve: Preserve,
     /// Copies may be created with their final mode (see `created_mode`).
     pub(super) exact_modes: bool,
-    /// The device the copies go to (for route reports).
-    pub(super) copy_device: u64,
 }
 
 impl RunDirs {
@@ -433,9 +436,7 @@ impl RunDirs {
             && !preserve.ownership
             && !preserve.xattr
             && !metadata::has_default_acl(copy.as_fd());
-        let copy_device = device_of(&copy);
         Some(RunDirs {
-            copy_device,
             source,
             copy,
             source_path,
@@ -476,6 +477,8 @@ pub(super) struct FileAt<'a> {
     pub(super) source: &'a Path,
     pub(super) copy: &'a Path,
     pub(super) dirs: Option<&'a RunDirs>,
+    /// The device the copy is on.
+    pub(super) copy_device: u64,
 }
 
 impl FileAt<'_> {
