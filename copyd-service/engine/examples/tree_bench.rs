@@ -4,7 +4,9 @@
 //!
 //! cargo run --release -p copyd-engine --example tree_bench -- SRC DST_PREFIX [runs] [workers] [nojournal|nosync]
 //!
-//! SRC may also be a single file.
+//! SRC may also be a single file. `ENGINE=io_uring` (any engine name)
+//! forces an engine; `PRESERVE=mode` (a comma list, or `none`) sets what
+//! metadata is kept (default: mode and timestamps, as the daemon's).
 //!
 //! Copies SRC to DST_PREFIX.0, DST_PREFIX.1, … (fresh names, nothing is
 //! deleted: deleting many files right before creating many slows ext4's
@@ -15,7 +17,7 @@ use std::time::Instant;
 
 use copyd_engine::{
     resolve, Control, CopyIdentity, EngineSet, FileIdentity, Journal, NoJournal, Operation,
-    Options, Progress, Request, ResumeState,
+    Options, Preserve, Progress, Request, ResumeState,
 };
 
 /// Keeps nothing, but says it does: the transfer then syncs as it does
@@ -48,6 +50,12 @@ fn main() {
     };
     let sync = mode != Some("nosync");
     let engines = EngineSet::probe();
+    let engine = std::env::var("ENGINE").unwrap_or_else(|_| "auto".into());
+    let preserve = match std::env::var("PRESERVE").as_deref() {
+        Err(_) => Preserve::default(),
+        Ok("none") => Preserve::from_names([]).unwrap(),
+        Ok(names) => Preserve::from_names(names.split(',')).expect("PRESERVE"),
+    };
     for run in 0..runs {
         let destination = PathBuf::from(format!("{}.{run}", args[2]));
         let started = Instant::now();
@@ -68,6 +76,8 @@ fn main() {
                 recursive: true,
                 workers,
                 sync,
+                engine: engine.clone(),
+                preserve,
                 ..Options::default()
             },
         };

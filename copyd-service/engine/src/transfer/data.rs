@@ -431,5 +431,8 @@ pub(super) mod route {
     pub const STREAMS: &str = "large and not cached: read by several streams at once";
     pub const UNTRUSTED_SIZE: &str =
         "sizes that say nothing (procfs, sysfs, some FUSE): read to the end by read/write";
-    pub const BATCH: &str = "small files of one directory in io_uring batches";
+    pub const BATCH: &str =
+        "small files of one directory in io_uring batches: opens, reads and closes in the ring, many files per call";
+    pub const PLAIN_BUFFERS: &str =
+        "io_uring buffers not registered (no room under the memory lock limit): plain buffers";
 }

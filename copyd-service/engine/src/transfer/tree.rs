@@ -162,7 +162,8 @@ impl Transfer<'_> {
                 };
                 // Its small files may go through a ring in batches; whatever a
                 // batch does not copy goes the ordinary way.
-                let rest = match (&dirs, self.small_file_batches()) {
+                let device = run[0].metadata.dev();
+                let rest = match (&dirs, self.small_file_batches(device, copy_device)) {
                     (Some(dirs), Some(rings)) => {
                         self.copy_in_batches(rings, run, dirs, copy_device, &finished)?
                     }
@@ -285,21 +286,24 @@ impl Transfer<'_> {
         (workers * 4).min(MAX_COLD_WORKERS).min(count)
     }
 
-    /// The rings to copy a run's small files with: only when the io_uring
-    /// engine is asked for by name. `auto` never batches, because batches
-    /// lose here, to ext4 and to tmpfs alike (see docs/PERFORMANCE.md,
-    /// "Session 2 (2026-11-30)", "io_uring batches for a tree's small
-    /// files"). Every create is
-    /// handed to an io-wq thread (the kernel never creates inline), so a
-    /// batch of one directory's files becomes up to 32 threads queueing on
-    /// that directory's lock, on 2 CPUs; the calls saved do not pay for it.
-    pub(super) fn small_file_batches(&self) -> Option<&BatchRings> {
+    /// The rings to copy a run's small files with, from the source device
+    /// `device` to `copy_device`: when io_uring is asked for by name, and
+    /// under `auto` where no engine would share extents instead (across
+    /// file systems, or once a clone was found unsupported between them),
+    /// because there batches beat every other route for small files on
+    /// ext4 and tmpfs (see docs/PERFORMANCE.md, "io_uring small-file
+    /// pipeline"). Never when a digest is asked for: a batch reads and
+    /// writes unseen.
+    pub(super) fn small_file_batches(&self, device: u64, copy_device: u64) -> Option<&BatchRings> {
         if self.verify.digests() {
-            // A batch reads and writes in the kernel's own order, unseen.
             return None;
         }
         match self.chain.as_slice() {
             [only] => only.small_file_batches(),
+            _ if self.auto && (device != copy_device || self.known.get(device).no_clone) => self
+                .movers
+                .iter()
+                .find_map(|engine| engine.small_file_batches()),
             _ => None,
         }
     }
@@ -348,6 +352,7 @@ impl Transfer<'_> {
             .zip(&names)
             .map(|(entry, (_, name))| SmallFile {
                 name,
+                copy_name: name,
                 len: entry.metadata.len(),
                 mode: dirs.created_mode(&entry.metadata),
             })
@@ -357,7 +362,7 @@ impl Transfer<'_> {
         rings.copy(dirs.source.as_fd(), dirs.copy.as_fd(), &files, |i, outcome| {
             let (entry, name) = (batch[i], names[i].0);
             match outcome {
-                SmallFileResult::Copied => {
+                SmallFileResult::Copied { registered_buffers } => {
                     metadata::carry_metadata_at(
                         dirs.copy.as_fd(),
                         name,
@@ -371,7 +376,9 @@ impl Transfer<'_> {
                     self.progress.note_route(
                         (entry.metadata.dev(), copy_device),
                         [(EngineId::IoUring.name(), entry.metadata.len())],
-                        [route::BATCH],
+                        [route::BATCH]
+                            .into_iter()
+                            .chain((!registered_buffers).then_some(route::PLAIN_BUFFERS)),
                     );
                     self.control.throttle(entry.metadata.len())?;
                     finished(entry)

@@ -6,9 +6,10 @@
 //! library, and the kernel reads and writes our buffers while operations are
 //! in flight. The invariants that keep that sound:
 //!
-//! * a [`Ring`] owns its buffer memory; nothing else points into it, and no
-//!   Rust reference to it is ever made (the kernel fills it and drains it,
-//!   user space never looks);
+//! * a [`Ring`] owns its buffer memory; nothing else points into it. A Rust
+//!   reference to it is made only to a buffer with no operation in flight
+//!   (a batch writes out what the ring read, see `batch.rs`); otherwise the
+//!   kernel fills and drains it and user space never looks;
 //! * every operation submitted on a ring is reaped before the ring is used for
 //!   another range or dropped. If reaping itself fails, the ring is marked
 //!   poisoned and its buffers are leaked rather than freed under the kernel;
@@ -31,6 +32,12 @@ use uring_sys2 as sys;
 
 use super::{classify, shrank};
 use super::{CopyContext, CopyError, EngineId, FileCopier};
+
+mod batch;
+
+pub use batch::{
+    BatchOp, BatchOps, BatchRings, SmallFile, SmallFileResult, BATCH_FILES, BATCH_FILE_MAX,
+};
 
 /// How a ring is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +81,12 @@ impl IoUringCopier {
     /// write fixed buffers (io_uring may be missing, disabled by
     /// kernel.io_uring_disabled, or blocked by a seccomp filter).
     pub fn probe(config: IoUringConfig) -> Option<Self> {
+        Self::probe_hiding(config, &[])
+    }
+
+    /// The engine as [`Self::probe`] gives it on a kernel without the batch
+    /// operations `hidden` (tests of the fallbacks).
+    pub fn probe_hiding(config: IoUringConfig, hidden: &[BatchOp]) -> Option<Self> {
         let config = IoUringConfig {
             queue_depth: config.queue_depth.clamp(1, 4096),
             buffer_bytes: config
@@ -94,7 +107,7 @@ impl IoUringCopier {
         let pool_limit = crate::parallel::cpus().max(2);
         Some(IoUringCopier {
             config,
-            batches: BatchRings::probe(&mut ring, pool_limit),
+            batches: BatchRings::probe(&mut ring, pool_limit, hidden),
             pool: Mutex::new(vec![ring]),
             pool_limit,
         })
@@ -231,6 +244,22 @@ impl Ring {
             tracing::debug!(err = %io::Error::from_raw_os_error(-ret), "io_uring buffers not registered; using plain ones");
         }
         ret == 0
+    }
+
+    /// Whether this kernel offers every operation of `opcodes`.
+    fn supports(&mut self, opcodes: &[u32]) -> bool {
+        // SAFETY: the ring is initialised; the probe returned is freed below.
+        let probe = unsafe { sys::io_uring_get_probe_ring(&mut *self.raw) };
+        if probe.is_null() {
+            return false;
+        }
+        // SAFETY: `probe` is a valid probe from liburing until freed.
+        let supported = opcodes
+            .iter()
+            .all(|op| unsafe { sys::io_uring_opcode_supported(probe, *op as i32) } != 0);
+        // SAFETY: allocated by io_uring_get_probe_ring, freed once.
+        unsafe { sys::io_uring_free_probe(probe) };
+        supported
     }
 
     fn supports_fixed_read_write(&mut self) -> bool {
@@ -561,362 +590,5 @@ impl<'r> Pipeline<'r> {
         };
         self.queue(slot)
             .map_err(|err| classify(err, self.wrote_any, "queue I/O for", ctx))
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Many small files through one ring.
-//
-// For a tree of small files the cost is in the calls per file, not in the
-// bytes: a file copied by plain calls takes an open, a create, a read (or
-// copy_file_range), a write and two closes, each a trip into the kernel and,
-// by path, a lookup. A batch submits, for up to BATCH_FILES files of one
-// directory at once, a linked chain per file:
-//
-//   open the source (relative to its directory's descriptor) into a direct
-//   descriptor → create the copy (relative to the copy's directory) into
-//   another → read the whole file into the file's buffer → write it out
-//
-// in one io_uring_enter, and reaps them in one more. Direct descriptors
-// (the ring's own file table) let a read name a file whose open is still in
-// the queue; they never enter the process's descriptor table, and the next
-// chunk's opens replace them. Linked: a failed link cancels the rest of its
-// chain (a short read counts as failed), so a vanished, unreadable or
-// shrinking file creates nothing or stops before writing, and the caller
-// copies that one file again the ordinary way, which reports its error.
-//
-// Credentials: operations that the kernel hands to its io-wq workers (every
-// create does) run with the credentials of the thread that submitted them,
-// so a batch submitted by a worker acting as the caller opens and creates as
-// the caller (tests/batch.rs checks it).
-
-use std::ffi::CStr;
-use std::os::fd::BorrowedFd;
-
-/// Files a batch submits at once: four submission entries and two direct
-/// descriptors each.
-pub const BATCH_FILES: usize = 32;
-
-/// The largest file a batch copies: one buffer.
-pub const BATCH_FILE_MAX: u64 = 64 << 10;
-
-/// One small file to copy whole: its name in the source directory (its
-/// copy's name in the copy's directory too), its length, and the mode its
-/// copy is created with.
-#[derive(Debug, Clone, Copy)]
-pub struct SmallFile<'a> {
-    pub name: &'a CStr,
-    pub len: u64,
-    pub mode: u32,
-}
-
-/// How the batch left one file.
-#[derive(Debug)]
-pub enum SmallFileResult {
-    /// Copied whole.
-    Copied,
-    /// Not copied; `created` says whether a (partial) copy may have been
-    /// created, which the caller removes before copying the file again.
-    Failed { error: io::Error, created: bool },
-}
-
-/// The rings for batches, one per thread copying at once, set up on first
-/// use (auto never batches, so most copyd processes never need one).
-pub struct BatchRings {
-    pool: Mutex<Vec<Ring>>,
-    pool_limit: usize,
-}
-
-impl BatchRings {
-    /// Batches, if `ring` (any ring of this kernel) says it can open files
-    /// and read and write through one. Direct descriptors need kernel 5.15:
-    /// where they are missing, setting up a batch ring fails on first use
-    /// and the files go the ordinary way.
-    fn probe(ring: &mut Ring, pool_limit: usize) -> Option<Self> {
-        if !ring.supports(&[
-            sys::IORING_OP_OPENAT,
-            sys::IORING_OP_READ,
-            sys::IORING_OP_WRITE,
-        ]) {
-            tracing::debug!("io_uring batches unavailable");
-            return None;
-        }
-        Some(BatchRings {
-            pool: Mutex::new(Vec::new()),
-            pool_limit,
-        })
-    }
-
-    /// Copies `files` (from the directory `source_dir` to `copy_dir`),
-    /// calling `finished(i, result)` for each file `i` once its chain is
-    /// done, in chunks of BATCH_FILES. Every file is reported, failed ones
-    /// too when the ring itself fails; an `Err` is `finished`'s own, which
-    /// stops the batch.
-    pub fn copy(
-        &self,
-        source_dir: BorrowedFd<'_>,
-        copy_dir: BorrowedFd<'_>,
-        files: &[SmallFile<'_>],
-        mut finished: impl FnMut(usize, SmallFileResult) -> crate::error::Result<()>,
-    ) -> crate::error::Result<()> {
-        let pooled = self.pool.lock().unwrap().pop();
-        let mut ring = match pooled.map_or_else(Ring::for_batches, Ok) {
-            Ok(ring) => ring,
-            Err(err) => {
-                // No ring now (out of memory, too many rings, an old
-                // kernel): nothing was tried; the ordinary way copies them.
-                tracing::debug!(%err, "no io_uring for a batch");
-                return report_failed(0..files.len(), &err, false, &mut finished);
-            }
-        };
-        let mut result = Ok(());
-        for (chunk_index, chunk) in files.chunks(BATCH_FILES).enumerate() {
-            let start = chunk_index * BATCH_FILES;
-            result = match ring.copy_chunk(source_dir, copy_dir, chunk) {
-                Ok(outcomes) => outcomes
-                    .into_iter()
-                    .enumerate()
-                    .try_for_each(|(offset, outcome)| finished(start + offset, outcome)),
-                // The ring is unusable (and poisoned): the rest go the
-                // ordinary way. Whether a chain of this chunk created its
-                // copy is unknown: the caller removes any copy it finds.
-                Err(err) => report_failed(start..files.len(), &err, true, &mut finished),
-            };
-            if result.is_err() || ring.poisoned {
-                break;
-            }
-        }
-        if !ring.poisoned && ring.release_files().is_ok() {
-            let mut pool = self.pool.lock().unwrap();
-            if pool.len() < self.pool_limit {
-                pool.push(ring);
-            }
-        }
-        result
-    }
-}
-
-/// Reports the files `range` of a batch as failed by `err`.
-fn report_failed(
-    range: std::ops::Range<usize>,
-    err: &io::Error,
-    created: bool,
-    finished: &mut impl FnMut(usize, SmallFileResult) -> crate::error::Result<()>,
-) -> crate::error::Result<()> {
-    range.into_iter().try_for_each(|i| {
-        let error = io::Error::new(err.kind(), err.to_string());
-        finished(i, SmallFileResult::Failed { error, created })
-    })
-}
-
-/// What one chain of a batch has come to so far.
-#[derive(Debug, Default, Clone, Copy)]
-struct Chain {
-    created: bool,
-    /// The first failure, as an errno; 0 for none. ECANCELED (what the
-    /// links after a failure get) only if nothing failed before it.
-    errno: i32,
-    /// The first failure was a short read or write: the file changed size.
-    short: bool,
-}
-
-impl Ring {
-    /// A ring for batches: four entries per file, one buffer of
-    /// BATCH_FILE_MAX per file, a direct descriptor table of two per file.
-    fn for_batches() -> io::Result<Ring> {
-        let files = BATCH_FILES as u32;
-        let mut ring = Ring::with_layout(4 * files, files, BATCH_FILE_MAX as usize)?;
-        ring.register_file_slots()?;
-        Ok(ring)
-    }
-
-    fn supports(&mut self, opcodes: &[u32]) -> bool {
-        // SAFETY: the ring is initialised; the probe returned is freed below.
-        let probe = unsafe { sys::io_uring_get_probe_ring(&mut *self.raw) };
-        if probe.is_null() {
-            return false;
-        }
-        // SAFETY: `probe` is a valid probe from liburing until freed.
-        let supported = opcodes
-            .iter()
-            .all(|op| unsafe { sys::io_uring_opcode_supported(probe, *op as i32) } != 0);
-        // SAFETY: allocated by io_uring_get_probe_ring, freed once.
-        unsafe { sys::io_uring_free_probe(probe) };
-        supported
-    }
-
-    /// Sets up an empty direct descriptor table, two per file.
-    fn register_file_slots(&mut self) -> io::Result<()> {
-        // SAFETY: the ring is initialised; a sparse table takes no pointers.
-        let ret =
-            unsafe { sys::io_uring_register_files_sparse(&mut *self.raw, 2 * BATCH_FILES as u32) };
-        if ret < 0 {
-            return Err(io::Error::from_raw_os_error(-ret));
-        }
-        Ok(())
-    }
-
-    /// Closes every file the batches left in the direct descriptor table
-    /// (dropping the table and setting up an empty one), so no copy or
-    /// source stays open once its batch is over.
-    fn release_files(&mut self) -> io::Result<()> {
-        // SAFETY: the ring is initialised and no operation is in flight.
-        let ret = unsafe { sys::io_uring_unregister_files(&mut *self.raw) };
-        if ret < 0 {
-            self.poisoned = true;
-            return Err(io::Error::from_raw_os_error(-ret));
-        }
-        self.register_file_slots()
-            .inspect_err(|_| self.poisoned = true)
-    }
-
-    /// Copies up to BATCH_FILES files: queues every chain, submits them in
-    /// one call and reaps every completion before returning, so nothing is
-    /// in flight afterwards (or the ring is poisoned).
-    fn copy_chunk(
-        &mut self,
-        source_dir: BorrowedFd<'_>,
-        copy_dir: BorrowedFd<'_>,
-        files: &[SmallFile<'_>],
-    ) -> io::Result<Vec<SmallFileResult>> {
-        use std::os::fd::AsRawFd;
-        assert!(files.len() <= BATCH_FILES && files.len() <= self.slots as usize);
-        let mut chains = vec![Chain::default(); files.len()];
-        let mut in_flight = 0u32;
-        for (i, file) in files.iter().enumerate() {
-            assert!(file.len <= self.slot_bytes as u64);
-            let steps = if file.len > 0 { 4 } else { 2 };
-            for step in 0..steps {
-                let sqe = self.get_sqe();
-                if sqe.is_null() {
-                    // Sized for four entries per file: cannot happen, but
-                    // must not be written through. Entries already
-                    // prepared would go out with the next submission:
-                    // this ring is not used again.
-                    self.poisoned = true;
-                    return Err(io::Error::from(Errno::BUSY));
-                }
-                let (source_slot, copy_slot) = (2 * i as u32, 2 * i as u32 + 1);
-                // SAFETY (pointer arithmetic): buffer `i` lies within the
-                // ring's allocation (i < slots, by the assertion above).
-                let buf = unsafe { self.base().add(i * self.slot_bytes) };
-                let len = file.len as u32;
-                let last = step == steps - 1;
-                // SAFETY: `sqe` is a free entry of this ring. The names are
-                // copied by the kernel when the entries are submitted (in
-                // this function, below), before they can go away. `buf` is
-                // this Ring's memory for file `i`, kept until every
-                // completion of the chunk is reaped; with `fixed`, it lies
-                // in registered buffer `i`. The descriptor slots exist: the
-                // table has two per file.
-                unsafe {
-                    match step {
-                        0 => sys::io_uring_prep_openat_direct(
-                            sqe,
-                            source_dir.as_raw_fd(),
-                            file.name.as_ptr(),
-                            (rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW).bits()
-                                as i32,
-                            0,
-                            source_slot,
-                        ),
-                        1 => sys::io_uring_prep_openat_direct(
-                            sqe,
-                            copy_dir.as_raw_fd(),
-                            file.name.as_ptr(),
-                            (rustix::fs::OFlags::WRONLY
-                                | rustix::fs::OFlags::CREATE
-                                | rustix::fs::OFlags::EXCL
-                                | rustix::fs::OFlags::NOFOLLOW)
-                                .bits() as i32,
-                            file.mode,
-                            copy_slot,
-                        ),
-                        2 if self.fixed => sys::io_uring_prep_read_fixed(
-                            sqe,
-                            source_slot as i32,
-                            buf.cast(),
-                            len,
-                            0,
-                            i as i32,
-                        ),
-                        2 => sys::io_uring_prep_read(sqe, source_slot as i32, buf.cast(), len, 0),
-                        _ if self.fixed => sys::io_uring_prep_write_fixed(
-                            sqe,
-                            copy_slot as i32,
-                            buf.cast(),
-                            len,
-                            0,
-                            i as i32,
-                        ),
-                        _ => sys::io_uring_prep_write(sqe, copy_slot as i32, buf.cast(), len, 0),
-                    }
-                    let mut flags = 0;
-                    if step >= 2 {
-                        flags |= 1 << sys::IOSQE_FIXED_FILE_BIT;
-                    }
-                    if !last {
-                        flags |= 1 << sys::IOSQE_IO_LINK_BIT;
-                    }
-                    sys::io_uring_sqe_set_flags(sqe, flags);
-                    sys::io_uring_sqe_set_data64(sqe, (i as u64) << 2 | step as u64);
-                }
-            }
-            in_flight += steps as u32;
-        }
-        while in_flight > 0 {
-            if let Err(err) = self.submit(1) {
-                // Cannot wait for what is in flight: never reuse this ring.
-                self.poisoned = true;
-                return Err(err);
-            }
-            while let Some((data, res)) = self.reap_data() {
-                in_flight -= 1;
-                let (i, step) = ((data >> 2) as usize, data & 3);
-                let chain = &mut chains[i];
-                if step == 1 && res >= 0 {
-                    chain.created = true;
-                }
-                // A read or write that moved less than the whole file.
-                let short = step >= 2 && res >= 0 && (res as u64) < files[i].len;
-                if res < 0 && (chain.errno == 0 || chain.errno == Errno::CANCELED.raw_os_error()) {
-                    chain.errno = -res;
-                } else if short && chain.errno == 0 {
-                    chain.short = true;
-                    chain.errno = Errno::IO.raw_os_error();
-                }
-            }
-        }
-        Ok(chains
-            .into_iter()
-            .map(|chain| match (chain.errno, chain.short) {
-                (0, _) => SmallFileResult::Copied,
-                (_, true) => SmallFileResult::Failed {
-                    error: io::Error::other("the file changed size while being copied"),
-                    created: chain.created,
-                },
-                (errno, false) => SmallFileResult::Failed {
-                    error: io::Error::from_raw_os_error(errno),
-                    created: chain.created,
-                },
-            })
-            .collect())
-    }
-
-    /// The next completion, if one is ready: (user data, result).
-    fn reap_data(&mut self) -> Option<(u64, i32)> {
-        let mut cqe: *mut sys::io_uring_cqe = std::ptr::null_mut();
-        // SAFETY: the ring is initialised; `cqe` is an out pointer.
-        let ret = unsafe { sys::io_uring_peek_cqe(&mut *self.raw, &mut cqe) };
-        if ret < 0 || cqe.is_null() {
-            return None;
-        }
-        // SAFETY: peek_cqe returned a valid completion, which we read once
-        // and then hand back to the ring with cqe_seen.
-        unsafe {
-            let completion = ((*cqe).user_data, (*cqe).res);
-            sys::io_uring_cqe_seen(&mut *self.raw, cqe);
-            Some(completion)
-        }
     }
 }
