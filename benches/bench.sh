@@ -32,7 +32,17 @@
 #   NO_BUILD=1        use the release binaries already in target/release
 #   SETTLE=2          seconds to wait after deleting a 2 GiB copy on ext4
 #
+#   SYSCALL_SAMPLE=8000  files of the small set counted under `strace -c`
+#                     (outside the timed runs; 0 to skip the count)
+#
 # Output: a table on stdout (markdown), raw times in $BENCH_DIR/times.tsv.
+# The "auto chose" column is where copyd (auto) moved the bytes of its
+# first --no-sync copy, by engine, from the job's engine bytes. Notes give,
+# for the items set, `copyctl cp` (the cp front) against cp, and for the
+# large file into tmpfs, `fallocate` of the same size there alone: the cost
+# of the tmpfs pages, which no copy can avoid. After the table, system calls
+# per file for each tool (strace -f -c, copyd's daemon and copyctl
+# together), on a sample of the small files and on the source tree.
 # Ratios are the median of per-pair ratios copyd/cp. "cp+sync" is cp's time
 # plus a syncfs of the destination right after it: what cp costs when its
 # copy must be on disk, as copyd's always is.
@@ -55,6 +65,7 @@ ITEM_FILES=${ITEM_FILES:-500}
 TREE_SRC=${TREE_SRC:-$HOME/.cargo/registry/src}
 TOOLS=${TOOLS:-"copyd copyd-nosync cp xcp cpz"}
 SETTLE=${SETTLE:-2}
+SYSCALL_SAMPLE=${SYSCALL_SAMPLE:-8000}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SRC=$BENCH_DIR/src
@@ -261,7 +272,8 @@ run_tool() { # tool src dst
         local files=("$2"/*)
         case $1 in
             copyd) "$COPYCTL" copy "${files[@]}" "$3/" >/dev/null ;;
-            copyd-nosync) "$COPYCTL" copy --no-sync "${files[@]}" "$3/" >/dev/null ;;
+            copyd-nosync) "$COPYCTL" --json copy --no-sync "${files[@]}" "$3/" >"$RUNDIR/last.json" ;;
+            copyctl-cp) "$COPYCTL" cp --preserve=mode,timestamps "${files[@]}" "$3/" ;;
             cp) cp --preserve=mode,timestamps "${files[@]}" "$3/" ;;
             xcp) xcp "${files[@]}" "$3/" >/dev/null 2>&1 ;;
             cpz) cpz "${files[@]}" "$3/" >/dev/null 2>&1 ;;
@@ -270,7 +282,9 @@ run_tool() { # tool src dst
     fi
     case $1 in
         copyd) "$COPYCTL" copy -r "$2" "$3" >/dev/null ;;
-        copyd-nosync) "$COPYCTL" copy -r --no-sync "$2" "$3" >/dev/null ;;
+        copyd-nosync) "$COPYCTL" --json copy -r --no-sync "$2" "$3" >"$RUNDIR/last.json" ;;
+        copyctl-cp) "$COPYCTL" cp -r --preserve=mode,timestamps "$2" "$3" ;;
+        fallocate) fallocate -l "$(stat -c %s "$2")" "$3" ;;
         cp) cp -r --preserve=mode,timestamps "$2" "$3" ;;
         xcp) xcp -r "$2" "$3" >/dev/null 2>&1 ;;
         cpz) cpz "$2" "$3" >/dev/null 2>&1 ;; # always recursive
@@ -341,11 +355,16 @@ group() { # set target cache
     start_copyd
     [[ $cache == warm ]] && warm "$src"
     [[ $cache == warm && $(id -u) != 0 ]] && say "note: not root: the page cache is not reset between tools"
-    local r t i n=${#tools[@]} tool dst t0 t1 secs sync_secs du_note=""
+    # Beside the tools: the cp front for the items set, and for the large
+    # file into tmpfs the allocation of its pages alone.
+    local group_tools=("${tools[@]}")
+    [[ $set == items ]] && group_tools+=(copyctl-cp)
+    [[ $set == file2g && $target == tmpfs ]] && command -v fallocate >/dev/null && group_tools+=(fallocate)
+    local r t i n=${#group_tools[@]} tool dst t0 t1 secs sync_secs du_note="" chose=-
     declare -A took=()
     for ((r = 0; r < RUNS; r++)); do
         for ((i = 0; i < n; i++)); do
-            tool=${tools[(i + r) % n]}
+            tool=${group_tools[(i + r) % n]}
             dst=$dst_root/$tool-$r
             # cpz fills sparse files in (8 GiB written, then deleted, which
             # on this disk means discards that slow whatever syncs next):
@@ -387,14 +406,15 @@ group() { # set target cache
             printf '%s\t%s\t%s\t%s\t%d\t%s\t%s\n' "$(date -Is)" "$set" "$target" "$cache" "$r" "$tool" "$secs" >>"$TIMES"
             say "  $set $target $cache round $r: $tool ${secs}s (+sync ${sync_secs}s)"
             if ((r == 0)); then
-                [[ $tool == copyd* ]] && verify "$src" "$dst"
+                [[ $tool == copyd* || $tool == copyctl-cp ]] && verify "$src" "$dst"
+                [[ $tool == copyd-nosync ]] && chose=$(engines_used "$RUNDIR/last.json")
                 if [[ $set == sparse ]]; then
                     du_note+="$tool $(du -sm "$dst" | cut -f1) MiB, "
                 fi
             fi
             # Keep copies of the tree sets on ext4 until the end (a mass
             # delete slows the next mass create); remove the others at once.
-            if [[ $set == file2g || $set == sparse || $target == tmpfs ]]; then
+            if [[ $set == file2g || $set == sparse || $target == tmpfs || $tool == fallocate ]]; then
                 rm -rf "$dst"
                 # Deleting GiBs on a disk mounted with `discard` hands the
                 # host discards it carries out after rm returns; the next
@@ -430,11 +450,70 @@ group() { # set target cache
     if [[ $set == sparse ]]; then
         du_note="du: source $(du -sm "$src" | cut -f1) MiB; copies: ${du_note%, }"
     fi
+    [[ $set == items ]] && du_note+="copyctl cp $(med copyctl-cp) s, $(ratio copyctl-cp cp)× cp, "
+    [[ " ${group_tools[*]} " == *" fallocate "* ]] &&
+        du_note+="fallocate of the same size alone (tmpfs pages): $(med fallocate) s, $(ratio fallocate cp)× cp, "
     du_note=${du_note%, }
-    printf '| %s | %s | %s | %s | %s | %s | %s× | %s× | %s | %s× | %s | %s | %s | %s |\n' \
+    printf '| %s | %s | %s | %s | %s | %s | %s× | %s× | %s | %s× | %s | %s | %s | %s | %s |\n' \
         "$(set_label "$set")" "ext4 → $target" "$cache" "$med_copyd" "$med_nosync" "$med_cp" \
         "$med_ratio" "$med_ratio_nosync" "$med_cpsync" "$med_ratio_sync" "$med_xcp" "$med_cpz" \
-        "$hwm" "$du_note" | tee -a "$TABLE"
+        "$chose" "$hwm" "$du_note" | tee -a "$TABLE"
+}
+
+# Where a copyd job's bytes went, by engine, from its JSON summary:
+# "io_uring 96%, copy_file_range 4%".
+engines_used() { # summary.json
+    python3 - "$1" <<'EOF'
+import json, sys
+try:
+    lines = [l for l in open(sys.argv[1]) if l.strip().startswith("{")]
+    by_engine = json.loads(lines[-1]).get("engine_bytes", {})
+except (OSError, ValueError, IndexError):
+    print("?")
+    sys.exit()
+total = sum(by_engine.values())
+used = sorted(by_engine.items(), key=lambda kv: -kv[1])
+print(", ".join(f"{e} {100 * b / total:.0f}%" for e, b in used if b) if total else "no bytes")
+EOF
+}
+
+# System calls per file of each tool copying $1 (a directory of $2 files),
+# counted by strace outside the timed runs: for copyd, the daemon's threads
+# and copyctl's together.
+syscalls_per_file() { # src files label
+    local src=$1 files=$2 label=$3 tool dst out calls tracer row
+    row="| $label ($files files) |"
+    for tool in "${tools[@]}" copyctl-cp; do
+        dst=$BENCH_DIR/dst/strace-${label// /-}-$tool
+        rm -rf "$dst"
+        mkdir -p "$BENCH_DIR/dst"
+        out=$RUNDIR/strace-$tool
+        rm -f "$out".*
+        local argv=()
+        case $tool in
+            copyd) argv=("$COPYCTL" copy -r "$src" "$dst") ;;
+            copyd-nosync) argv=("$COPYCTL" copy -r --no-sync "$src" "$dst") ;;
+            copyctl-cp) argv=("$COPYCTL" cp -r --preserve=mode,timestamps "$src" "$dst") ;;
+            cp) argv=(cp -r --preserve=mode,timestamps "$src" "$dst") ;;
+            xcp) argv=(xcp -r "$src" "$dst") ;;
+            cpz) argv=(cpz "$src" "$dst") ;;
+        esac
+        tracer=
+        if [[ $tool == copyd* || $tool == copyctl-cp ]]; then
+            strace -f -c -o "$out.daemon" -p "$COPYD_PID" 2>/dev/null &
+            tracer=$!
+            sleep 0.5
+        fi
+        strace -f -c -o "$out.client" "${argv[@]}" >/dev/null 2>&1 || true
+        if [[ -n $tracer ]]; then
+            kill -INT "$tracer" 2>/dev/null
+            wait "$tracer" 2>/dev/null || true
+        fi
+        verify "$src" "$dst"
+        calls=$(cat "$out".* 2>/dev/null | awk '$NF == "total" {sum += $4} END {print sum + 0}')
+        row+=" $(awk -v c="$calls" -v f="$files" 'BEGIN {printf "%.2f", c / f}') |"
+    done
+    echo "$row"
 }
 
 set_label() {
@@ -454,8 +533,8 @@ start_bus
 : >"$TABLE"
 say "tools: ${tools[*]}; $RUNS runs each; raw times in $TIMES"
 {
-    echo "| data set | target | cache | copyd s | copyd --no-sync s | cp s | copyd/cp | --no-sync/cp | cp+sync s | copyd/(cp+sync) | xcp s | cpz s | copyd peak RSS MiB | notes |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| data set | target | cache | copyd s | copyd --no-sync s | cp s | copyd/cp | --no-sync/cp | cp+sync s | copyd/(cp+sync) | xcp s | cpz s | auto chose | copyd peak RSS MiB | notes |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } | tee "$TABLE"
 for set in $SETS; do
     for target in $TARGETS; do
@@ -469,4 +548,36 @@ for set in $SETS; do
         fi
     done
 done
+if ((SYSCALL_SAMPLE > 0)) && [[ " $SETS " == *" small "* ]] && command -v strace >/dev/null; then
+    say "counting system calls per file (strace -f -c)"
+    sample=$SRC/small-sample-$SYSCALL_SAMPLE
+    if [[ ! -d $sample ]]; then
+        rm -rf "$sample.part"
+        mapfile -t picks < <(find "$SRC/small" -type f | sort | head -n "$SYSCALL_SAMPLE")
+        for f in "${picks[@]}"; do
+            d=$sample.part/${f#"$SRC/small/"}
+            mkdir -p "${d%/*}"
+            cp -p "$f" "$d"
+        done
+        mv "$sample.part" "$sample"
+    fi
+    start_copyd
+    {
+        echo
+        echo "System calls per file (strace -f -c; copyd: the daemon's threads and copyctl together):"
+        echo
+        header="| data set |"
+        rule="|---|"
+        for tool in "${tools[@]}" copyctl-cp; do header+=" $tool |"; rule+="---|"; done
+        echo "$header"
+        echo "$rule"
+        warm "$sample"
+        syscalls_per_file "$sample" "$(find "$sample" -type f | wc -l)" "small files"
+        if [[ -d $SRC/tree ]]; then
+            warm "$SRC/tree"
+            syscalls_per_file "$SRC/tree" "$(find "$SRC/tree" -type f | wc -l)" "source tree"
+        fi
+    } | tee -a "$TABLE"
+    stop_copyd
+fi
 say "table in $TABLE"
