@@ -352,7 +352,6 @@ impl Transfer<'_> {
             .zip(&names)
             .map(|(entry, (_, name))| SmallFile {
                 name,
-                copy_name: name,
                 len: entry.metadata.len(),
                 mode: dirs.created_mode(&entry.metadata),
             })

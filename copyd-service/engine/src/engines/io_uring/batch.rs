@@ -64,13 +64,12 @@ pub const BATCH_FILES: usize = 32;
 /// The largest file a batch copies: one buffer.
 pub const BATCH_FILE_MAX: u64 = 64 << 10;
 
-/// One small file to copy whole: its name in the source directory, its
-/// copy's name in the copy's directory, its length, and the mode its copy
-/// is created with.
+/// One small file to copy whole: its name in the source directory (its
+/// copy's name in the copy's directory too), its length, and the mode its
+/// copy is created with.
 #[derive(Debug, Clone, Copy)]
 pub struct SmallFile<'a> {
     pub name: &'a CStr,
-    pub copy_name: &'a CStr,
     pub len: u64,
     pub mode: u32,
 }
@@ -286,7 +285,7 @@ impl Chunk<'_, '_> {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         for (i, file) in self.files.iter().enumerate() {
             let mode = rustix::fs::Mode::from_raw_mode(file.mode);
-            match rustix::fs::openat(self.dirs.1, file.copy_name, flags, mode) {
+            match rustix::fs::openat(self.dirs.1, file.name, flags, mode) {
                 Ok(fd) => {
                     self.copies[i] = Some(fd);
                     self.chains[i].created = true;
