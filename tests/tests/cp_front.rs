@@ -14,15 +14,20 @@ use copyd_tests::{bins, osargs, CmdOutput, TestEnv};
 /// Runs copyctl under the name `name` (a symlink in the test's directory),
 /// in the test's directory, so that relative names work as with cp.
 fn as_named(env: &TestEnv, name: &str, args: &[&str]) -> CmdOutput {
+    run(Command::new(named(env, name))
+        .args(args)
+        .current_dir(env.work.path())
+        .env("COPYD_ADDRESS", env.address()))
+}
+
+/// copyctl under the name `name`: a symlink in the test's directory.
+fn named(env: &TestEnv, name: &str) -> PathBuf {
     let link = env.path(format!(".bin/{name}"));
     if !link.exists() {
         fs::create_dir_all(link.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(bins::copyctl(), &link).unwrap();
     }
-    run(Command::new(&link)
-        .args(args)
-        .current_dir(env.work.path())
-        .env("COPYD_ADDRESS", env.address()))
+    link
 }
 
 fn cp(env: &TestEnv, args: &[&str]) -> CmdOutput {
@@ -373,4 +378,78 @@ fn ctrl_c_cancels_the_copy_exits_130_and_leaves_no_target() {
         Duration::from_secs(60),
     );
     out.assert_success();
+}
+
+/// Runs copyctl as `name` and returns each line of its stdout with when it
+/// came, and when the process ended.
+fn timed_lines(
+    env: &TestEnv,
+    name: &str,
+    args: &[&str],
+) -> (Vec<(std::time::Instant, String)>, std::time::Instant) {
+    use std::io::BufRead;
+    let mut child = Command::new(named(env, name))
+        .args(args)
+        .current_dir(env.work.path())
+        .env("COPYD_ADDRESS", env.address())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|line| (std::time::Instant::now(), line.unwrap()))
+        .collect();
+    assert!(child.wait().unwrap().success());
+    (lines, std::time::Instant::now())
+}
+
+#[test]
+fn cp_v_prints_each_file_as_copyd_places_it() {
+    // The system bus's own default policy, with copyd's policy file: the
+    // FilesPlaced signals, unicast to the job's owner, get through.
+    let env = TestEnv::start_with(copyd_tests::Policy::Strict);
+    // Into an existing tree: the files copied are listed, not what the
+    // destination had before (a listing of the target would show it).
+    write(env.path("src/x/f"), "1");
+    write(env.path("dst/src/only-here"), "kept");
+    let out = cp(&env, &["-rv", "src", "dst"]);
+    assert_eq!(
+        out.stdout_str(),
+        "'src' -> 'dst/src'\n'src/x' -> 'dst/src/x'\n'src/x/f' -> 'dst/src/x/f'\n",
+        "{out}"
+    );
+    // A line comes when its file is placed, while the job goes on: the
+    // small file's line well before the slow big file is done.
+    write(env.path("small"), "s");
+    fs::write(env.path("big"), vec![7u8; 8 << 20]).unwrap();
+    fs::create_dir(env.path("out")).unwrap();
+    let args = ["-v", "--rate-limit", "4MiB/s", "small", "big", "out"];
+    let (lines, ended) = timed_lines(&env, "cp", &args);
+    let texts: Vec<&str> = lines.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(texts, ["'small' -> 'out/small'", "'big' -> 'out/big'"]);
+    let early = ended.duration_since(lines[0].0);
+    assert!(
+        early >= Duration::from_millis(800),
+        "the first line came only {early:?} before the end"
+    );
+}
+
+#[test]
+fn mv_v_across_file_systems_says_what_gnu_mv_says() {
+    let env = TestEnv::start();
+    // Another file system than the test's directory.
+    let other = copyd_tests::mounts::Tmpfs::mount(&env.path("other"));
+    write(env.path("d/f"), "f");
+    let to = other.path().join("d");
+    let out = as_named(&env, "mv", &["-v", "d", other.path().to_str().unwrap()]);
+    let to = to.display();
+    assert_eq!(
+        out.stdout_str(),
+        format!(
+            "created directory '{to}'\ncopied 'd/f' -> '{to}/f'\nremoved 'd/f'\nremoved directory 'd'\n"
+        ),
+        "{out}"
+    );
+    assert!(!env.path("d").exists());
+    assert_eq!(read(other.path().join("d/f")), "f");
 }

@@ -238,8 +238,7 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         options: options(args),
         address: args.address.clone(),
         show_progress: args.progress,
-        verbose: args.verbose,
-        verbose_prefix: "",
+        verbose: args.verbose.then_some(super::verbose::Style::Cp),
     };
     let (items, twins) = match args.keep.links {
         true => super::links::hard_link_twins(items),
@@ -612,7 +611,6 @@ fn check(
             shown_target: target.to_path_buf(),
             joins_directory,
             note,
-            list_entries: is_dir,
             modes: match (target_lmeta.is_some(), args.keep.mode, args.mode_kept) {
                 // What stood there is merged into or replaced: left as is.
                 (true, _, _) | (false, true, true) => Modes::AsCopied,
@@ -654,7 +652,6 @@ fn merge_entries(
                 shown_target: target.join(&name),
                 joins_directory: true,
                 note: String::new(),
-                list_entries: true,
                 modes: Modes::AsCopied,
             },
             policy.clone(),

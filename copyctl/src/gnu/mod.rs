@@ -17,6 +17,7 @@ mod local;
 mod mv;
 mod split;
 mod submit;
+mod verbose;
 
 use std::ffi::OsString;
 use std::io::Write;

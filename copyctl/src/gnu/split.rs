@@ -97,7 +97,6 @@ fn item(source: PathBuf, target: PathBuf, shown: (PathBuf, PathBuf), joins: bool
         shown_target: shown.1,
         joins_directory: joins,
         note: String::new(),
-        list_entries: true,
         modes: Modes::AsCopied,
     }
 }

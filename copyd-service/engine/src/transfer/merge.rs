@@ -33,6 +33,7 @@ use super::{under, AnchoredDir, Transfer};
 use crate::conflict::{ConflictDecision, Side};
 use crate::error::{EngineError, Result};
 use crate::metadata;
+use crate::placed::Action;
 use crate::request::{Conflict, Item};
 use crate::walk::{Entry, EntryKind, Tree};
 
@@ -160,6 +161,10 @@ impl Transfer<'_> {
                 let opened = self.merge_directory(entry, &parent, &name, existing.as_ref(), policy);
                 match opened {
                     Ok((dir, path, new)) => {
+                        // Listed as cp lists a directory merged into, by
+                        // its path (not the open directory's).
+                        let target = under(&item.target, copy_relative);
+                        (self.progress.placed()).note(Action::Copied, true, &source, &target);
                         if new {
                             made.push((entry, source, path));
                         }
@@ -242,6 +247,8 @@ impl Transfer<'_> {
                     if let Some(Some(decision)) = decision {
                         self.progress.note_conflict(decision);
                     }
+                    let target = under(&item.target, copy_relative);
+                    (self.progress.placed()).note(Action::Copied, false, &source, &target);
                 }
                 Err(err) if err.per_file => {
                     self.fail_entry_alone(source, under(&item.target, copy_relative), err)
@@ -264,6 +271,7 @@ impl Transfer<'_> {
         if self.is_move() && whole && !skipped {
             // Every file is placed, durable: the source may go.
             super::remove_moved_source(item)?;
+            self.progress.placed().note_removed_tree(&item.source, tree);
         }
         self.journal.item_done(index);
         Ok(match whole && !skipped {

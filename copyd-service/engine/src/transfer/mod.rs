@@ -23,6 +23,7 @@ use crate::journal::{
     CopyIdentity, FileIdentity, GroupCommit, ItemsOnly, Journal, NoJournal, ResumeState,
     GROUP_COMMIT_INTERVAL, OFFSET_COMMIT_INTERVAL,
 };
+use crate::placed::Action;
 use crate::progress::{Control, Progress};
 use crate::request::{Conflict, Item, OnError, Operation, Preserve, Resolved};
 use crate::verify::{self, Checksum, SourceDigest, Verify};
