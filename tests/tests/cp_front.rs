@@ -453,3 +453,41 @@ fn mv_v_across_file_systems_says_what_gnu_mv_says() {
     assert!(!env.path("d").exists());
     assert_eq!(read(other.path().join("d/f")), "f");
 }
+
+/// Makes a fifo at `path` and, on a thread, writes `text` into it once a
+/// reader opens it.
+fn fifo_with(path: PathBuf, text: &'static str) {
+    run(Command::new("mkfifo").arg(&path)).assert_success();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut fifo = fs::OpenOptions::new().write(true).open(path).unwrap();
+        fifo.write_all(text.as_bytes()).unwrap();
+    });
+}
+
+#[test]
+fn cp_copy_contents_reads_fifos_and_devices_as_files() {
+    use std::os::unix::fs::FileTypeExt;
+    let env = TestEnv::start();
+    write(env.path("src/f"), "file");
+    fifo_with(env.path("src/p"), "piped");
+    let out = cp(&env, &["-rv", "--copy-contents", "src", "dst"]);
+    out.assert_success();
+    let copied = fs::symlink_metadata(env.path("dst/p")).unwrap();
+    assert!(copied.is_file(), "{:?}: {out}", copied.file_type());
+    assert_eq!(read(env.path("dst/p")), "piped");
+    assert_eq!(read(env.path("dst/f")), "file");
+    assert!(out.stdout_str().contains("'src/p' -> 'dst/p'\n"), "{out}");
+    // Without it, -r copies the fifo as a fifo (and never opens it).
+    cp(&env, &["-r", "src", "plain"]).assert_success();
+    let plain = fs::symlink_metadata(env.path("plain/p")).unwrap();
+    assert!(plain.file_type().is_fifo());
+    // A device operand: read as a file too (/dev/null: empty), and without
+    // -r a fifo is read as cp reads it.
+    cp(&env, &["-r", "--copy-contents", "/dev/null", "null"]).assert_success();
+    let null = fs::symlink_metadata(env.path("null")).unwrap();
+    assert!(null.is_file() && null.len() == 0);
+    fifo_with(env.path("q"), "again");
+    cp(&env, &["q", "from-q"]).assert_success();
+    assert_eq!(read(env.path("from-q")), "again");
+}

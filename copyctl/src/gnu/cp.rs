@@ -492,10 +492,16 @@ fn check(
             }
         }
     }
+    // A fifo or a device copied as a file (without -R, or with
+    // --copy-contents): its bytes read to their end, here (contents.rs).
+    let read_as_file = super::contents::is_special(&source_meta)
+        && (!args.recursive || args.copy_contents)
+        && !links
+        && !args.attributes_only;
     // A fifo or a device at the target (/dev/null, a pipe) is written
     // to, as cp opens it, never replaced: by a file's data (a fifo copied
     // as a fifo, by -R, replaces it).
-    if source_meta.is_file()
+    if (source_meta.is_file() || read_as_file)
         && !args.remove_destination
         && !args.symbolic_link
         && !args.hard_link
@@ -505,6 +511,17 @@ fn check(
         })
     {
         local::write_into(front, source, target, args.verbose);
+        return None;
+    }
+    if read_as_file {
+        let what = super::contents::Contents {
+            source: source.to_path_buf(),
+            target: through.clone().unwrap_or(target.to_path_buf()),
+            shown_source: source.to_path_buf(),
+            shown_target: target.to_path_buf(),
+            source_mode: source_meta.mode(),
+        };
+        super::contents::copy(front, args, &what);
         return None;
     }
     if args.attributes_only && !is_dir {
@@ -570,10 +587,11 @@ fn check(
         && absolute_target != absolute_source;
     // -L, -x: a tree with symlinks in it, or mount points, is split so
     // that copyd meets none (split.rs).
-    if is_dir && (args.deref == Deref::Always || args.one_file_system) {
+    if is_dir && (args.deref == Deref::Always || args.one_file_system || args.copy_contents) {
         let rules = super::split::Rules {
             follow: args.deref == Deref::Always,
             device: args.one_file_system.then(|| source_meta.dev()),
+            contents: args.copy_contents,
         };
         let split = super::split::split(
             front,
@@ -588,6 +606,10 @@ fn check(
         );
         front.pending.extend(split.items);
         front.made.extend(split.made);
+        // Read now, into the directories the split made.
+        for what in &split.contents {
+            super::contents::copy(front, args, what);
+        }
         return None;
     }
     // A directory onto one of another name: copyd would copy it into the

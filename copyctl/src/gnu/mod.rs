@@ -11,6 +11,7 @@
 //! names only with --debug, and in --json objects on stdout.
 
 mod args;
+mod contents;
 mod cp;
 mod links;
 mod local;
