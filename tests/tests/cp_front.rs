@@ -491,3 +491,76 @@ fn cp_copy_contents_reads_fifos_and_devices_as_files() {
     cp(&env, &["q", "from-q"]).assert_success();
     assert_eq!(read(env.path("from-q")), "again");
 }
+
+/// Each entry under `root`: its path, kind, mode, size (files) and link
+/// target (symlinks), for comparing two trees.
+fn shape(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let relative = path.strip_prefix(root).unwrap().display().to_string();
+            let kind = meta.file_type();
+            let what = if kind.is_dir() {
+                dirs.push(path.clone());
+                "dir".to_owned()
+            } else if kind.is_symlink() {
+                format!("link to {}", fs::read_link(&path).unwrap().display())
+            } else if kind.is_file() {
+                format!("file of {}", meta.len())
+            } else {
+                "special".to_owned()
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            out.push(format!("{relative}: {what}, {mode:o}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn cp_attributes_only_on_a_tree_makes_what_gnu_cp_makes() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::start();
+    write(env.path("s/d/f"), "hello");
+    write(env.path("s/g"), "x");
+    fs::set_permissions(env.path("s/g"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("g", env.path("s/l")).unwrap();
+    run(Command::new("mkfifo").arg(env.path("s/p"))).assert_success();
+    let old = filetime(env.path("s/g"), 1_000_000_000);
+    for (ours, theirs) in [("t1", "g1"), ("t2", "g2")] {
+        // Into a tree that exists: its file keeps its data and its mode.
+        for existing in [ours, theirs] {
+            write(env.path(format!("{existing}/g")), "old data");
+            let mode = fs::Permissions::from_mode(0o604);
+            fs::set_permissions(env.path(format!("{existing}/g")), mode).unwrap();
+        }
+    }
+    cp(&env, &["-r", "--attributes-only", "s", "new"]).assert_success();
+    cp(&env, &["-r", "--attributes-only", "s/.", "t1"]).assert_success();
+    cp(&env, &["-a", "--attributes-only", "s/.", "t2"]).assert_success();
+    let gnu = |args: &[&str]| {
+        run(Command::new("/bin/cp")
+            .args(args)
+            .current_dir(env.work.path()))
+        .assert_success();
+    };
+    gnu(&["-r", "--attributes-only", "s", "gnew"]);
+    gnu(&["-r", "--attributes-only", "s/.", "g1"]);
+    gnu(&["-a", "--attributes-only", "s/.", "g2"]);
+    for (ours, theirs) in [("new", "gnew"), ("t1", "g1"), ("t2", "g2")] {
+        assert_eq!(shape(&env.path(ours)), shape(&env.path(theirs)), "{ours}");
+    }
+    assert_eq!(
+        shape(&env.path("new")).len(),
+        5,
+        "{:?}",
+        shape(&env.path("new"))
+    );
+    assert_eq!(read(env.path("t1/g")), "old data");
+    assert_eq!(fs::metadata(env.path("t2/g")).unwrap().mtime(), old);
+}

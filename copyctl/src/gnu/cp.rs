@@ -524,6 +524,10 @@ fn check(
         super::contents::copy(front, args, &what);
         return None;
     }
+    if args.attributes_only && is_dir {
+        super::attributes::tree(front, args, source, target, (source, target));
+        return None;
+    }
     if args.attributes_only && !is_dir {
         local::attributes_only(front, args, source, target, follow, target_lmeta.is_some());
         return None;

@@ -11,6 +11,7 @@
 //! names only with --debug, and in --json objects on stdout.
 
 mod args;
+mod attributes;
 mod contents;
 mod cp;
 mod links;
