@@ -41,6 +41,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("verify", "s"),
     ("on-error", "s"),
     ("report-files", "b"),
+    ("keep-replaced-attributes", "b"),
 ];
 
 fn wrong_type(key: &str) -> Error {
@@ -82,6 +83,9 @@ pub fn parse(options: &HashMap<String, OwnedVariant>) -> Result<JobOptions, Erro
             "sync" => parsed.engine.sync = boolean(key, value)?,
             "privileged" => parsed.privileged = boolean(key, value)?,
             "report-files" => parsed.report_files = boolean(key, value)?,
+            "keep-replaced-attributes" => {
+                parsed.engine.keep_replaced_attributes = boolean(key, value)?
+            }
             "rename" => rename = Some(string(key, value)?.to_owned()),
             "rename-dirs" => rename_dirs = boolean(key, value)?,
             "verify" => {

@@ -564,3 +564,48 @@ fn cp_attributes_only_on_a_tree_makes_what_gnu_cp_makes() {
     assert_eq!(read(env.path("t1/g")), "old data");
     assert_eq!(fs::metadata(env.path("t2/g")).unwrap().mtime(), old);
 }
+
+#[test]
+fn cp_over_an_existing_file_keeps_its_mode_and_owner_unless_p() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::start();
+    let root = rustix::process::getuid().is_root();
+    let mode_of = |path: &str| fs::metadata(env.path(path)).unwrap().mode() & 0o7777;
+    let old_file = |path: &str| {
+        let path = write(env.path(path), "old");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        if root {
+            // nobody's: cp as root writes into it, and it stays nobody's.
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        }
+    };
+    write(env.path("src"), "new");
+    write(env.path("other"), "other");
+    fs::set_permissions(env.path("src"), fs::Permissions::from_mode(0o755)).unwrap();
+    // One file, two files in a group, a file of a tree merged into.
+    old_file("one");
+    fs::create_dir(env.path("dir")).unwrap();
+    old_file("dir/src");
+    old_file("tree/s/src");
+    fs::create_dir(env.path("s")).unwrap();
+    fs::copy(env.path("src"), env.path("s/src")).unwrap();
+    cp(&env, &["src", "one"]).assert_success();
+    cp(&env, &["src", "other", "dir"]).assert_success();
+    cp(&env, &["-r", "s", "tree"]).assert_success();
+    for path in ["one", "dir/src", "tree/s/src"] {
+        assert_eq!(read(env.path(path)), "new", "{path}");
+        assert_eq!(mode_of(path), 0o600, "{path}");
+        if root {
+            assert_eq!(fs::metadata(env.path(path)).unwrap().uid(), 65534, "{path}");
+        }
+    }
+    // A new file has the source's mode (less the umask), as before.
+    assert_eq!(mode_of("dir/other"), 0o644);
+    // -p: the source's mode and owner replace the old file's.
+    old_file("kept");
+    cp(&env, &["-p", "src", "kept"]).assert_success();
+    assert_eq!(mode_of("kept"), 0o755);
+    if root {
+        assert_eq!(fs::metadata(env.path("kept")).unwrap().uid(), 0);
+    }
+}

@@ -119,6 +119,12 @@ fn options(args: &GnuArgs) -> HashMap<&'static str, Variant<'static>> {
     .map(|(_, name)| (*name).to_owned())
     .collect();
     options.insert("preserve", Variant::from(preserve));
+    // cp writes into a file it overwrites, which keeps its mode and owner
+    // unless -p (or --preserve=mode, ownership) asks for the source's;
+    // copyd renames a new file over it, given those first.
+    if !args.mode_kept && !keep.ownership {
+        options.insert("keep-replaced-attributes", Variant::Bool(true));
+    }
     // cp does not wait for the disk; every file is still placed whole.
     options.insert("sync", Variant::Bool(args.sync));
     if args.sparse == When::Never {

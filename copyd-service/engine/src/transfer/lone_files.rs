@@ -171,7 +171,12 @@ impl Transfer<'_> {
         }
         let identities = built
             .iter()
-            .map(|lone| Ok((lone.index, built_identity(&lone.temp)?)))
+            .map(|lone| {
+                if lone.item.replace {
+                    self.take_replaced_attributes(&lone.temp, &lone.target)?;
+                }
+                Ok((lone.index, built_identity(&lone.temp)?))
+            })
             .collect::<Result<Vec<_>>>();
         match identities {
             Ok(identities) => self.journal.items_built(&identities),

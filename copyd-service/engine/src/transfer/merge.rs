@@ -373,7 +373,10 @@ impl Transfer<'_> {
             .build(&alone, index, &one, &temp, false, self.sync)
             .and_then(|()| match placing {
                 Placing::New => rename_at(&temp, &at, RenameFlags::NOREPLACE),
-                Placing::Over => rename_at(&temp, &at, RenameFlags::empty()),
+                Placing::Over => {
+                    self.take_replaced_attributes(&temp, &at)?;
+                    rename_at(&temp, &at, RenameFlags::empty())
+                }
                 Placing::AfterBackup => {
                     let mut backup = name.to_owned();
                     backup.push("~");

@@ -227,6 +227,9 @@ impl Transfer<'_> {
         let built = self
             .build(item, index, tree, &temp, carry_on, self.sync)
             .and_then(|()| {
+                if item.replace {
+                    self.take_replaced_attributes(&temp, &target)?;
+                }
                 self.journal.item_built(index, built_identity(&temp)?);
                 fsutil::rename_into_place(&temp, &target, item.replace)
             });
