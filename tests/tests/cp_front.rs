@@ -490,6 +490,27 @@ fn cp_copy_contents_reads_fifos_and_devices_as_files() {
     fifo_with(env.path("q"), "again");
     cp(&env, &["q", "from-q"]).assert_success();
     assert_eq!(read(env.path("from-q")), "again");
+
+    // While cp reads the fifo, the directory it made for it is its
+    // owner's alone (GNU's parent-perm-race.sh); it gets its mode after.
+    fs::create_dir(env.path("slow")).unwrap();
+    run(Command::new("mkfifo").arg(env.path("slow/p"))).assert_success();
+    let (dir, fifo) = (env.path("slow-copy"), env.path("slow/p"));
+    let watcher = std::thread::spawn(move || {
+        use std::io::Write;
+        // Opening blocks until cp opens the fifo to read it.
+        let mut writer = fs::OpenOptions::new().write(true).open(fifo).unwrap();
+        let mode = fs::metadata(&dir).unwrap().mode() & 0o777;
+        writer.write_all(b"late").unwrap();
+        mode
+    });
+    cp(&env, &["-r", "--copy-contents", "slow", "slow-copy"]).assert_success();
+    assert_eq!(watcher.join().unwrap(), 0o700);
+    assert_eq!(read(env.path("slow-copy/p")), "late");
+    assert_eq!(
+        fs::metadata(env.path("slow-copy")).unwrap().mode() & 0o777,
+        0o755
+    );
 }
 
 /// Each entry under `root`: its path, kind, mode, size (files) and link

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use copyd_tests::{bins, bus::TestBus, daemon, repo_root, scratch_dir, Daemon, Policy};
 
 /// The share of GNU's passes copyctl must pass too (the target is
-/// 90%). copyctl passes 74 of the 77 GNU passes here (96%); the floor lets
-/// one flake.
-const FLOOR: f64 = 0.94;
+/// 90%). copyctl passes 75 of the 77 GNU passes here (97%); the floor lets
+/// one flake (74 of 77 holds it, 73 does not).
+const FLOOR: f64 = 0.95;
 const VERSION: &str = "coreutils-9.1";
 /// Seconds a script may take (GNU's own take at most a few; the two that
 /// wait for a target copyd places only whole run into this).

@@ -65,7 +65,7 @@ fn directory(
             ))
         }
         None => {
-            if let Err(err) = fs::create_dir(target) {
+            if let Err(err) = super::split::private_dir(target) {
                 return front.error(format!(
                     "cannot create directory {}: {}",
                     quote(shown.1),

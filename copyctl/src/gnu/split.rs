@@ -145,7 +145,7 @@ fn walk(
             quote(shown_source)
         ));
     }
-    match fs::create_dir(target) {
+    match private_dir(target) {
         Ok(()) => split.made.push(MadeDirectory {
             target: target.into(),
             source: meta.clone(),
@@ -180,7 +180,7 @@ fn walk(
         };
         if lmeta.is_dir() && rules.device.is_some_and(|d| d != lmeta.dev()) {
             // A mount point under cp -x: made, left empty.
-            match fs::create_dir(&to) {
+            match private_dir(&to) {
                 Ok(()) => split.made.push(MadeDirectory {
                     target: to,
                     source: lmeta,
@@ -234,6 +234,14 @@ fn walk(
         }
     }
     ancestors.remove(&(meta.dev(), meta.ino()));
+}
+
+/// Makes a directory only its owner may enter until `finish` gives it its
+/// mode (as cp makes them): nobody else sees into it while it fills, also
+/// where its final mode will shut them out.
+pub fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o700).create(path)
 }
 
 /// Gives the directories copyctl made their sources' metadata: the mode
