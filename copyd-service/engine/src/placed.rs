@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::fsutil::under;
-use crate::walk::{EntryKind, Tree};
+use crate::walk::{Entry, EntryKind, Tree};
 
 /// What happened to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,15 +74,16 @@ impl FileReports {
         });
     }
 
-    /// Every entry of `tree` (copied from `source` to `target`), parents
-    /// first, as cp lists them; those whose source is in `left_out` (failed
-    /// alone) are not.
+    /// Every entry of `tree` (copied from `source` to `target`), each
+    /// directory followed by what is under it, names in order, as cp lists
+    /// them (the walk lists a directory's entries before descending); those
+    /// whose source is in `left_out` (failed alone) are not.
     pub fn note_tree(&self, source: &Path, target: &Path, tree: &Tree, left_out: &[PathBuf]) {
         if !self.is_on() {
             return;
         }
         let mut pending = self.pending.lock().unwrap();
-        for entry in &tree.entries {
+        for entry in depth_first(tree) {
             let from = under(source, &entry.relative);
             if left_out.contains(&from) {
                 continue;
@@ -103,7 +104,7 @@ impl FileReports {
             return;
         }
         let mut pending = self.pending.lock().unwrap();
-        for entry in tree.entries.iter().rev() {
+        for entry in depth_first(tree).into_iter().rev() {
             pending.push(PlacedFile {
                 action: Action::Removed,
                 directory: entry.kind == EntryKind::Directory,
@@ -122,6 +123,14 @@ impl FileReports {
     }
 }
 
+/// `tree`'s entries in depth-first order: paths compare component by
+/// component, so a directory's subtree sorts right after it.
+fn depth_first(tree: &Tree) -> Vec<&Entry> {
+    let mut entries: Vec<&Entry> = tree.entries.iter().collect();
+    entries.sort_by(|a, b| a.relative.cmp(&b.relative));
+    entries
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +147,33 @@ mod tests {
         assert_eq!(taken[0].action, Action::Renamed);
         assert!(taken[0].directory);
         assert!(reports.take().is_empty(), "a take empties the reports");
+    }
+
+    #[test]
+    fn a_tree_is_listed_depth_first_and_removed_deepest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in ["a/x", "b"] {
+            std::fs::create_dir_all(dir.path().join(path)).unwrap();
+        }
+        std::fs::write(dir.path().join("a/x/f"), "f").unwrap();
+        let tree = crate::walk::walk(dir.path(), &crate::Control::default()).unwrap();
+        let reports = FileReports::default();
+        reports.enable();
+        reports.note_tree(dir.path(), Path::new("/t"), &tree, &[]);
+        reports.note_removed_tree(dir.path(), &tree);
+        let taken = reports.take();
+        let copied: Vec<_> = taken[..5].iter().map(|r| r.target.clone()).collect();
+        let want: Vec<PathBuf> = ["/t", "/t/a", "/t/a/x", "/t/a/x/f", "/t/b"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(copied, want);
+        let removed: Vec<_> = taken[5..].iter().map(|r| r.source.clone()).collect();
+        let want: Vec<PathBuf> = ["b", "a/x/f", "a/x", "a", ""]
+            .iter()
+            .map(|r| under(dir.path(), Path::new(r)))
+            .collect();
+        assert_eq!(removed, want);
+        assert!(taken[5..].iter().all(|r| r.action == Action::Removed));
     }
 }
