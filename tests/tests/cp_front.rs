@@ -630,3 +630,30 @@ fn cp_over_an_existing_file_keeps_its_mode_and_owner_unless_p() {
         assert_eq!(fs::metadata(env.path("kept")).unwrap().uid(), 0);
     }
 }
+
+#[test]
+fn cp_au_into_a_tree_keeps_names_of_one_file_one_file() {
+    let env = TestEnv::start();
+    let same_inode = |a: &str, b: &str| {
+        let (a, b) = (env.path(a), env.path(b));
+        fs::metadata(a).unwrap().ino() == fs::metadata(b).unwrap().ino()
+    };
+    write(env.path("s/f"), "");
+    for name in ["linkm", "linke", "fileo", "fileu"] {
+        fs::hard_link(env.path("s/f"), env.path(format!("s/{name}"))).unwrap();
+    }
+    // In the destination: f itself (newer: -u keeps it), a link of it, an
+    // older and a newer separate file.
+    write(env.path("t/s/f"), "");
+    fs::hard_link(env.path("t/s/f"), env.path("t/s/linke")).unwrap();
+    write(env.path("t/s/fileo"), "");
+    filetime(env.path("t/s/fileo"), 1_000_000_000);
+    write(env.path("t/s/fileu"), "");
+    filetime(env.path("t/s/fileu"), 4_000_000_000);
+    cp(&env, &["-au", "s", "t"]).assert_success();
+    for name in ["linkm", "linke", "fileo", "fileu"] {
+        assert!(same_inode("t/s/f", &format!("t/s/{name}")), "{name}");
+    }
+    let names: Vec<_> = fs::read_dir(env.path("t/s")).unwrap().collect();
+    assert_eq!(names.len(), 5, "no temporary left: {names:?}");
+}

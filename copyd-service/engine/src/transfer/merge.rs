@@ -178,11 +178,32 @@ impl Transfer<'_> {
                 self.progress.add_files_done(1);
                 continue;
             }
+            // Another name of a file already in the copy (preserve links):
+            // linked to that copy whatever stands at the name and whatever
+            // the policy says of it, as cp -a keeps names of one file one
+            // file, also with -u (GNU's preserve-link.sh).
+            let later_name = self.preserve.links
+                && crate::links::has_other_names(entry)
+                && self.placed.knows(entry);
+            if later_name
+                && existing
+                    .as_ref()
+                    .is_some_and(|e| self.placed.is_copy(entry, e))
+            {
+                // Already that file (a rename onto it would do nothing and
+                // leave the temporary).
+                self.progress.add_bytes_uncopied(entry.metadata.len());
+                self.progress.add_files_done(1);
+                continue;
+            }
             // Some(None): the name is free. Some(decision): the policy's
             // decision for a taken name. None: not placed (failed alone, or
             // placed by an earlier run).
             let decision = match &existing {
                 None => Some(None),
+                Some(existing) if later_name && !existing.is_dir() => {
+                    Some(Some(ConflictDecision::Overwritten))
+                }
                 Some(existing) if self.resume.resuming && looks_placed(entry, existing) => None,
                 // Keep-both puts a file beside a directory; nothing else can.
                 // Under skip, or asked and answered skip, the file is left
@@ -233,10 +254,19 @@ impl Transfer<'_> {
                 Some(Some(decision)) => placing_for(decision),
                 None => None,
             };
+            // What stands at a name of a file with other names, or its copy
+            // once placed, is the copy later names are linked to.
+            let remember = || {
+                if self.preserve.links && crate::links::has_other_names(entry) {
+                    self.placed
+                        .remember(std::slice::from_ref(entry), &item.target);
+                }
+            };
             let Some(placing) = placing else {
                 if let Some(Some(decision)) = decision {
                     skipped = true;
                     self.progress.note_conflict(decision);
+                    remember();
                 }
                 self.progress.add_bytes_uncopied(entry.metadata.len());
                 self.progress.add_files_done(1);
@@ -249,6 +279,7 @@ impl Transfer<'_> {
                     }
                     let target = under(&item.target, copy_relative);
                     (self.progress.placed()).note(Action::Copied, false, &source, &target);
+                    remember();
                 }
                 Err(err) if err.per_file => {
                     self.fail_entry_alone(source, under(&item.target, copy_relative), err)
