@@ -81,6 +81,11 @@ pub trait Job {
         expected_end_time: u64,
     ) -> zbus::Result<()>;
 
+    /// Files the job placed (a job made with report-files; the owner's
+    /// only): action, directory, source, target.
+    #[zbus(signal)]
+    fn files_placed(&self, files: Vec<(String, bool, Vec<u8>, Vec<u8>)>) -> zbus::Result<()>;
+
     #[zbus(signal)]
     fn completed(&self, success: bool, error_name: String, message: String) -> zbus::Result<()>;
 

@@ -9,7 +9,9 @@ use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
 use zbus::{Connection, MatchRule, MessageStream};
 
 use crate::connect::BUS_NAME;
-use crate::proxy::{Completed, ConflictRaised, ConflictRaisedArgs, JobProxy, Progress};
+use crate::proxy::{
+    Completed, ConflictRaised, ConflictRaisedArgs, FilesPlaced, JobProxy, Progress,
+};
 
 const JOB_INTERFACE: &str = "org.example.Copyd1.Job";
 /// Where copyd puts its jobs (`.../jobs/<id>`).
@@ -355,6 +357,7 @@ pub async fn wait(
         ask,
         note_interrupt: true,
         last_phase,
+        on_files: None,
     };
     Ok(wait_with(connection, signals, subscribed, path, &style)
         .await?
@@ -371,8 +374,16 @@ pub enum Ask {
     Gnu(String),
 }
 
+/// One file a job placed, from its FilesPlaced signal: action, whether a
+/// directory, source, target.
+pub type PlacedFile = (String, bool, Vec<u8>, Vec<u8>);
+
+/// How many looks [`wait_with`] makes at a job that has ended before it
+/// gives up waiting for its Completed (after which no FilesPlaced comes).
+const LOOKS_FOR_COMPLETED: u32 = 3;
+
 /// How [`wait_with`] follows a job.
-pub struct WaitStyle {
+pub struct WaitStyle<'a> {
     pub show_progress: bool,
     pub ask: Ask,
     /// Say on stderr that Ctrl-C cancels the job (cp and mv say nothing).
@@ -380,6 +391,10 @@ pub struct WaitStyle {
     /// What the bar says once every byte is copied and the job has not
     /// ended yet.
     pub last_phase: LastPhase,
+    /// Called with each FilesPlaced's files (a job made with
+    /// report-files); the wait then ends only after the job's Completed,
+    /// which copyd sends after its last FilesPlaced.
+    pub on_files: Option<&'a dyn Fn(Vec<PlacedFile>)>,
 }
 
 /// What a job does between its last byte copied and its end.
@@ -409,7 +424,7 @@ pub async fn wait_with(
     signals: JobSignals,
     subscribed: Subscribed,
     path: &str,
-    style: &WaitStyle,
+    style: &WaitStyle<'_>,
 ) -> zbus::Result<(JobSummary, bool)> {
     let show_progress = style.show_progress;
     let job = JobProxy::builder(connection)
@@ -425,10 +440,22 @@ pub async fn wait_with(
     };
     let mut look = tokio::time::interval_at(first_look, LOOK_INTERVAL);
     let mut interrupted = false;
+    // With on_files: whether Completed came, and how many looks found the
+    // job ended without it (signals before it may still be on their way).
+    let mut completed = false;
+    let mut looks_since_end = 0;
     loop {
         let ended = tokio::select! {
             Some(Ok(message)) = signals.next() => {
                 if message.header().path().map(|p| p.as_str()) != Some(path) {
+                    continue;
+                }
+                if let (Some(on_files), Some(placed)) =
+                    (style.on_files, FilesPlaced::from_message(message.clone()))
+                {
+                    if let Ok(args) = placed.args() {
+                        on_files(args.files);
+                    }
                     continue;
                 }
                 if let Some(conflict) = ConflictRaised::from_message(message.clone()) {
@@ -470,7 +497,8 @@ pub async fn wait_with(
                         }
                     }
                 }
-                Completed::from_message(message).is_some()
+                completed |= Completed::from_message(message).is_some();
+                completed
             }
             _ = look.tick() => true,
             _ = tokio::signal::ctrl_c(), if !interrupted => {
@@ -487,6 +515,10 @@ pub async fn wait_with(
         }
         let summary = summary(connection, path).await?;
         if !summary.is_finished() {
+            continue;
+        }
+        if style.on_files.is_some() && !completed && looks_since_end < LOOKS_FOR_COMPLETED {
+            looks_since_end += 1;
             continue;
         }
         if let Some(bar) = bar {

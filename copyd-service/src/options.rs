@@ -19,6 +19,9 @@ pub struct JobOptions {
     /// Run as root rather than as the caller: needs the polkit action
     /// org.example.copyd1.copy-privileged.
     pub privileged: bool,
+    /// Tell the job's owner of each file placed (FilesPlaced): what cp -v
+    /// and mv -v print. Off, the job gathers nothing.
+    pub report_files: bool,
 }
 
 /// The keys Copy, Move and Plan accept, with their D-Bus types.
@@ -37,6 +40,8 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("rename-dirs", "b"),
     ("verify", "s"),
     ("on-error", "s"),
+    ("report-files", "b"),
+    ("keep-replaced-attributes", "b"),
 ];
 
 fn wrong_type(key: &str) -> Error {
@@ -77,6 +82,10 @@ pub fn parse(options: &HashMap<String, OwnedVariant>) -> Result<JobOptions, Erro
             "sparse" => parsed.engine.sparse = boolean(key, value)?,
             "sync" => parsed.engine.sync = boolean(key, value)?,
             "privileged" => parsed.privileged = boolean(key, value)?,
+            "report-files" => parsed.report_files = boolean(key, value)?,
+            "keep-replaced-attributes" => {
+                parsed.engine.keep_replaced_attributes = boolean(key, value)?
+            }
             "rename" => rename = Some(string(key, value)?.to_owned()),
             "rename-dirs" => rename_dirs = boolean(key, value)?,
             "verify" => {

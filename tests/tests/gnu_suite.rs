@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex};
 use copyd_tests::{bins, bus::TestBus, daemon, repo_root, scratch_dir, Daemon, Policy};
 
 /// The share of GNU's passes copyctl must pass too (the target is
-/// 90%). copyctl passes 74 of the 77 GNU passes here (96%); the floor lets
-/// one flake.
-const FLOOR: f64 = 0.94;
+/// 90%). copyctl passes 76 of the 77 GNU passes here (99%; file-perm-race.sh
+/// waits for a target to appear before cp has it whole, which copyd never
+/// allows); the floor lets one flake (75 of 77 holds it, 74 does not).
+const FLOOR: f64 = 0.97;
 const VERSION: &str = "coreutils-9.1";
 /// Seconds a script may take (GNU's own take at most a few; the two that
 /// wait for a target copyd places only whole run into this).

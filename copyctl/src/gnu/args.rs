@@ -86,6 +86,8 @@ pub struct GnuArgs {
     pub symbolic_link: bool,
     pub one_file_system: bool,
     pub attributes_only: bool,
+    /// --copy-contents: with -R, fifos and devices read as files.
+    pub copy_contents: bool,
     pub strip_trailing_slashes: bool,
     pub debug: bool,
     pub no_copy: bool,
@@ -131,6 +133,7 @@ impl GnuArgs {
             symbolic_link: false,
             one_file_system: false,
             attributes_only: false,
+            copy_contents: false,
             strip_trailing_slashes: false,
             debug: false,
             no_copy: false,
@@ -419,7 +422,8 @@ fn apply_long(parsed: &mut GnuArgs, name: &str, value: Option<OsString>) -> Resu
         "archive" => apply_short(parsed, b'a', None)?,
         "attributes-only" => parsed.attributes_only = true,
         "backup" => parsed.backup = backup_control(Some(text.as_deref().unwrap_or("")))?,
-        "copy-contents" | "context" | "keep-directory-symlink" => {}
+        "copy-contents" => parsed.copy_contents = true,
+        "context" | "keep-directory-symlink" => {}
         "debug" => parsed.debug = true,
         "dereference" => parsed.deref = Deref::Always,
         "force" => apply_short(parsed, b'f', None)?,

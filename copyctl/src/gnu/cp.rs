@@ -119,6 +119,12 @@ fn options(args: &GnuArgs) -> HashMap<&'static str, Variant<'static>> {
     .map(|(_, name)| (*name).to_owned())
     .collect();
     options.insert("preserve", Variant::from(preserve));
+    // cp writes into a file it overwrites, which keeps its mode and owner
+    // unless -p (or --preserve=mode, ownership) asks for the source's;
+    // copyd renames a new file over it, given those first.
+    if !args.mode_kept && !keep.ownership {
+        options.insert("keep-replaced-attributes", Variant::Bool(true));
+    }
     // cp does not wait for the disk; every file is still placed whole.
     options.insert("sync", Variant::Bool(args.sync));
     if args.sparse == When::Never {
@@ -238,8 +244,7 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         options: options(args),
         address: args.address.clone(),
         show_progress: args.progress,
-        verbose: args.verbose,
-        verbose_prefix: "",
+        verbose: args.verbose.then_some(super::verbose::Style::Cp),
     };
     let (items, twins) = match args.keep.links {
         true => super::links::hard_link_twins(items),
@@ -493,10 +498,16 @@ fn check(
             }
         }
     }
+    // A fifo or a device copied as a file (without -R, or with
+    // --copy-contents): its bytes read to their end, here (contents.rs).
+    let read_as_file = super::contents::is_special(&source_meta)
+        && (!args.recursive || args.copy_contents)
+        && !links
+        && !args.attributes_only;
     // A fifo or a device at the target (/dev/null, a pipe) is written
     // to, as cp opens it, never replaced: by a file's data (a fifo copied
     // as a fifo, by -R, replaces it).
-    if source_meta.is_file()
+    if (source_meta.is_file() || read_as_file)
         && !args.remove_destination
         && !args.symbolic_link
         && !args.hard_link
@@ -506,6 +517,21 @@ fn check(
         })
     {
         local::write_into(front, source, target, args.verbose);
+        return None;
+    }
+    if read_as_file {
+        let what = super::contents::Contents {
+            source: source.to_path_buf(),
+            target: through.clone().unwrap_or(target.to_path_buf()),
+            shown_source: source.to_path_buf(),
+            shown_target: target.to_path_buf(),
+            source_mode: source_meta.mode(),
+        };
+        super::contents::copy(front, args, &what);
+        return None;
+    }
+    if args.attributes_only && is_dir {
+        super::attributes::tree(front, args, source, target, (source, target));
         return None;
     }
     if args.attributes_only && !is_dir {
@@ -571,10 +597,11 @@ fn check(
         && absolute_target != absolute_source;
     // -L, -x: a tree with symlinks in it, or mount points, is split so
     // that copyd meets none (split.rs).
-    if is_dir && (args.deref == Deref::Always || args.one_file_system) {
+    if is_dir && (args.deref == Deref::Always || args.one_file_system || args.copy_contents) {
         let rules = super::split::Rules {
             follow: args.deref == Deref::Always,
             device: args.one_file_system.then(|| source_meta.dev()),
+            contents: args.copy_contents,
         };
         let split = super::split::split(
             front,
@@ -589,6 +616,10 @@ fn check(
         );
         front.pending.extend(split.items);
         front.made.extend(split.made);
+        // Read now, into the directories the split made.
+        for what in &split.contents {
+            super::contents::copy(front, args, what);
+        }
         return None;
     }
     // A directory onto one of another name: copyd would copy it into the
@@ -612,7 +643,6 @@ fn check(
             shown_target: target.to_path_buf(),
             joins_directory,
             note,
-            list_entries: is_dir,
             modes: match (target_lmeta.is_some(), args.keep.mode, args.mode_kept) {
                 // What stood there is merged into or replaced: left as is.
                 (true, _, _) | (false, true, true) => Modes::AsCopied,
@@ -654,7 +684,6 @@ fn merge_entries(
                 shown_target: target.join(&name),
                 joins_directory: true,
                 note: String::new(),
-                list_entries: true,
                 modes: Modes::AsCopied,
             },
             policy.clone(),

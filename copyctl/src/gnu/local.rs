@@ -243,8 +243,15 @@ pub fn attributes_only(
             Some(meta.gid()),
         ));
     }
-    if keep.mode {
-        let mode = meta.mode() & if keep.ownership { 0o7777 } else { 0o777 };
+    // cp's mode: asked for (-p, -a), the source's; else a new file gets
+    // the source's less the umask and an existing one keeps its own (as
+    // cp, which opens it, leaves it).
+    let mode = match (keep.mode, args.mode_kept, exists) {
+        (true, true, _) => Some(meta.mode() & if keep.ownership { 0o7777 } else { 0o777 }),
+        (true, false, false) => Some(meta.mode() & 0o777 & !umask()),
+        _ => None,
+    };
+    if let Some(mode) = mode {
         result = result.and(file.set_permissions(std::fs::Permissions::from_mode(mode)));
     }
     if keep.timestamps {

@@ -11,12 +11,15 @@
 //! names only with --debug, and in --json objects on stdout.
 
 mod args;
+mod attributes;
+mod contents;
 mod cp;
 mod links;
 mod local;
 mod mv;
 mod split;
 mod submit;
+mod verbose;
 
 use std::ffi::OsString;
 use std::io::Write;

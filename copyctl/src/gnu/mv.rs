@@ -56,8 +56,7 @@ pub async fn run(front: &mut Front, args: &GnuArgs) {
         options,
         address: args.address.clone(),
         show_progress: args.progress,
-        verbose: args.verbose,
-        verbose_prefix: "renamed ",
+        verbose: args.verbose.then_some(super::verbose::Style::Mv),
     };
     submit::run(front, &request, items).await;
 }
@@ -210,12 +209,6 @@ fn check(
             return None;
         }
     }
-    // Across file systems mv copies, and -v lists every entry it copied.
-    let list_entries = is_dir
-        && absolute_target
-            .parent()
-            .and_then(|p| fs::metadata(p).ok())
-            .is_some_and(|p| p.dev() != source_meta.dev());
     let joins_directory = absolute_target.file_name() == absolute_source.file_name()
         && absolute_target.parent().is_some_and(Path::is_dir);
     let policy = args
@@ -230,7 +223,6 @@ fn check(
             shown_target: PathBuf::from(target),
             joins_directory,
             note,
-            list_entries,
             modes: submit::Modes::AsCopied,
         },
         policy,

@@ -30,6 +30,9 @@ pub struct Rules {
     pub follow: bool,
     /// -x: the device of the source's file system, where to stay.
     pub device: Option<u64>,
+    /// --copy-contents: fifos and devices are read as files, here (see
+    /// contents.rs), not given to copyd (which copies them as themselves).
+    pub contents: bool,
 }
 
 impl Rules {
@@ -37,6 +40,7 @@ impl Rules {
     fn splits_at(&self, meta: &Metadata) -> bool {
         (self.follow && meta.file_type().is_symlink())
             || (meta.is_dir() && self.device.is_some_and(|d| d != meta.dev()))
+            || (self.contents && super::contents::is_special(meta))
     }
 }
 
@@ -57,6 +61,8 @@ fn needs_split(dir: &Path, rules: Rules) -> bool {
 pub struct Split {
     pub items: Vec<(Item, String)>,
     pub made: Vec<MadeDirectory>,
+    /// Special files to read as files (--copy-contents), in walk order.
+    pub contents: Vec<super::contents::Contents>,
 }
 
 /// Splits the tree `source` (real path; shown as `shown_source`) bound for
@@ -73,6 +79,7 @@ pub fn split(
     let mut split = Split {
         items: Vec::new(),
         made: Vec::new(),
+        contents: Vec::new(),
     };
     let mut ancestors = HashSet::new();
     walk(
@@ -97,7 +104,6 @@ fn item(source: PathBuf, target: PathBuf, shown: (PathBuf, PathBuf), joins: bool
         shown_target: shown.1,
         joins_directory: joins,
         note: String::new(),
-        list_entries: true,
         modes: Modes::AsCopied,
     }
 }
@@ -139,7 +145,7 @@ fn walk(
             quote(shown_source)
         ));
     }
-    match fs::create_dir(target) {
+    match private_dir(target) {
         Ok(()) => split.made.push(MadeDirectory {
             target: target.into(),
             source: meta.clone(),
@@ -174,7 +180,7 @@ fn walk(
         };
         if lmeta.is_dir() && rules.device.is_some_and(|d| d != lmeta.dev()) {
             // A mount point under cp -x: made, left empty.
-            match fs::create_dir(&to) {
+            match private_dir(&to) {
                 Ok(()) => split.made.push(MadeDirectory {
                     target: to,
                     source: lmeta,
@@ -213,6 +219,14 @@ fn walk(
                     .items
                     .push((item(real, to, (shown_from, shown_to), joins), policy.into()));
             }
+        } else if rules.contents && super::contents::is_special(&lmeta) {
+            split.contents.push(super::contents::Contents {
+                source: from,
+                target: to,
+                shown_source: shown_from,
+                shown_target: shown_to,
+                source_mode: lmeta.mode(),
+            });
         } else {
             split
                 .items
@@ -220,6 +234,14 @@ fn walk(
         }
     }
     ancestors.remove(&(meta.dev(), meta.ino()));
+}
+
+/// Makes a directory only its owner may enter until `finish` gives it its
+/// mode (as cp makes them): nobody else sees into it while it fills, also
+/// where its final mode will shut them out.
+pub fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o700).create(path)
 }
 
 /// Gives the directories copyctl made their sources' metadata: the mode

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use zbus::Variant;
 
-use super::Front;
+use super::{verbose, Front};
 use crate::connect::{self, Service};
 use crate::watch::{self, Ask, WaitStyle};
 
@@ -30,8 +30,6 @@ pub struct Item {
     pub joins_directory: bool,
     /// What -v adds after the line (" (backup: 'x~')").
     pub note: String,
-    /// -v lists the entries under the target too (a copied tree).
-    pub list_entries: bool,
     /// What a new target's modes need after the job: copyd does not know
     /// our umask.
     pub modes: Modes,
@@ -63,10 +61,9 @@ pub struct Request {
     pub options: HashMap<&'static str, Variant<'static>>,
     pub address: Option<String>,
     pub show_progress: bool,
-    /// -v: print each item as it is placed, as `'src' -> 'dst'`.
-    pub verbose: bool,
-    /// The word mv puts before its -v lines ("renamed").
-    pub verbose_prefix: &'static str,
+    /// -v: print each file as copyd places it, as cp (`'src' -> 'dst'`)
+    /// or mv does.
+    pub verbose: Option<verbose::Style>,
 }
 
 /// Items in the order given, grouped where they can share a job. Each
@@ -185,6 +182,11 @@ async fn run_batch(
     let destination = batch.destination.as_os_str().as_bytes();
     let mut options = request.options.clone();
     options.insert("on-conflict", Variant::from(batch.on_conflict.clone()));
+    // -v's lines come from copyd as it places each file (to us alone).
+    let verbose = request.verbose.filter(|_| !front.json);
+    if verbose.is_some() {
+        options.insert("report-files", Variant::from(true));
+    }
     let signals = match watch::JobSignals::subscribe(&service.connection).await {
         Ok(signals) => signals,
         Err(err) => return fail(front, err),
@@ -212,6 +214,11 @@ async fn run_batch(
         front.interrupted = true;
         return;
     }
+    let print_files = |files| {
+        if let Some(style) = verbose {
+            verbose::print(style, &batch.items, files)
+        }
+    };
     let style = WaitStyle {
         show_progress: request.show_progress && !front.json,
         ask: match batch.on_conflict.as_str() {
@@ -223,6 +230,10 @@ async fn run_batch(
         last_phase: match request.options.get("sync") {
             Some(Variant::Bool(false)) => watch::LastPhase::Placing,
             _ => watch::LastPhase::Syncing,
+        },
+        on_files: match verbose {
+            Some(_) => Some(&print_files),
+            None => None,
         },
     };
     let waited = watch::wait_with(
@@ -270,56 +281,6 @@ async fn run_batch(
             Modes::AsCopied => {}
             Modes::LessUmask if umask == 0 => {}
             modes => super::local::apply_modes(&item.target, modes == Modes::Default, umask),
-        }
-    }
-    if request.verbose && !front.json {
-        for item in &batch.items {
-            verbose_lines(request, item);
-        }
-    }
-}
-
-/// cp -v's lines for `item`: the item, then for a directory each entry
-/// under it, as cp prints them.
-fn verbose_lines(request: &Request, item: &Item) {
-    let line = |from: &std::path::Path, to: &std::path::Path, note: &str| {
-        println!(
-            "{}{} -> {}{note}",
-            request.verbose_prefix,
-            super::quote(from),
-            super::quote(to)
-        );
-    };
-    line(&item.shown_source, &item.shown_target, &item.note);
-    if !item.list_entries || !item.target.is_dir() {
-        return;
-    }
-    walk_lines(&item.target, &PathBuf::new(), &mut |child| {
-        line(
-            &item.shown_source.join(child),
-            &item.shown_target.join(child),
-            "",
-        )
-    });
-}
-
-/// Calls `each` with every path under `root/relative`, parents first,
-/// names sorted.
-fn walk_lines(
-    root: &std::path::Path,
-    relative: &std::path::Path,
-    each: &mut dyn FnMut(&std::path::Path),
-) {
-    let Ok(entries) = std::fs::read_dir(root.join(relative)) else {
-        return;
-    };
-    let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
-    names.sort();
-    for name in names {
-        let child = relative.join(&name);
-        each(&child);
-        if std::fs::symlink_metadata(root.join(&child)).is_ok_and(|m| m.is_dir()) {
-            walk_lines(root, &child, each);
         }
     }
 }

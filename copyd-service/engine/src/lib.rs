@@ -26,6 +26,7 @@ pub mod links;
 pub mod metadata;
 pub mod names;
 pub mod parallel;
+pub mod placed;
 pub mod progress;
 pub mod provenance;
 pub mod read_ahead;
@@ -42,6 +43,7 @@ pub use conflict::{ConflictAnswer, ConflictDecision, ConflictQuestion};
 pub use engines::{ByteObserver, CopyContext, CopyError, EngineId, EngineSet, FileCopier};
 pub use error::{EngineError, ErrorKind};
 pub use journal::{CopyIdentity, FileIdentity, Journal, NoJournal, ResumeState};
+pub use placed::{Action, PlacedFile};
 pub use progress::{Control, Progress, ProgressSnapshot, RateLimiter, RouteReport, RunState};
 pub use request::{
     plan, resolve, Conflict, Item, OnError, Operation, Options, PlanReport, Preserve,

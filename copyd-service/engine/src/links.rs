@@ -101,6 +101,24 @@ impl PlacedCopies {
         Ok(())
     }
 
+    /// Whether a copy of `entry`'s inode is remembered (a later name of it
+    /// is to be linked to that copy).
+    pub fn knows(&self, entry: &Entry) -> bool {
+        let source = (entry.metadata.dev(), entry.metadata.ino());
+        self.0.lock().unwrap().contains_key(&source)
+    }
+
+    /// Whether `existing` is the remembered copy of `entry`'s inode (then
+    /// the name already is that file: nothing to do).
+    pub fn is_copy(&self, entry: &Entry, existing: &fs::Metadata) -> bool {
+        let source = (entry.metadata.dev(), entry.metadata.ino());
+        self.0
+            .lock()
+            .unwrap()
+            .get(&source)
+            .is_some_and(|placed| placed.identity == (existing.dev(), existing.ino()))
+    }
+
     /// Makes `copy` a hard link of the placed copy of `entry`'s inode.
     /// False when there is none, or it cannot be linked (another file
     /// system) or is no longer that copy (replaced since): then `entry` is

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::conflict::{ConflictAnswer, ConflictDecision, ConflictQuestion};
 use crate::error::{EngineError, Result};
+use crate::placed::FileReports;
 
 /// Counters of one transfer. Counts only grow.
 #[derive(Debug, Default)]
@@ -35,6 +36,8 @@ pub struct Progress {
     engine_operations: Mutex<BTreeMap<&'static str, u64>>,
     /// How bytes went between each pair of file systems.
     routes: Mutex<BTreeMap<(u64, u64), RouteReport>>,
+    /// Each file placed, for a job whose owner asked (see `placed`).
+    placed: FileReports,
 }
 
 /// How a job's bytes went from one file system to another (by device
@@ -59,6 +62,11 @@ pub struct ProgressSnapshot {
 impl Progress {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The per-file reports: gathered only once enabled.
+    pub fn placed(&self) -> &FileReports {
+        &self.placed
     }
 
     pub fn add_totals(&self, files: u64, bytes: u64) {

@@ -58,6 +58,9 @@ pub struct Options {
     pub verify: crate::verify::Verify,
     /// What a file that cannot be copied does to the job (`on-error`).
     pub on_error: OnError,
+    /// A copy that replaces a file (on-conflict overwrite, update) takes
+    /// that file's mode and owner, as cp without -p leaves them.
+    pub keep_replaced_attributes: bool,
 }
 
 /// What a file that cannot be copied does to the job: the `on-error`
@@ -106,6 +109,7 @@ impl Default for Options {
             rename: None,
             verify: crate::verify::Verify::None,
             on_error: OnError::Continue,
+            keep_replaced_attributes: false,
         }
     }
 }

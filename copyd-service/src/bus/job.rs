@@ -206,6 +206,14 @@ impl JobObject {
         Ok(())
     }
 
+    /// Files placed since the last FilesPlaced, for a job asked to report
+    /// them: sent to the owner only.
+    #[zbus(signal)]
+    async fn files_placed(
+        emitter: &SignalEmitter<'_>,
+        files: Vec<(&str, bool, Vec<u8>, Vec<u8>)>,
+    ) -> zbus::Result<()>;
+
     #[zbus(signal)]
     async fn completed(
         emitter: &SignalEmitter<'_>,
@@ -564,6 +572,12 @@ pub async fn forward_events(
                     }
                 }
             }
+            JobEvent::FilesPlaced(files) => {
+                // Paths: the owner's only. Nobody to tell, nothing sent.
+                if let Some(owner) = &owner {
+                    send_files_placed(owner, &files).await;
+                }
+            }
             JobEvent::Finished => {
                 let status = job.status();
                 // Completed is for every listener: its message says what
@@ -613,6 +627,31 @@ pub async fn forward_events(
     }
     jobs.remove(&job.id);
     ManagerObject::job_counts_changed(&connection).await;
+}
+
+/// At most how many files one FilesPlaced carries: a tick's worth of a fast
+/// tree can be tens of thousands, and one message must stay well below the
+/// bus's size limit (paths may be 4 KiB each).
+const FILES_PER_SIGNAL: usize = 1024;
+
+/// `files` to the owner, as FilesPlaced signals of at most FILES_PER_SIGNAL.
+async fn send_files_placed(owner: &SignalEmitter<'_>, files: &[copyd_engine::PlacedFile]) {
+    for chunk in files.chunks(FILES_PER_SIGNAL) {
+        let batch = chunk
+            .iter()
+            .map(|file| {
+                (
+                    file.action.name(),
+                    file.directory,
+                    paths::encode(&file.source),
+                    paths::encode(&file.target),
+                )
+            })
+            .collect();
+        if let Err(err) = owner.files_placed(batch).await {
+            tracing::debug!(%err, "could not send FilesPlaced");
+        }
+    }
 }
 
 fn failed_files(failures: &[crate::jobs::FailedFile]) -> Vec<(Vec<u8>, String)> {

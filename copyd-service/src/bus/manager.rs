@@ -244,6 +244,7 @@ impl ManagerObject {
             )
             .await?;
         let privileged = parsed.privileged;
+        let report_files = parsed.report_files;
         let jobs = self.jobs.clone();
         let method_name = method.to_owned();
         // Resolving stats the sources: keep it off the bus's executor
@@ -257,6 +258,10 @@ impl ManagerObject {
         })
         .await
         .map_err(|err| Error::Failed(err.to_string()))??;
+        if report_files {
+            // Before the job can start: none of its files goes unreported.
+            job.progress.placed().enable();
+        }
         self.launch(job, method, privileged, connection).await
     }
 

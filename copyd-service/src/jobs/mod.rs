@@ -90,6 +90,9 @@ pub enum JobEvent {
     Progress(ProgressReport),
     /// The job waits on the owner's answer to a conflict (on-conflict ask).
     ConflictRaised(copyd_engine::ConflictQuestion),
+    /// Files placed (or moved sources removed) since the last such event,
+    /// in order; only for a job asked to report them (report-files).
+    FilesPlaced(Arc<Vec<copyd_engine::PlacedFile>>),
     /// The job ended; the last event it sends.
     Finished,
 }
@@ -979,6 +982,7 @@ impl JobManager {
 
     /// Samples the job's counters and sends them if they moved.
     fn report(&self, job: &Job, window: &mut RateWindow, events: &EventSink) {
+        send_files_placed(job, events);
         let counts = job.progress.snapshot();
         let now = Instant::now();
         window.add(now, counts.bytes_done);
@@ -1103,6 +1107,8 @@ impl JobManager {
                 .unwrap()
                 .extend(0..job.resolved.items.len());
         }
+        // The last files, before anything says the job ended.
+        send_files_placed(job, events);
         events.send(JobEvent::Progress(report));
         job.set_state(final_state, events);
         self.persist_end(job);
@@ -1169,6 +1175,16 @@ impl JobManager {
             }
         }
         (active, queued)
+    }
+}
+
+/// Sends the files the job placed since the last call, if any (a batch
+/// per progress tick: a tree of thousands of files sends a few events, not
+/// thousands).
+fn send_files_placed(job: &Job, events: &EventSink) {
+    let placed = job.progress.placed().take();
+    if !placed.is_empty() {
+        events.send(JobEvent::FilesPlaced(Arc::new(placed)));
     }
 }
 

@@ -69,6 +69,7 @@ pub fn options_record(options: &Options) -> OptionsRecord {
         rename: (options.rename.as_ref()).map(|rule| (rule.expression.clone(), rule.directories)),
         verify: options.verify.name().to_owned(),
         on_error: options.on_error.name().to_owned(),
+        keep_replaced_attributes: options.keep_replaced_attributes,
     }
 }
 
@@ -140,6 +141,7 @@ pub fn resolved(
                 rename,
                 verify,
                 on_error,
+                keep_replaced_attributes: options.keep_replaced_attributes,
                 ..Options::default()
             },
         },

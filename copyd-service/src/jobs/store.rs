@@ -71,6 +71,10 @@ pub struct OptionsRecord {
     /// The `on-error` policy (absent from older checkpoints: continue).
     #[serde(default = "continue_")]
     pub on_error: String,
+    /// The `keep-replaced-attributes` option (absent from older
+    /// checkpoints: off).
+    #[serde(default)]
+    pub keep_replaced_attributes: bool,
 }
 
 fn none() -> String {
@@ -421,6 +425,7 @@ mod tests {
                 rename: Some((r"s/\.txt$/.bak/".into(), true)),
                 verify: "sha256".into(),
                 on_error: "stop".into(),
+                keep_replaced_attributes: true,
             },
             items: vec![ItemRecord {
                 source: b"/src/caf\xe9".to_vec(),

@@ -171,7 +171,12 @@ impl Transfer<'_> {
         }
         let identities = built
             .iter()
-            .map(|lone| Ok((lone.index, built_identity(&lone.temp)?)))
+            .map(|lone| {
+                if lone.item.replace {
+                    self.take_replaced_attributes(&lone.temp, &lone.target)?;
+                }
+                Ok((lone.index, built_identity(&lone.temp)?))
+            })
             .collect::<Result<Vec<_>>>();
         match identities {
             Ok(identities) => self.journal.items_built(&identities),
@@ -200,9 +205,14 @@ impl Transfer<'_> {
         if self.sync {
             sync_each_directory(placed.iter().map(|lone| &*lone.anchor))?;
         }
+        let reports = self.progress.placed();
+        for lone in placed {
+            reports.note(Action::Copied, false, &lone.item.source, &lone.item.target);
+        }
         for lone in placed {
             if let Some(source_dir) = &lone.source_dir {
                 remove_moved_source_in(source_dir, lone.item)?;
+                reports.note(Action::Removed, false, &lone.item.source, Path::new(""));
             }
         }
         sync_each_directory(placed.iter().filter_map(|lone| lone.source_dir.as_deref()))?;

@@ -33,6 +33,7 @@ use super::{under, AnchoredDir, Transfer};
 use crate::conflict::{ConflictDecision, Side};
 use crate::error::{EngineError, Result};
 use crate::metadata;
+use crate::placed::Action;
 use crate::request::{Conflict, Item};
 use crate::walk::{Entry, EntryKind, Tree};
 
@@ -160,6 +161,10 @@ impl Transfer<'_> {
                 let opened = self.merge_directory(entry, &parent, &name, existing.as_ref(), policy);
                 match opened {
                     Ok((dir, path, new)) => {
+                        // Listed as cp lists a directory merged into, by
+                        // its path (not the open directory's).
+                        let target = under(&item.target, copy_relative);
+                        (self.progress.placed()).note(Action::Copied, true, &source, &target);
                         if new {
                             made.push((entry, source, path));
                         }
@@ -173,11 +178,32 @@ impl Transfer<'_> {
                 self.progress.add_files_done(1);
                 continue;
             }
+            // Another name of a file already in the copy (preserve links):
+            // linked to that copy whatever stands at the name and whatever
+            // the policy says of it, as cp -a keeps names of one file one
+            // file, also with -u (GNU's preserve-link.sh).
+            let later_name = self.preserve.links
+                && crate::links::has_other_names(entry)
+                && self.placed.knows(entry);
+            if later_name
+                && existing
+                    .as_ref()
+                    .is_some_and(|e| self.placed.is_copy(entry, e))
+            {
+                // Already that file (a rename onto it would do nothing and
+                // leave the temporary).
+                self.progress.add_bytes_uncopied(entry.metadata.len());
+                self.progress.add_files_done(1);
+                continue;
+            }
             // Some(None): the name is free. Some(decision): the policy's
             // decision for a taken name. None: not placed (failed alone, or
             // placed by an earlier run).
             let decision = match &existing {
                 None => Some(None),
+                Some(existing) if later_name && !existing.is_dir() => {
+                    Some(Some(ConflictDecision::Overwritten))
+                }
                 Some(existing) if self.resume.resuming && looks_placed(entry, existing) => None,
                 // Keep-both puts a file beside a directory; nothing else can.
                 // Under skip, or asked and answered skip, the file is left
@@ -228,10 +254,19 @@ impl Transfer<'_> {
                 Some(Some(decision)) => placing_for(decision),
                 None => None,
             };
+            // What stands at a name of a file with other names, or its copy
+            // once placed, is the copy later names are linked to.
+            let remember = || {
+                if self.preserve.links && crate::links::has_other_names(entry) {
+                    self.placed
+                        .remember(std::slice::from_ref(entry), &item.target);
+                }
+            };
             let Some(placing) = placing else {
                 if let Some(Some(decision)) = decision {
                     skipped = true;
                     self.progress.note_conflict(decision);
+                    remember();
                 }
                 self.progress.add_bytes_uncopied(entry.metadata.len());
                 self.progress.add_files_done(1);
@@ -242,6 +277,9 @@ impl Transfer<'_> {
                     if let Some(Some(decision)) = decision {
                         self.progress.note_conflict(decision);
                     }
+                    let target = under(&item.target, copy_relative);
+                    (self.progress.placed()).note(Action::Copied, false, &source, &target);
+                    remember();
                 }
                 Err(err) if err.per_file => {
                     self.fail_entry_alone(source, under(&item.target, copy_relative), err)
@@ -264,6 +302,7 @@ impl Transfer<'_> {
         if self.is_move() && whole && !skipped {
             // Every file is placed, durable: the source may go.
             super::remove_moved_source(item)?;
+            self.progress.placed().note_removed_tree(&item.source, tree);
         }
         self.journal.item_done(index);
         Ok(match whole && !skipped {
@@ -365,7 +404,10 @@ impl Transfer<'_> {
             .build(&alone, index, &one, &temp, false, self.sync)
             .and_then(|()| match placing {
                 Placing::New => rename_at(&temp, &at, RenameFlags::NOREPLACE),
-                Placing::Over => rename_at(&temp, &at, RenameFlags::empty()),
+                Placing::Over => {
+                    self.take_replaced_attributes(&temp, &at)?;
+                    rename_at(&temp, &at, RenameFlags::empty())
+                }
                 Placing::AfterBackup => {
                     let mut backup = name.to_owned();
                     backup.push("~");

@@ -23,6 +23,7 @@ use crate::journal::{
     CopyIdentity, FileIdentity, GroupCommit, ItemsOnly, Journal, NoJournal, ResumeState,
     GROUP_COMMIT_INTERVAL, OFFSET_COMMIT_INTERVAL,
 };
+use crate::placed::Action;
 use crate::progress::{Control, Progress};
 use crate::request::{Conflict, Item, OnError, Operation, Preserve, Resolved};
 use crate::verify::{self, Checksum, SourceDigest, Verify};
@@ -36,6 +37,7 @@ mod file;
 mod lone_files;
 mod merge;
 mod placement;
+mod replaced;
 mod tree;
 
 use data::route;
@@ -86,6 +88,8 @@ struct Transfer<'a> {
     workers: usize,
     /// A rename rule changes names inside trees.
     renames_inside: bool,
+    /// A copy replacing a file takes its mode and owner (see `replaced`).
+    keep_replaced_attributes: bool,
     verify: Verify,
     on_error: OnError,
     /// How many items the request has.
@@ -213,6 +217,7 @@ pub fn run_resumable(
         auto: options.engine == "auto",
         workers: options.workers,
         renames_inside: options.rename.is_some(),
+        keep_replaced_attributes: options.keep_replaced_attributes,
         verify: options.verify,
         on_error: options.on_error,
         items: resolved.items.len(),

@@ -97,6 +97,8 @@ impl Transfer<'_> {
         fsutil::fsync_dir(&parent_of(&item.source))?;
         self.progress.add_totals(1, 0);
         self.progress.add_files_done(1);
+        let directory = item.kind == EntryKind::Directory;
+        (self.progress.placed()).note(Action::Renamed, directory, &item.source, &item.target);
         Ok(true)
     }
 
@@ -113,10 +115,19 @@ impl Transfer<'_> {
         if self.preserve.links && whole {
             self.placed.remember(&tree.entries, &item.target);
         }
+        if self.progress.placed().is_on() {
+            // The whole tree appeared at once, under its final name.
+            let failed: Vec<PathBuf> = self.failures.lock().unwrap()[failures_before..]
+                .iter()
+                .map(|failure| failure.source.clone())
+                .collect();
+            (self.progress.placed()).note_tree(&item.source, &item.target, tree, &failed);
+        }
         if let (Some(source_dir), true) = (&source_dir, whole) {
             // The copy is durable (copy_item synced it): now the source may go.
             remove_moved_source_in(source_dir, item)?;
             source_dir.sync()?;
+            self.progress.placed().note_removed_tree(&item.source, tree);
         }
         self.journal.item_done(index);
         Ok(())
@@ -216,6 +227,9 @@ impl Transfer<'_> {
         let built = self
             .build(item, index, tree, &temp, carry_on, self.sync)
             .and_then(|()| {
+                if item.replace {
+                    self.take_replaced_attributes(&temp, &target)?;
+                }
                 self.journal.item_built(index, built_identity(&temp)?);
                 fsutil::rename_into_place(&temp, &target, item.replace)
             });
