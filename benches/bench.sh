@@ -36,7 +36,9 @@
 #                     (outside the timed runs; 0 to skip the count)
 #
 # Output: a table on stdout (markdown), raw times in $BENCH_DIR/times.tsv.
-# The "auto chose" column is where copyd (auto) moved the bytes of its
+# "--no-sync/best peer" is the median of per-round ratios of copyd
+# --no-sync to the faster of xcp and cpz in that round. The "auto chose"
+# column is where copyd (auto) moved the bytes of its
 # first --no-sync copy, by engine, from the job's engine bytes. Notes give,
 # for the items set, `copyctl cp` (the cp front) against cp, and for the
 # large file into tmpfs, `fallocate` of the same size there alone: the cost
@@ -274,6 +276,7 @@ run_tool() { # tool src dst
             copyd) "$COPYCTL" copy "${files[@]}" "$3/" >/dev/null ;;
             copyd-nosync) "$COPYCTL" --json copy --no-sync "${files[@]}" "$3/" >"$RUNDIR/last.json" ;;
             copyctl-cp) "$COPYCTL" cp --preserve=mode,timestamps "${files[@]}" "$3/" ;;
+            copyd-one) "$COPYCTL" copy --no-sync "${files[0]}" "$3/" >/dev/null ;;
             cp) cp --preserve=mode,timestamps "${files[@]}" "$3/" ;;
             xcp) xcp "${files[@]}" "$3/" >/dev/null 2>&1 ;;
             cpz) cpz "${files[@]}" "$3/" >/dev/null 2>&1 ;;
@@ -358,7 +361,7 @@ group() { # set target cache
     # Beside the tools: the cp front for the items set, and for the large
     # file into tmpfs the allocation of its pages alone.
     local group_tools=("${tools[@]}")
-    [[ $set == items ]] && group_tools+=(copyctl-cp)
+    [[ $set == items ]] && group_tools+=(copyctl-cp copyd-one)
     [[ $set == file2g && $target == tmpfs ]] && command -v fallocate >/dev/null && group_tools+=(fallocate)
     local r t i n=${#group_tools[@]} tool dst t0 t1 secs sync_secs du_note="" chose=-
     declare -A took=()
@@ -406,7 +409,7 @@ group() { # set target cache
             printf '%s\t%s\t%s\t%s\t%d\t%s\t%s\n' "$(date -Is)" "$set" "$target" "$cache" "$r" "$tool" "$secs" >>"$TIMES"
             say "  $set $target $cache round $r: $tool ${secs}s (+sync ${sync_secs}s)"
             if ((r == 0)); then
-                [[ $tool == copyd* || $tool == copyctl-cp ]] && verify "$src" "$dst"
+                [[ $tool == copyd* && $tool != copyd-one || $tool == copyctl-cp ]] && verify "$src" "$dst"
                 [[ $tool == copyd-nosync ]] && chose=$(engines_used "$RUNDIR/last.json")
                 if [[ $set == sparse ]]; then
                     du_note+="$tool $(du -sm "$dst" | cut -f1) MiB, "
@@ -435,7 +438,16 @@ group() { # set target cache
                 awk -v a="${took[$1,$r]}" -v b="${took[$2,$r]}" 'BEGIN {printf "%.3f\n", a / b}'
         done | median
     }
-    local med_copyd med_nosync=- med_cp med_ratio med_ratio_nosync=- med_ratio_sync med_cpsync med_xcp=- med_cpz=-
+    # Per round, copyd --no-sync against the faster of xcp and cpz in that
+    # round.
+    best_peer_ratio() {
+        for ((r = 0; r < RUNS; r++)); do
+            local peer=${took[xcp,$r]:-} mine=${took[copyd-nosync,$r]:-}
+            [[ -n ${took[cpz,$r]:-} ]] && { [[ -z $peer ]] || awk -v a="${took[cpz,$r]}" -v b="$peer" 'BEGIN {exit !(a < b)}'; } && peer=${took[cpz,$r]}
+            [[ -n $peer && -n $mine ]] && awk -v a="$mine" -v b="$peer" 'BEGIN {printf "%.3f\n", a / b}'
+        done | median
+    }
+    local med_copyd med_nosync=- med_cp med_ratio med_ratio_nosync=- med_ratio_sync med_cpsync med_xcp=- med_cpz=- med_best
     med_copyd=$(med copyd)
     med_cp=$(med cp)
     med_cpsync=$(med cp+sync)
@@ -447,17 +459,18 @@ group() { # set target cache
     fi
     [[ " ${tools[*]} " == *" xcp "* ]] && med_xcp=$(med xcp)
     [[ " ${tools[*]} " == *" cpz "* ]] && med_cpz=$(med cpz)
+    med_best=$(best_peer_ratio)
     if [[ $set == sparse ]]; then
         du_note="du: source $(du -sm "$src" | cut -f1) MiB; copies: ${du_note%, }"
     fi
-    [[ $set == items ]] && du_note+="copyctl cp $(med copyctl-cp) s, $(ratio copyctl-cp cp)× cp, "
+    [[ $set == items ]] && du_note+="copyctl cp $(med copyctl-cp) s, $(ratio copyctl-cp cp)× cp; a one-file copyd job (--no-sync, the job's fixed cost) $(med copyd-one) s, "
     [[ " ${group_tools[*]} " == *" fallocate "* ]] &&
         du_note+="fallocate of the same size alone (tmpfs pages): $(med fallocate) s, $(ratio fallocate cp)× cp, "
     du_note=${du_note%, }
-    printf '| %s | %s | %s | %s | %s | %s | %s× | %s× | %s | %s× | %s | %s | %s | %s | %s |\n' \
+    printf '| %s | %s | %s | %s | %s | %s | %s× | %s× | %s | %s× | %s | %s | %s× | %s | %s | %s |\n' \
         "$(set_label "$set")" "ext4 → $target" "$cache" "$med_copyd" "$med_nosync" "$med_cp" \
         "$med_ratio" "$med_ratio_nosync" "$med_cpsync" "$med_ratio_sync" "$med_xcp" "$med_cpz" \
-        "$chose" "$hwm" "$du_note" | tee -a "$TABLE"
+        "$med_best" "$chose" "$hwm" "$du_note" | tee -a "$TABLE"
 }
 
 # Where a copyd job's bytes went, by engine, from its JSON summary:
@@ -533,8 +546,8 @@ start_bus
 : >"$TABLE"
 say "tools: ${tools[*]}; $RUNS runs each; raw times in $TIMES"
 {
-    echo "| data set | target | cache | copyd s | copyd --no-sync s | cp s | copyd/cp | --no-sync/cp | cp+sync s | copyd/(cp+sync) | xcp s | cpz s | auto chose | copyd peak RSS MiB | notes |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| data set | target | cache | copyd s | copyd --no-sync s | cp s | copyd/cp | --no-sync/cp | cp+sync s | copyd/(cp+sync) | xcp s | cpz s | --no-sync/best peer | auto chose | copyd peak RSS MiB | notes |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } | tee "$TABLE"
 for set in $SETS; do
     for target in $TARGETS; do
