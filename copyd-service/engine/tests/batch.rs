@@ -52,6 +52,23 @@ fn batchable_bytes(root: &Path) -> u64 {
     bytes
 }
 
+/// A directory `tree` of `count` files named f000…, file f `len(f)` bytes
+/// long, in a temporary directory anyone may enter (for jobs acting as
+/// another user).
+fn tree_anyone_may_read(
+    count: usize,
+    len: impl Fn(usize) -> usize,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    for f in 0..count {
+        write_file(&tree.join(format!("f{f:03}")), len(f), f as u64);
+    }
+    (dir, tree)
+}
+
 fn io_uring_here() -> bool {
     let usable = EngineSet::probe().names().contains(&"io_uring");
     if !usable {
@@ -97,14 +114,8 @@ fn a_batch_opens_with_the_callers_rights() {
         eprintln!("SKIP: needs root to act as another user");
         return;
     }
-    let dir = tempfile::tempdir_in("/tmp").unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir(&tree).unwrap();
-    for f in 0..40 {
-        write_file(&tree.join(format!("f{f:02}")), 1000 + f * 10, f as u64);
-    }
-    let secret = tree.join("f20");
+    let (dir, tree) = tree_anyone_may_read(40, |f| 1000 + f * 10);
+    let secret = tree.join("f020");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
@@ -137,9 +148,9 @@ fn a_batch_opens_with_the_callers_rights() {
         .map(|failure| (failure.source.clone(), failure.error.kind))
         .collect();
     assert_eq!(failures, [(secret, ErrorKind::PermissionDenied)]);
-    assert!(!target.join("f20").exists());
+    assert!(!target.join("f020").exists());
     for f in (0..40).filter(|f| *f != 20) {
-        let name = format!("f{f:02}");
+        let name = format!("f{f:03}");
         assert_eq!(
             std::fs::read(tree.join(&name)).unwrap(),
             std::fs::read(target.join(&name)).unwrap()
@@ -149,7 +160,7 @@ fn a_batch_opens_with_the_callers_rights() {
     // Creations are handed to the kernel's io-wq threads: they too must
     // act as the user, so the copies are the user's.
     use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(target.join("f00")).unwrap().uid();
+    let owner = std::fs::metadata(target.join("f000")).unwrap().uid();
     assert_eq!(owner, nobody, "a batch created a file as uid {owner}");
 }
 
@@ -291,13 +302,7 @@ fn a_process_under_the_memory_lock_limit_batches_with_plain_buffers() {
         eprintln!("SKIP: needs root to run a child as nobody");
         return;
     }
-    let dir = tempfile::tempdir_in("/tmp").unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir(&tree).unwrap();
-    for f in 0..100 {
-        write_file(&tree.join(format!("f{f:03}")), 100 + f * 531, f as u64);
-    }
+    let (dir, tree) = tree_anyone_may_read(100, |f| 100 + f * 531);
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let nobody = rustix::fs::Uid::from_raw(65534);
