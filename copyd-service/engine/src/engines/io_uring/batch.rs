@@ -12,7 +12,7 @@
 //!    directory's descriptor) into a direct descriptor, linked to a read of
 //!    the whole file into the file's buffer;
 //! 3. the thread writes each buffer to its copy;
-//! 4. one submission closes every copy.
+//! 4. one submission closes every copy and every source.
 //!
 //! Why not all of it in the ring: the kernel never creates a file inline,
 //! and it hands buffered writes to ext4 and tmpfs to its io-wq threads
@@ -109,7 +109,10 @@ impl BatchOp {
 /// rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchOps {
-    /// Close each copy in the ring (IORING_OP_CLOSE, kernel 5.6).
+    /// Close each copy and each source in the ring (IORING_OP_CLOSE,
+    /// kernel 5.6; direct descriptors, 5.15). Without, the thread closes
+    /// the copies, and the sources close when the ring's descriptor table
+    /// is dropped after each batch (two more calls).
     pub close_in_ring: bool,
 }
 
@@ -181,13 +184,19 @@ impl BatchRings {
             }
         };
         let mut result = Ok(());
+        // Whether a source may still be open in the ring's descriptor
+        // table once the batch is over.
+        let mut sources_open = !self.ops.close_in_ring;
         for (chunk_index, chunk) in files.chunks(BATCH_FILES).enumerate() {
             let start = chunk_index * BATCH_FILES;
             result = match ring.copy_chunk(self.ops, source_dir, copy_dir, chunk) {
-                Ok(outcomes) => outcomes
-                    .into_iter()
-                    .enumerate()
-                    .try_for_each(|(offset, outcome)| finished(start + offset, outcome)),
+                Ok((outcomes, left_open)) => {
+                    sources_open |= left_open;
+                    outcomes
+                        .into_iter()
+                        .enumerate()
+                        .try_for_each(|(offset, outcome)| finished(start + offset, outcome))
+                }
                 // The ring is unusable (and poisoned): the rest go the
                 // ordinary way. Whether a file of this chunk has a copy
                 // is unknown: the caller removes any copy it finds.
@@ -197,7 +206,7 @@ impl BatchRings {
                 break;
             }
         }
-        if !ring.poisoned && ring.release_files().is_ok() {
+        if !ring.poisoned && (!sources_open || ring.release_files().is_ok()) {
             let mut pool = self.pool.lock().unwrap();
             if pool.len() < self.pool_limit {
                 pool.push(ring);
@@ -226,6 +235,7 @@ enum Step {
     OpenSource = 0,
     Read = 1,
     CloseCopy = 2,
+    CloseSource = 3,
 }
 
 impl Step {
@@ -234,7 +244,8 @@ impl Step {
         match data & 3 {
             0 => Step::OpenSource,
             1 => Step::Read,
-            _ => Step::CloseCopy,
+            2 => Step::CloseCopy,
+            _ => Step::CloseSource,
         }
     }
 }
@@ -254,6 +265,8 @@ struct Chunk<'a, 'n> {
 #[derive(Debug, Default, Clone, Copy)]
 struct Chain {
     created: bool,
+    /// Its source is open in its direct descriptor slot.
+    source_open: bool,
     /// The first failure, as an errno; 0 for none. ECANCELED (what the
     /// links after a failure get) only if nothing failed before it.
     errno: i32,
@@ -298,6 +311,16 @@ impl Chunk<'_, '_> {
     /// Takes the completion `res` of `step` of file `i`'s chain.
     fn completed(&mut self, i: usize, step: Step, res: i32) {
         let canceled = -Errno::CANCELED.raw_os_error();
+        match step {
+            Step::OpenSource if res >= 0 => self.chains[i].source_open = true,
+            // A source that would not close stays in its slot until the
+            // table is dropped; it says nothing of the copy.
+            Step::CloseSource => {
+                self.chains[i].source_open &= res < 0;
+                return;
+            }
+            _ => {}
+        }
         if step == Step::CloseCopy && res != canceled {
             // The ring took it out of the descriptor table, even if closing
             // then failed: never closed again.
@@ -369,15 +392,17 @@ impl Ring {
     }
 
     /// Copies up to BATCH_FILES files, in the four steps of the module
-    /// comment. Every completion is reaped before this returns, so nothing
-    /// is in flight afterwards (or the ring is poisoned).
+    /// comment: each file's result, and whether a source is left open in
+    /// the ring's descriptor table. Every completion is reaped before this
+    /// returns, so nothing is in flight afterwards (or the ring is
+    /// poisoned).
     fn copy_chunk(
         &mut self,
         ops: BatchOps,
         source_dir: BorrowedFd<'_>,
         copy_dir: BorrowedFd<'_>,
         files: &[SmallFile<'_>],
-    ) -> io::Result<Vec<SmallFileResult>> {
+    ) -> io::Result<(Vec<SmallFileResult>, bool)> {
         assert!(files.len() <= BATCH_FILES && files.len() <= self.slots as usize);
         let mut chunk = Chunk {
             dirs: (source_dir, copy_dir),
@@ -390,7 +415,7 @@ impl Ring {
         if result.is_ok() {
             self.write_copies(&mut chunk);
             if ops.close_in_ring {
-                result = self.run_steps(&mut chunk, &[Step::CloseCopy]);
+                result = self.close_all(&mut chunk);
             }
         }
         if let Err(err) = result {
@@ -405,14 +430,53 @@ impl Ring {
                 .for_each(std::mem::forget);
             return Err(err);
         }
-        // What the ring did not close (a chain that failed before its
-        // close, or no close in the ring) closes here, as `copies` drops.
+        // What the ring did not close (no close in the ring, or a close
+        // it refused) closes here, as `copies` drops.
         let registered = self.fixed;
-        Ok(chunk
+        let sources_open = chunk.chains.iter().any(|chain| chain.source_open);
+        let results = chunk
             .chains
             .into_iter()
-            .map(|chain| chain.result(registered))
-            .collect())
+            .map(|chain| chain.result(registered));
+        Ok((results.collect(), sources_open))
+    }
+
+    /// Closes every copy and every source of `chunk` that is open, failed
+    /// chains' too, in one submission.
+    fn close_all(&mut self, chunk: &mut Chunk<'_, '_>) -> io::Result<()> {
+        let mut in_flight = 0u32;
+        for i in 0..chunk.files.len() {
+            let steps = [
+                (chunk.copies[i].is_some(), Step::CloseCopy),
+                (chunk.chains[i].source_open, Step::CloseSource),
+            ];
+            for step in steps
+                .into_iter()
+                .filter_map(|(open, step)| open.then_some(step))
+            {
+                let sqe = self.get_sqe();
+                if sqe.is_null() {
+                    // Sized for two entries per file: cannot happen.
+                    return Err(io::Error::from(Errno::BUSY));
+                }
+                self.prepare(sqe, chunk, i, step, false);
+                in_flight += 1;
+            }
+        }
+        self.reap_all(chunk, in_flight)
+    }
+
+    /// Submits what is queued and reaps `in_flight` completions into
+    /// `chunk`.
+    fn reap_all(&mut self, chunk: &mut Chunk<'_, '_>, mut in_flight: u32) -> io::Result<()> {
+        while in_flight > 0 {
+            self.submit(1)?;
+            while let Some((data, res)) = self.reap_data() {
+                in_flight -= 1;
+                chunk.completed((data >> 2) as usize, Step::from_data(data), res);
+            }
+        }
+        Ok(())
     }
 
     /// Queues `steps`, linked, for every file of `chunk` whose chain has
@@ -436,14 +500,7 @@ impl Ring {
                 in_flight += 1;
             }
         }
-        while in_flight > 0 {
-            self.submit(1)?;
-            while let Some((data, res)) = self.reap_data() {
-                in_flight -= 1;
-                chunk.completed((data >> 2) as usize, Step::from_data(data), res);
-            }
-        }
-        Ok(())
+        self.reap_all(chunk, in_flight)
     }
 
     /// Fills `sqe` with `step` of file `i`'s chain, linked to the next
@@ -494,6 +551,7 @@ impl Ring {
                     let fd = chunk.copies[i].as_ref().map_or(-1, |fd| fd.as_raw_fd());
                     sys::io_uring_prep_close(sqe, fd);
                 }
+                Step::CloseSource => sys::io_uring_prep_close_direct(sqe, source_slot),
             }
             let mut flags = 0;
             if fixed_file {
